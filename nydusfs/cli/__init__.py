@@ -1,0 +1,61 @@
+"""Command line: `nydusfs VERB ...`. Each verb lives in its own module with `register()`.
+
+Errors of the NydusfsError family are printed as one line (`--debug` shows the traceback);
+exit status 2 means bad input or usage, 1 means "ran, and found a problem" (check, dump --verify).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Sequence
+
+from .. import __version__
+from ..errors import NydusfsError
+
+VERBS = ("dump",)
+
+EPILOG = """\
+Exit status: 0 success; 1 the command ran and found problems (check differences,
+dump --verify failures); 2 bad input, usage error or missing file; 130 interrupted.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nydusfs",
+        description="Create, merge, mount, check and dump Nydus (RAFS v5/v6) container images.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"nydusfs {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks and debug logging")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for verb in VERBS:
+        module = importlib.import_module(f".{verb}", __name__)
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except NydusfsError as e:
+        if args.debug:
+            raise
+        print(f"nydusfs {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # the reader of our output went away (dump | head): not an error of ours
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0

@@ -1,0 +1,228 @@
+"""Find the bootstrap and the blob inside a Nydus layer file (spec: tar-stream.md).
+
+A file handed to nydusfs as "a bootstrap" may be:
+- a bare RAFS v5 or v6 bootstrap;
+- layout A: a standard tar holding `image/image.blob` (data at 1024) and `image/image.boot`;
+- layout B: sections each followed by a 512-byte tar header (`image.blob`, `blob.meta`,
+  `blob.digest`, `image.boot`), optionally ending with a ToC (`rafs.blob.toc`);
+- a gzip/zstd compressed tar holding `image/image.boot` (bootstrap-only layer tarballs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import struct
+import tarfile
+from typing import Any
+
+from ..errors import FormatError
+from . import v5, v6
+from .blob import TAR_BLOCK, TOC_ENTRY_SIZE, TocEntry, decompress, parse_blob_tar_header, tar_checksum_ok
+
+BOOT_NAMES = (b"image.boot", b"image/image.boot")
+BLOB_NAMES = (b"image.blob", b"image/image.blob")
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+MAX_TOC_SIZE = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Section:
+    offset: int          # where the stored bytes start in the file
+    size: int            # stored size
+    compressor: str = "none"
+    uncompressed_size: int | None = None
+    digest: bytes | None = None  # sha256 of the uncompressed content (ToC only)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LayerLayout:
+    kind: str                     # "bootstrap", "A", "B", "tarball"
+    bootstrap: Section | None     # None for a plain compressed tarball (bootstrap given as bytes)
+    blob: Section | None
+    toc: tuple[TocEntry, ...] = ()
+    sections: tuple[tuple[bytes, Section], ...] = ()
+
+
+def is_v5_bootstrap(head: bytes) -> bool:
+    return len(head) >= 8 and struct.unpack_from("<II", head)[0] == v5.RAFS_V5_MAGIC
+
+
+def is_v6_bootstrap(head: bytes) -> bool:
+    return (len(head) >= 1028 and not any(head[:1024])
+            and struct.unpack_from("<I", head, v6.SUPERBLOCK_OFFSET)[0] == v6.EROFS_MAGIC)
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    return os.pread(fd, size, offset)
+
+
+def detect(fd: int, name: str) -> LayerLayout:
+    """Classify the file and locate its sections without reading the data."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        raise FormatError("Nydus bootstrap or layer", offset=0, expected="a non-empty file",
+                          found="0 bytes", file=name)
+    head = _pread(fd, 1028, 0)
+    if is_v5_bootstrap(head) or is_v6_bootstrap(head):
+        return LayerLayout("bootstrap", Section(0, size), None)
+    if size >= TAR_BLOCK:  # before the magic test: zstd chunk data starts with zstd magic
+        tail = _pread(fd, TAR_BLOCK, size - TAR_BLOCK)
+        if any(tail) and tar_checksum_ok(tail):
+            return _detect_layout_b(fd, name, size, tail)
+    if head[:2] == GZIP_MAGIC or head[:4] == ZSTD_MAGIC:
+        return LayerLayout("tarball", None, None)
+    if len(head) >= TAR_BLOCK and any(head[:TAR_BLOCK]) and tar_checksum_ok(head):
+        return _detect_layout_a(fd, name)
+    raise FormatError("Nydus bootstrap or layer", offset=0,
+                      expected="RAFS v5 magic 0x52414653 at 0, EROFS magic 0xe0f5e1e2 at 1024, "
+                      "or a tar header", found=head[:16], file=name)
+
+
+def _detect_layout_b(fd: int, name: str, size: int, tail: bytes) -> LayerLayout:
+    hdr_name, hdr_size = parse_blob_tar_header(tail, size - TAR_BLOCK)
+    if hdr_name == b"rafs.blob.toc":
+        return _layout_b_from_toc(fd, name, size, hdr_size)
+    sections: list[tuple[bytes, Section]] = []
+    cur = size - TAR_BLOCK
+    while cur >= 0:
+        h = _pread(fd, TAR_BLOCK, cur)
+        try:
+            n, s = parse_blob_tar_header(h, cur)
+        except FormatError as e:
+            raise e.in_file(name)
+        if s > cur:
+            raise FormatError("layer section", field="size", offset=cur + 124,
+                              expected=f"at most {cur}", found=s, file=name,
+                              hint=f"section {n!r} would start before the file")
+        sections.append((n, Section(cur - s, s)))
+        cur = cur - s - TAR_BLOCK
+    found = dict(sections)
+    boot = found.get(b"image.boot")
+    blob = found.get(b"image.blob")
+    return LayerLayout("B", boot, blob, (), tuple(reversed(sections)))
+
+
+def _layout_b_from_toc(fd: int, name: str, size: int, toc_size: int) -> LayerLayout:
+    start = size - TAR_BLOCK - toc_size
+    if toc_size % TOC_ENTRY_SIZE or toc_size > MAX_TOC_SIZE or start < 0:
+        raise FormatError("blob ToC", field="size", offset=size - TAR_BLOCK + 124,
+                          expected=f"a multiple of {TOC_ENTRY_SIZE} up to 1 MiB inside the file",
+                          found=toc_size, file=name)
+    raw = _pread(fd, toc_size, start)
+    entries = tuple(TocEntry.decode(raw, i) for i in range(0, toc_size, TOC_ENTRY_SIZE))
+    sections = []
+    for i, e in enumerate(entries):
+        # older builders record the image.blob header position as its offset: not checked
+        if e.entry_name != b"image.blob" and e.compressed_offset + e.compressed_size > size:
+            raise FormatError("blob ToC entry", field="compressed_offset",
+                              offset=start + i * TOC_ENTRY_SIZE + 56,
+                              expected=f"a range inside the {size}-byte file",
+                              found=e.compressed_offset, file=name)
+        sections.append((e.entry_name, Section(e.compressed_offset, e.compressed_size,
+                                               e.compressor, e.uncompressed_size,
+                                               e.uncompressed_digest)))
+    found = dict(sections)
+    blob = found.get(b"image.blob")
+    if blob is not None:
+        # Older builders record the header position as the image.blob offset; data starts at 0.
+        blob = Section(0, blob.size, blob.compressor, blob.uncompressed_size, blob.digest)
+    return LayerLayout("B", found.get(b"image.boot"), blob, entries, tuple(sections))
+
+
+def _detect_layout_a(fd: int, name: str) -> LayerLayout:
+    with open(os.dup(fd), "rb", closefd=True) as f:
+        try:
+            tf = tarfile.open(fileobj=f, mode="r:")
+            members = {}
+            for m in tf:
+                members[_member_name(m.name)] = (m.offset_data, m.size)
+        except (tarfile.TarError, EOFError) as e:
+            raise FormatError("layout A tar", offset=0, expected="a readable tar archive",
+                              found=str(e), file=name) from None
+    boot = members.get(b"image/image.boot")
+    blob = members.get(b"image/image.blob")
+    return LayerLayout("A", Section(*boot) if boot else None, Section(*blob) if blob else None)
+
+
+def _member_name(raw: str) -> bytes:
+    name = os.fsencode(raw)
+    while name.startswith(b"./"):
+        name = name[2:]
+    return name.rstrip(b"/")
+
+
+def extract_from_tarball(fd: int, name: str) -> bytes:
+    """The bootstrap bytes of a gzip/zstd compressed tar holding `image/image.boot`."""
+    from ..util.streams import open_decompressed  # local import: only tarballs need it
+
+    with open(os.dup(fd), "rb", closefd=True) as f:
+        stream = open_decompressed(f)
+        try:
+            tf = tarfile.open(fileobj=stream, mode="r|")
+            for m in tf:
+                if _member_name(m.name) in BOOT_NAMES and m.isfile():
+                    fobj = tf.extractfile(m)
+                    assert fobj is not None
+                    return fobj.read()
+        except Exception as e:  # any codec's complaint about the stream means "not readable"
+            raise FormatError("compressed layer tarball", offset=0, expected="a readable tar",
+                              found=str(e) or type(e).__name__, file=name) from None
+    raise FormatError("compressed layer tarball", expected="a member image/image.boot",
+                      found="none", file=name, hint="not a Nydus bootstrap layer")
+
+
+def load_section(fd: int, name: str, section: Section, what: str) -> bytes | None:
+    """Bytes of a compressed section (ToC-described), checked against its digest; None if plain."""
+    if section.compressor == "none" and section.digest is None:
+        return None
+    raw = _pread(fd, section.size, section.offset)
+    if section.compressor != "none":
+        try:
+            raw = decompress(raw, section.compressor, section.uncompressed_size or 0)
+        except ValueError as e:
+            raise FormatError(f"{what} section", offset=section.offset,
+                              expected=f"{section.compressor} data of {section.uncompressed_size} bytes",
+                              found=str(e), file=name) from None
+    if section.digest is not None and any(section.digest):
+        got = hashlib.sha256(raw).digest()
+        if got != section.digest:
+            raise FormatError(f"{what} section", field="digest", offset=section.offset,
+                              expected=section.digest.hex(), found=got.hex(), file=name,
+                              hint="ToC digest does not match the content")
+    return raw
+
+
+def open_bootstrap(path: str | os.PathLike) -> tuple[Any, LayerLayout, Any]:
+    """Return (buffer, layout, keepalive): the bootstrap bytes as a buffer (mmap slice or bytes).
+
+    `keepalive` is the mmap to close when done (or None).
+    """
+    import mmap
+
+    name = os.fspath(path)
+    try:
+        fd = os.open(name, os.O_RDONLY)
+    except OSError as e:
+        raise FormatError("Nydus bootstrap or layer", expected="a readable file",
+                          found=e.strerror, file=name) from None
+    try:
+        layout = detect(fd, name)
+        if layout.kind == "tarball":
+            return extract_from_tarball(fd, name), layout, None
+        if layout.bootstrap is None:
+            raise FormatError("Nydus layer", expected="an image.boot section",
+                              found="none", file=name,
+                              hint="a data blob without an inlined bootstrap")
+        boot = layout.bootstrap
+        data = load_section(fd, name, boot, "image.boot")
+        if data is not None:
+            return data, layout, None
+        m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+        if boot.offset == 0 and boot.size == len(m):
+            return m, layout, m
+        return memoryview(m)[boot.offset:boot.offset + boot.size], layout, m
+    finally:
+        os.close(fd)

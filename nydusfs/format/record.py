@@ -1,0 +1,98 @@
+"""Fixed-size on-disk records: a frozen, slotted dataclass per structure with one Struct.
+
+A record class declares `STRUCTURE` (its name in error messages), `SIZE` and `FORMAT` (a struct
+format with one code per field, reserved areas as `Ns` so they survive a round trip). The
+`@record` decorator turns it into a dataclass and checks, at import time, that the format has
+exactly `SIZE` bytes and one item per field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import struct
+from typing import Any, ClassVar, TypeVar
+
+from ..errors import FormatError
+
+T = TypeVar("T", bound="Record")
+
+_CODE = re.compile(r"(\d*)([xcbB?hHiIlLqQnNefdsp])")
+
+
+class Record:
+    __slots__ = ()
+    STRUCTURE: ClassVar[str]
+    SIZE: ClassVar[int]
+    FORMAT: ClassVar[str]
+    _struct: ClassVar[struct.Struct]
+    _names: ClassVar[tuple[str, ...]]
+    _offsets: ClassVar[dict[str, int]]
+
+    @classmethod
+    def decode(cls: type[T], buf: Any, off: int = 0) -> T:
+        """Decode one record at `off`; a short buffer is a FormatError naming the structure."""
+        if off < 0 or off + cls.SIZE > len(buf):
+            raise FormatError(
+                cls.STRUCTURE, offset=off, expected=f"{cls.SIZE} bytes",
+                found=f"{max(0, len(buf) - off)} bytes", hint="data ends inside the structure")
+        return cls(*cls._struct.unpack_from(buf, off))
+
+    def encode(self) -> bytes:
+        return self._struct.pack(*[getattr(self, n) for n in self._names])
+
+    def replace(self: T, **changes: Any) -> T:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def field_offset(cls, name: str) -> int:
+        return cls._offsets[name]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {n: getattr(self, n) for n in self._names}
+
+
+def record(cls: type[T]) -> type[T]:
+    cls = dataclasses.dataclass(frozen=True, slots=True)(cls)
+    fmt = cls.FORMAT
+    assert fmt[0] == "<", f"{cls.__name__}: formats are little-endian"
+    codes = []
+    for count, code in _CODE.findall(fmt[1:]):
+        if code == "s":
+            codes.append(f"{count or 1}s")
+        else:
+            codes.extend([code] * int(count or 1))
+    names = tuple(f.name for f in dataclasses.fields(cls))
+    assert len(codes) == len(names), f"{cls.__name__}: {len(codes)} codes for {len(names)} fields"
+    offsets, pos = {}, 0
+    for name, code in zip(names, codes):
+        offsets[name] = pos
+        pos += struct.calcsize("<" + code)
+    cls._struct = struct.Struct(fmt)
+    assert cls._struct.size == cls.SIZE == pos, f"{cls.__name__}: size {cls._struct.size} != {cls.SIZE}"
+    cls._names = names
+    cls._offsets = offsets
+    return cls
+
+
+def align(value: int, unit: int) -> int:
+    return (value + unit - 1) // unit * unit
+
+
+def u32_array(buf: Any, off: int, count: int, structure: str) -> tuple[int, ...]:
+    end = off + 4 * count
+    if off < 0 or end > len(buf):
+        raise FormatError(structure, offset=off, expected=f"{4 * count} bytes",
+                          found=f"{max(0, len(buf) - off)} bytes", hint="table runs past the end")
+    return struct.unpack_from(f"<{count}I", buf, off)
+
+
+def encode_u32_array(values: list[int] | tuple[int, ...], pad_to: int = 1) -> bytes:
+    raw = struct.pack(f"<{len(values)}I", *values)
+    return raw + bytes(align(len(raw), pad_to) - len(raw))
+
+
+def cstr(raw: bytes) -> bytes:
+    """Bytes up to the first NUL (fixed-size, NUL-padded string fields)."""
+    end = raw.find(b"\0")
+    return raw if end < 0 else raw[:end]

@@ -1,0 +1,224 @@
+"""The version-independent part of the reader: path walking, reads through the blob store."""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import os
+import stat
+import threading
+from typing import Any, Callable, Iterator, TypeVar
+
+from ..errors import FormatError, InvalidInodeError, NotADirError, NotFoundError
+from ..format.layer import LayerLayout
+from ..format.v5 import ChunkInfo
+from .model import BlobInfo, Inode
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def names_file(method: F) -> F:
+    """Attach the bootstrap's name to format errors raised below a public method."""
+
+    @functools.wraps(method)
+    def wrapper(self: "Image", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except FormatError as e:
+            raise e.in_file(self.name) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Image:
+    """A read-only view of one bootstrap. Thread-safe: decoding reads an immutable buffer and
+    the caches are guarded by `functools.lru_cache` (which locks)."""
+
+    version: int
+    root_ino: int
+    chunk_size: int
+    flags: int
+    compressor: str
+    digester: str
+    blobs: list[BlobInfo]
+    prefetch: list[int]
+    inode_count: int
+
+    def __init__(self, name: str, buf: Any, layout: LayerLayout, keepalive: Any) -> None:
+        self.name = name
+        self.buf = buf
+        self.layout = layout
+        self._keepalive = keepalive
+        self.blob_store: Any = None
+        self._lock = threading.Lock()
+        self.inode = functools.lru_cache(maxsize=65536)(self._load_inode)
+        self.readdir = functools.lru_cache(maxsize=4096)(self._load_children)
+        self.chunks = functools.lru_cache(maxsize=4096)(self._load_chunks)
+
+    # --- version-specific primitives -------------------------------------------------------
+    def _load_inode(self, ino: int) -> Inode:
+        raise NotImplementedError
+
+    def _load_children(self, ino: int) -> tuple[tuple[bytes, int], ...]:
+        """Children as (name, ino), sorted by name bytes, without '.' and '..'."""
+        raise NotImplementedError
+
+    def _load_chunks(self, ino: int) -> tuple[ChunkInfo, ...]:
+        raise NotImplementedError
+
+    def lookup(self, parent: int, name: bytes) -> int:
+        raise NotImplementedError
+
+    def readlink(self, ino: int) -> bytes:
+        raise NotImplementedError
+
+    def xattrs(self, ino: int) -> list[tuple[bytes, bytes]]:
+        raise NotImplementedError
+
+    def records(self) -> list[tuple[str, int, Any]]:
+        """(structure, file offset, record) of the superblock area and tables, for dump."""
+        raise NotImplementedError
+
+    def flat_data(self, ino: int) -> bytes | None:
+        """Content stored inside the bootstrap itself (EROFS plain files), else None."""
+        return None
+
+    # --- common API -----------------------------------------------------------------------
+    def getattr(self, ino: int) -> Inode:
+        return self.inode(ino)
+
+    def getxattr(self, ino: int, name: bytes) -> bytes | None:
+        for n, v in self.xattrs(ino):
+            if n == name:
+                return v
+        return None
+
+    @names_file
+    def resolve(self, path: bytes | str) -> int:
+        """Inode of an absolute path (symlinks are not followed)."""
+        raw = os.fsencode(path)
+        ino = self.root_ino
+        for part in raw.split(b"/"):
+            if part in (b"", b"."):
+                continue
+            if not self.inode(ino).is_dir:
+                raise NotADirError(f"{self.name}: {os.fsdecode(raw)}: not a directory")
+            try:
+                ino = self.lookup(ino, part)
+            except NotFoundError:
+                raise NotFoundError(f"{self.name}: {os.fsdecode(raw)}: no such file or directory") from None
+        return ino
+
+    @names_file
+    def walk(self, top: int | None = None, prefix: bytes = b"") -> Iterator[tuple[bytes, int]]:
+        """(path, ino) of every entry in DFS pre-order with name-sorted children; the root is b'/'.
+
+        Directory loops in a corrupt image raise FormatError instead of recursing forever.
+        """
+        start = self.root_ino if top is None else top
+        yield (prefix or b"/"), start
+        on_path: set[int] = {start}
+        stack: list[tuple[bytes, Iterator[tuple[bytes, int]]]] = []
+        if self.inode(start).is_dir:
+            stack.append((prefix, iter(self.readdir(start))))
+        dirs: list[int] = [start]
+        while stack:
+            base, it = stack[-1]
+            child = next(it, None)
+            if child is None:
+                stack.pop()
+                on_path.discard(dirs.pop())
+                continue
+            name, ino = child
+            path = base + b"/" + name
+            yield path, ino
+            if self.inode(ino).is_dir:
+                if ino in on_path:
+                    raise FormatError("directory tree", offset=self.inode(ino).offset,
+                                      expected="a tree", found=f"a loop at {os.fsdecode(path)!r}")
+                on_path.add(ino)
+                dirs.append(ino)
+                stack.append((path, iter(self.readdir(ino))))
+
+    def read(self, ino: int, offset: int, size: int, verify: bool = True) -> bytes:
+        """File bytes [offset, offset+size) clipped to the file size; chunks come from the blob
+        store (decompressed, digest-checked when `verify`)."""
+        node = self.inode(ino)
+        if not node.is_reg:
+            raise InvalidInodeError(f"{self.name}: inode {ino} is not a regular file")
+        end = min(node.size, offset + size)
+        if offset >= end:
+            return b""
+        flat = self.flat_data(ino)
+        if flat is not None:
+            return flat[offset:end]
+        chunks = self.chunks(ino)
+        out = []
+        pos = offset
+        i = max(0, bisect.bisect_right(chunks, pos, key=_file_offset) - 1)
+        while pos < end:
+            while i < len(chunks) and chunks[i].file_offset + chunks[i].uncompressed_size <= pos:
+                i += 1
+            if i < len(chunks) and chunks[i].file_offset <= pos:
+                c = chunks[i]
+                data = self.chunk_data(c, verify)
+                stop = min(end, c.file_offset + c.uncompressed_size)
+                out.append(data[pos - c.file_offset:stop - c.file_offset])
+                i += 1
+            else:
+                # a hole no chunk covers (HAS_HOLE images): zeros up to the next chunk
+                stop = min(end, chunks[i].file_offset) if i < len(chunks) else end
+                out.append(bytes(stop - pos))
+            pos = stop
+        return b"".join(out)
+
+    def chunk_data(self, chunk: ChunkInfo, verify: bool = True) -> bytes:
+        if self.blob_store is None:
+            raise NotFoundError(f"{self.name}: no blob store attached")
+        return self.blob_store.chunk_data(chunk, verify)
+
+    def blob_of(self, chunk: ChunkInfo) -> BlobInfo:
+        if not 0 <= chunk.blob_index < len(self.blobs):
+            raise FormatError("chunk info", field="blob_index", expected=f"< {len(self.blobs)}",
+                              found=chunk.blob_index)
+        return self.blobs[chunk.blob_index]
+
+    def statfs_counts(self) -> tuple[int, int]:
+        """(blocks of 4 KiB, inodes) for statfs."""
+        total = sum(b.uncompressed_size for b in self.blobs)
+        return (total + 4095) // 4096, self.inode_count
+
+    def close(self) -> None:
+        for cache in (self.inode, self.readdir, self.chunks):
+            cache.cache_clear()
+        if self.blob_store is not None:
+            self.blob_store.close()
+        buf, self.buf = self.buf, b""
+        if isinstance(buf, memoryview):
+            buf.release()
+        if self._keepalive is not None:
+            try:
+                self._keepalive.close()
+            except BufferError:
+                pass  # a caller still holds a view; the mapping goes with the last reference
+            self._keepalive = None
+
+    def __enter__(self) -> "Image":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def kind(self, ino: int) -> str:
+        return file_kind(self.inode(ino).mode)
+
+
+def _file_offset(chunk: ChunkInfo) -> int:
+    return chunk.file_offset
+
+
+def file_kind(mode: int) -> str:
+    return {
+        stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink",
+        stat.S_IFCHR: "char", stat.S_IFBLK: "block", stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket",
+    }.get(stat.S_IFMT(mode), "unknown")

@@ -1,0 +1,206 @@
+"""Blob store: finds blob files, reads chunks with os.pread, decompresses, verifies, caches.
+
+Thread-safe: file descriptors are opened once and only used with pread (no shared seek
+position); the decompressed-chunk cache is an LRU bounded in bytes, guarded by a lock.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+from typing import Iterable
+
+from ..errors import BlobError, FormatError
+from ..format.blob import (BLOB_META_HEADER_SIZE, BLOB_META_MAGIC, BlobMetaHeader, decode_ci_v1,
+                           decode_ci_v2, decompress, digest)
+from ..format.flags import BlobFeatures, ChunkFlags
+from ..format.v5 import ChunkInfo
+from .model import BlobInfo
+
+DEFAULT_CACHE_BYTES = 64 << 20
+
+
+def candidate_names(blob_id: str) -> list[str]:
+    return [blob_id, f"sha256:{blob_id}", f"{blob_id}.blob", f"sha256-{blob_id}"]
+
+
+class BlobStore:
+    def __init__(self, blobs: list[BlobInfo], dirs: Iterable[str | os.PathLike] = (),
+                 files: dict[int, str] | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.blobs = blobs
+        self.dirs = [os.fspath(d) for d in dirs]
+        self.files = dict(files or {})
+        self._fds: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._cache: collections.OrderedDict[tuple[int, int], bytes] = collections.OrderedDict()
+        self._cache_used = 0
+        self.cache_bytes = cache_bytes
+        self._ci_tables: dict[int, list[ChunkInfo] | None] = {}
+
+    # --- files ----------------------------------------------------------------------------
+    def path_of(self, index: int) -> str | None:
+        if index in self.files:
+            return self.files[index]
+        blob = self.blobs[index]
+        for d in self.dirs:
+            for name in candidate_names(blob.blob_id) + (
+                    candidate_names(blob.raw_id) if blob.raw_id != blob.blob_id else []):
+                p = os.path.join(d, name)
+                if os.path.isfile(p):
+                    return p
+        return None
+
+    def _fd(self, index: int) -> int:
+        fd = self._fds.get(index)
+        if fd is not None:
+            return fd
+        with self._lock:
+            fd = self._fds.get(index)
+            if fd is None:
+                blob_id = self.blob_id(index)
+                path = self.path_of(index)
+                if path is None:
+                    where = ", ".join(self.dirs) or "no blob directory given"
+                    raise BlobError(blob_id, f"blob file not found (looked in: {where})")
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except OSError as e:
+                    raise BlobError(blob_id, f"cannot open {path}: {e.strerror}") from None
+                self._fds[index] = fd
+            return fd
+
+    def blob_id(self, index: int) -> str:
+        return self.blobs[index].blob_id if 0 <= index < len(self.blobs) else f"#{index}"
+
+    def read_raw(self, index: int, offset: int, size: int, chunk: int | None = None) -> bytes:
+        fd = self._fd(index)
+        try:
+            data = os.pread(fd, size, offset)
+        except OSError as e:
+            raise BlobError(self.blob_id(index), f"read failed: {e.strerror}", chunk=chunk,
+                            offset=offset) from None
+        if len(data) != size:
+            raise BlobError(self.blob_id(index), f"expected {size} bytes, the file has {len(data)} there",
+                            chunk=chunk, offset=offset)
+        return data
+
+    # --- chunks ---------------------------------------------------------------------------
+    def chunk_data(self, chunk: ChunkInfo, verify: bool = True) -> bytes:
+        key = (chunk.blob_index, chunk.compressed_offset)
+        with self._lock:
+            data = self._cache.get(key)
+            if data is not None:
+                self._cache.move_to_end(key)
+                return data
+        data = self.load_chunk(chunk, verify)
+        with self._lock:
+            if key not in self._cache and len(data) <= self.cache_bytes:
+                self._cache[key] = data
+                self._cache_used += len(data)
+                while self._cache_used > self.cache_bytes:
+                    _, old = self._cache.popitem(last=False)
+                    self._cache_used -= len(old)
+        return data
+
+    def load_chunk(self, chunk: ChunkInfo, verify: bool = True) -> bytes:
+        """Read, decompress and (optionally) verify one chunk, bypassing the cache."""
+        if not 0 <= chunk.blob_index < len(self.blobs):
+            raise BlobError(f"#{chunk.blob_index}", "chunk refers to a blob index outside the blob table",
+                            chunk=chunk.index)
+        blob = self.blobs[chunk.blob_index]
+        if chunk.flags & ChunkFlags.ENCRYPTED or blob.features & BlobFeatures.ENCRYPTED:
+            raise BlobError(blob.blob_id, "encrypted chunks are not supported", chunk=chunk.index)
+        if blob.features & (BlobFeatures.ZRAN | BlobFeatures.BATCH):
+            raise BlobError(blob.blob_id, "zran/batch blobs are not supported", chunk=chunk.index)
+        raw = self.read_raw(chunk.blob_index, chunk.compressed_offset, chunk.compressed_size, chunk.index)
+        compressed = bool(chunk.flags & ChunkFlags.COMPRESSED) or (
+            chunk.compressed_size != chunk.uncompressed_size)
+        if compressed:
+            try:
+                data = decompress(raw, blob.compressor, chunk.uncompressed_size)
+            except ValueError as e:
+                raise BlobError(blob.blob_id, f"cannot decompress ({blob.compressor}): {e}",
+                                chunk=chunk.index, offset=chunk.compressed_offset) from None
+        elif len(raw) != chunk.uncompressed_size:
+            raise BlobError(blob.blob_id, f"uncompressed chunk is {len(raw)} bytes, the bootstrap "
+                            f"says {chunk.uncompressed_size}", chunk=chunk.index,
+                            offset=chunk.compressed_offset)
+        else:
+            data = raw
+        if verify and any(chunk.block_id):
+            got = digest(data, blob.digester)
+            if got != chunk.block_id:
+                raise BlobError(blob.blob_id, f"{blob.digester} digest mismatch: expected "
+                                f"{chunk.block_id.hex()}, got {got.hex()}", chunk=chunk.index,
+                                offset=chunk.compressed_offset)
+        return data
+
+    # --- RAFS v6 blob meta (chunk info array inside the blob) -----------------------------
+    def ci_entry(self, index: int, ci_index: int) -> ChunkInfo | None:
+        table = self._ci_tables.get(index, ...)
+        if table is ...:
+            try:
+                table = self._load_ci_table(index)
+            except (BlobError, FormatError):
+                table = None
+            self._ci_tables[index] = table
+        if table is None or not 0 <= ci_index < len(table):
+            return None
+        return table[ci_index]
+
+    def _load_ci_table(self, index: int) -> list[ChunkInfo] | None:
+        blob = self.blobs[index]
+        e = blob.v6
+        if e is None or not e.ci_compressed_size:
+            return None
+        raw = self.read_raw(index, e.ci_offset, e.ci_compressed_size)
+        if e.ci_compressor != 0:
+            from ..format.blob import COMPRESSOR_NAMES
+
+            raw = decompress(raw, COMPRESSOR_NAMES.get(e.ci_compressor, "?"), e.ci_uncompressed_size)
+        header = BlobMetaHeader.decode(
+            self.read_raw(index, e.ci_offset + e.ci_compressed_size, BLOB_META_HEADER_SIZE), 0)
+        if header.s_magic != BLOB_META_MAGIC or header.s_magic2 != BLOB_META_MAGIC:
+            return None
+        v2 = bool(blob.features & BlobFeatures.CHUNK_INFO_V2)
+        unit = 24 if v2 else 16
+        digests = self._digest_array(index)
+        out = []
+        for i in range(len(raw) // unit):
+            if v2:
+                coff, csize, uoff, usize, flags = decode_ci_v2(raw, i * unit)
+                cflag = ChunkFlags.COMPRESSED if flags & 1 else 0
+            else:
+                coff, csize, uoff, usize = decode_ci_v1(raw, i * unit)
+                cflag = ChunkFlags.COMPRESSED if csize != usize else 0
+            block_id = digests[i * 32:(i + 1) * 32] if digests else bytes(32)
+            out.append(ChunkInfo(block_id, index, int(cflag), csize, usize, coff, uoff, 0, i, 0))
+        return out
+
+    def _digest_array(self, index: int) -> bytes:
+        """The `blob.digest` section (chunk digests in index order), or b'' when absent."""
+        from ..format.layer import detect
+
+        try:
+            layout = detect(self._fd(index), self.path_of(index) or "")
+        except (FormatError, OSError):
+            return b""
+        section = dict(layout.sections).get(b"blob.digest")
+        if section is None or section.compressor != "none":
+            return b""
+        return self.read_raw(index, section.offset, section.size)
+
+    def cached_bytes(self) -> int:
+        return self._cache_used
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._fds.clear()
+            self._cache.clear()
+            self._cache_used = 0

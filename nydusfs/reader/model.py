@@ -1,0 +1,89 @@
+"""Plain values the reader hands out: inode attributes and blob descriptions."""
+
+from __future__ import annotations
+
+import dataclasses
+import stat
+from typing import Any
+
+# nydusfs keeps one private mark in reserved inode bytes that other readers ignore: a directory
+# that a layer only implied (its tar had no entry for it), so that a merge keeps the lower
+# layer's real metadata. Layout: 4-byte tag + u32 flags, at the start of the reserved area.
+NYDUSFS_TAG = b"nyfs"
+MARK_IMPLICIT_DIR = 0x1
+
+
+def decode_mark(reserved: bytes) -> int:
+    if len(reserved) >= 8 and reserved[:4] == NYDUSFS_TAG:
+        return int.from_bytes(reserved[4:8], "little")
+    return 0
+
+
+def encode_mark(flags: int, size: int) -> bytes:
+    if not flags:
+        return bytes(size)
+    return (NYDUSFS_TAG + flags.to_bytes(4, "little")).ljust(size, b"\0")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Inode:
+    """One inode as the image describes it. `ino` is the reader's inode number: the RAFS v5
+    inode number, or the RAFS v6 nid (what the kernel and nydusd show as st_ino)."""
+
+    ino: int
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    nlink: int
+    mtime: int
+    mtime_nsec: int
+    rdev: int               # Linux dev_t for char/block devices, else 0
+    implicit: bool          # directory created only to hold children (see MARK_IMPLICIT_DIR)
+    offset: int             # file offset of the on-disk inode record
+    record: Any             # the decoded on-disk record
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_reg(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
+    @property
+    def is_symlink(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlobInfo:
+    index: int
+    blob_id: str               # id used to find the blob file
+    raw_id: str                # id as stored in the bootstrap
+    compressor: str
+    digester: str
+    chunk_size: int
+    chunk_count: int
+    compressed_size: int
+    uncompressed_size: int
+    features: int
+    readahead_offset: int = 0
+    readahead_size: int = 0
+    v6: Any = None             # the V6BlobEntry record (ci table, ToC fields) for RAFS v6
+    device: Any = None         # the v6 DeviceSlot record
+
+
+def dev_from_disk(value: int) -> int:
+    """The on-disk rdev (low 32 bits of glibc makedev) as a Linux dev_t."""
+    major = (value >> 8) & 0xFFF
+    minor = (value & 0xFF) | ((value >> 12) & 0xFFF00)
+    return ((major & 0xFFFFF000) << 32) | ((major & 0xFFF) << 8) | ((minor & 0xFFFFFF00) << 12) | (minor & 0xFF)
+
+
+def dev_to_disk(dev: int) -> int:
+    """Linux dev_t -> the 32-bit on-disk form (new_encode_dev)."""
+    import os
+
+    major, minor = os.major(dev), os.minor(dev)
+    return ((minor & 0xFF) | ((major & 0xFFF) << 8) | ((minor & ~0xFF) << 12)) & 0xFFFFFFFF

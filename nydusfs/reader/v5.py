@@ -1,0 +1,257 @@
+"""Lazy reader of RAFS v5 bootstraps: decodes an inode record only when asked."""
+
+from __future__ import annotations
+
+import stat
+import struct
+from typing import Any
+
+from ..errors import FormatError, NotFoundError, UnsupportedError
+from ..format import v5
+from ..format.flags import (KNOWN_SUPER_FLAGS, BlobFeatures, InodeFlagsV5, compressor_of,
+                            digester_of)
+from ..format.blob import valid_chunk_size
+from ..format.layer import LayerLayout
+from ..format.record import align, u32_array
+from ..format.v5 import ChunkInfo, V5ExtBlobEntry, V5Inode, V5SuperBlock
+from .base import Image, names_file
+from .model import BlobInfo, Inode, decode_mark, dev_from_disk
+
+MAX_TABLE_VALUE = 1 << 29
+
+
+class ImageV5(Image):
+    version = 5
+
+    def __init__(self, name: str, buf: Any, layout: LayerLayout, keepalive: Any, stem: str) -> None:
+        super().__init__(name, buf, layout, keepalive)
+        try:
+            self._open(stem)
+        except FormatError as e:
+            raise e.in_file(name) from None
+
+    def _open(self, stem: str) -> None:
+        buf = self.buf
+        sb = self.sb = V5SuperBlock.decode(buf, 0)
+        self._check_superblock(sb, len(buf))
+        self.flags = sb.s_flags
+        self.chunk_size = sb.s_block_size
+        self.compressor = compressor_of(sb.s_flags)
+        self.digester = digester_of(sb.s_flags)
+        self.root_ino = v5.ROOT_INO
+        self.inode_count = sb.s_inodes_count
+        self.entries = sb.s_inode_table_entries
+        self.prefetch = list(u32_array(buf, sb.s_prefetch_table_offset, sb.s_prefetch_table_entries,
+                                       "RAFS v5 prefetch table"))
+        raw_blobs = v5.decode_blob_table(buf, sb.s_blob_table_offset, sb.s_blob_table_size)
+        ext = []
+        for i in range(sb.s_extended_blob_table_entries):
+            ext.append(V5ExtBlobEntry.decode(buf, sb.s_extended_blob_table_offset + i * 64))
+        self.ext_blob_entries = ext
+        self.raw_blob_entries = raw_blobs
+        self.blobs = []
+        for i, (ra_off, ra_size, raw_id) in enumerate(raw_blobs):
+            e = ext[i] if i < len(ext) else None
+            features = e.features if e else BlobFeatures.V5_NO_EXT_BLOB_TABLE
+            text_id = raw_id.decode("utf-8", "surrogateescape")
+            blob_id = stem if (features & BlobFeatures.INLINED_FS_META and stem) else text_id
+            self.blobs.append(BlobInfo(
+                index=i, blob_id=blob_id, raw_id=text_id, compressor=self.compressor,
+                digester=self.digester, chunk_size=self.chunk_size,
+                chunk_count=e.chunk_count if e else 0,
+                compressed_size=e.compressed_size if e else 0,
+                uncompressed_size=e.uncompressed_size if e else 0,
+                features=features, readahead_offset=ra_off, readahead_size=ra_size))
+        root = self._record(1)[1]
+        if root.i_name_size == 0 or not stat.S_ISDIR(root.i_mode):
+            raise UnsupportedError(
+                "RAFS v5 root inode", field="i_name_size", offset=self._slot(1),
+                expected="a directory named '/' (i_name_size 1)", found=root.i_name_size,
+                hint="unsupported legacy layout: pre-2021 RAFS v5 inode records")
+
+    @staticmethod
+    def _check_superblock(sb: V5SuperBlock, size: int) -> None:
+        S = V5SuperBlock
+        if sb.s_magic != v5.RAFS_V5_MAGIC:
+            raise FormatError(S.STRUCTURE, field="s_magic", offset=0, expected=v5.RAFS_V5_MAGIC,
+                              found=sb.s_magic)
+        if sb.s_fs_version != v5.RAFS_V5_VERSION:
+            raise FormatError(S.STRUCTURE, field="s_fs_version", offset=4,
+                              expected=v5.RAFS_V5_VERSION, found=sb.s_fs_version)
+        if sb.s_sb_size != v5.SUPERBLOCK_SIZE:
+            raise FormatError(S.STRUCTURE, field="s_sb_size", offset=8, expected=v5.SUPERBLOCK_SIZE,
+                              found=sb.s_sb_size)
+        if not valid_chunk_size(sb.s_block_size):
+            raise FormatError(S.STRUCTURE, field="s_block_size", offset=12,
+                              expected="a power of two in 4 KiB..16 MiB", found=sb.s_block_size)
+        if sb.s_flags & ~KNOWN_SUPER_FLAGS:
+            raise FormatError(S.STRUCTURE, field="s_flags", offset=16,
+                              expected=f"only known bits (mask 0x{KNOWN_SUPER_FLAGS:x})",
+                              found=sb.s_flags)
+        if sb.s_inodes_count > sb.s_inode_table_entries:
+            raise FormatError(S.STRUCTURE, field="s_inodes_count", offset=24,
+                              expected=f"<= s_inode_table_entries ({sb.s_inode_table_entries})",
+                              found=sb.s_inodes_count)
+        if sb.s_inode_table_entries == 0:
+            raise FormatError(S.STRUCTURE, field="s_inode_table_entries", offset=56,
+                              expected="at least 1 (the root)", found=0)
+        tables = [
+            ("s_inode_table_offset", sb.s_inode_table_offset, align(4 * sb.s_inode_table_entries, 8)),
+            ("s_prefetch_table_offset", sb.s_prefetch_table_offset, align(4 * sb.s_prefetch_table_entries, 8)),
+            ("s_blob_table_offset", sb.s_blob_table_offset, sb.s_blob_table_size),
+            ("s_extended_blob_table_offset", sb.s_extended_blob_table_offset,
+             64 * sb.s_extended_blob_table_entries),
+        ]
+        spans = []
+        for field, off, length in tables:
+            if length == 0:
+                continue
+            if off % 8 or off < v5.SUPERBLOCK_SIZE or off + length > size:
+                raise FormatError(S.STRUCTURE, field=field, offset=S.field_offset(field),
+                                  expected=f"an 8-aligned table of {length} bytes inside 8192..{size}",
+                                  found=off)
+            spans.append((off, off + length, field))
+        spans.sort()
+        for (a0, a1, fa), (b0, _b1, fb) in zip(spans, spans[1:]):
+            if b0 < a1:
+                raise FormatError(S.STRUCTURE, field=fb, offset=S.field_offset(fb),
+                                  expected=f"a table not overlapping {fa} ({a0}..{a1})", found=b0)
+
+    # --- records --------------------------------------------------------------------------
+    def _slot(self, index: int) -> int:
+        return self.sb.s_inode_table_offset + 4 * (index - 1)
+
+    def _record(self, index: int) -> tuple[int, V5Inode]:
+        """(offset, record) of inode index `index` (1-based)."""
+        if not 1 <= index <= self.entries:
+            raise FormatError("RAFS v5 inode table", field="index", offset=self.sb.s_inode_table_offset,
+                              expected=f"1..{self.entries}", found=index)
+        (value,) = struct.unpack_from("<I", self.buf, self._slot(index))
+        off = value << 3
+        if not (v5.SUPERBLOCK_SIZE // 8 < value < MAX_TABLE_VALUE) or off + v5.INODE_SIZE > len(self.buf):
+            raise FormatError("RAFS v5 inode table", field=f"slot {index - 1}", offset=self._slot(index),
+                              expected=f"an inode record offset/8 inside the file ({len(self.buf)} bytes)",
+                              found=value)
+        return off, V5Inode.decode(self.buf, off)
+
+    def _name(self, off: int, rec: V5Inode) -> bytes:
+        n = rec.i_name_size
+        if n == 0 or n > v5.MAX_NAME + 1 or off + 128 + n > len(self.buf):
+            raise FormatError(V5Inode.STRUCTURE, field="i_name_size", offset=off + 100,
+                              expected="1..256 bytes inside the file", found=n)
+        return bytes(self.buf[off + 128:off + 128 + n])
+
+    def _layout(self, off: int, rec: V5Inode) -> tuple[int, int]:
+        """(symlink offset, offset after symlink)."""
+        sym = off + 128 + align(rec.i_name_size, 8)
+        return sym, sym + align(rec.i_symlink_size, 8)
+
+    def _xattr_span(self, off: int, rec: V5Inode) -> tuple[list[tuple[bytes, bytes]], int]:
+        _, after = self._layout(off, rec)
+        if rec.i_flags & InodeFlagsV5.XATTR:
+            pairs, size = v5.decode_xattrs(self.buf, after)
+            return pairs, after + size
+        return [], after
+
+    def _inode_from(self, ino: int, off: int, rec: V5Inode) -> Inode:
+        mode = rec.i_mode
+        rdev = dev_from_disk(rec.i_rdev) if (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else 0
+        return Inode(ino=ino, mode=mode, uid=rec.i_uid, gid=rec.i_gid, size=rec.i_size,
+                     nlink=rec.i_nlink, mtime=rec.i_mtime, mtime_nsec=rec.i_mtime_nsec, rdev=rdev,
+                     implicit=bool(decode_mark(rec.i_reserved) & 1), offset=off, record=rec)
+
+    @names_file
+    def _load_inode(self, ino: int) -> Inode:
+        off, rec = self._record(ino)
+        return self._inode_from(ino, off, rec)
+
+    def _child_range(self, ino: int) -> tuple[int, int]:
+        node = self.inode(ino)
+        rec: V5Inode = node.record
+        if not node.is_dir:
+            raise FormatError(V5Inode.STRUCTURE, field="i_mode", offset=node.offset + 60,
+                              expected="a directory", found=oct(rec.i_mode))
+        first, count = rec.i_child_index, rec.i_child_count
+        if count and (first < 2 or first + count - 1 > self.entries):
+            raise FormatError(V5Inode.STRUCTURE, field="i_child_index", offset=node.offset + 92,
+                              expected=f"a child range inside 2..{self.entries}",
+                              found=f"{first}+{count}")
+        return first, count
+
+    def _child(self, index: int) -> tuple[bytes, int]:
+        off, rec = self._record(index)
+        if rec.i_ino == 0 or rec.i_ino > self.entries:
+            raise FormatError(V5Inode.STRUCTURE, field="i_ino", offset=off + 40,
+                              expected=f"1..{self.entries}", found=rec.i_ino)
+        return self._name(off, rec), rec.i_ino
+
+    @names_file
+    def _load_children(self, ino: int) -> tuple[tuple[bytes, int], ...]:
+        first, count = self._child_range(ino)
+        return tuple(self._child(i) for i in range(first, first + count))
+
+    @names_file
+    def lookup(self, parent: int, name: bytes) -> int:
+        first, count = self._child_range(parent)
+        lo, hi = first, first + count
+        while lo < hi:  # children are sorted by name bytes: binary search
+            mid = (lo + hi) // 2
+            child_name, child_ino = self._child(mid)
+            if child_name == name:
+                return child_ino
+            if child_name < name:
+                lo = mid + 1
+            else:
+                hi = mid
+        raise NotFoundError(f"{self.name}: no entry {name!r} in directory inode {parent}")
+
+    @names_file
+    def readlink(self, ino: int) -> bytes:
+        node = self.inode(ino)
+        rec: V5Inode = node.record
+        if not node.is_symlink:
+            raise FormatError(V5Inode.STRUCTURE, field="i_mode", offset=node.offset + 60,
+                              expected="a symlink", found=oct(rec.i_mode))
+        sym, _ = self._layout(node.offset, rec)
+        if sym + rec.i_symlink_size > len(self.buf):
+            raise FormatError(V5Inode.STRUCTURE, field="i_symlink_size", offset=node.offset + 102,
+                              expected="a target inside the file", found=rec.i_symlink_size)
+        return bytes(self.buf[sym:sym + rec.i_symlink_size])
+
+    @names_file
+    def xattrs(self, ino: int) -> list[tuple[bytes, bytes]]:
+        node = self.inode(ino)
+        return self._xattr_span(node.offset, node.record)[0]
+
+    @names_file
+    def _load_chunks(self, ino: int) -> tuple[ChunkInfo, ...]:
+        node = self.inode(ino)
+        rec: V5Inode = node.record
+        if not node.is_reg:
+            return ()
+        _, pos = self._xattr_span(node.offset, rec)
+        count = rec.i_child_count
+        if pos + count * v5.CHUNK_INFO_SIZE > len(self.buf):
+            raise FormatError(V5Inode.STRUCTURE, field="i_child_count", offset=node.offset + 96,
+                              expected="chunk infos inside the file", found=count)
+        return tuple(ChunkInfo.decode(self.buf, pos + i * v5.CHUNK_INFO_SIZE) for i in range(count))
+
+    # --- dump support ---------------------------------------------------------------------
+    def record_of(self, index: int) -> tuple[int, V5Inode, bytes]:
+        """(offset, record, name) of inode index `index` (hard-link names have their own)."""
+        off, rec = self._record(index)
+        return off, rec, self._name(off, rec)
+
+    def records(self) -> list[tuple[str, int, Any]]:
+        sb = self.sb
+        out: list[tuple[str, int, Any]] = [("superblock", 0, sb)]
+        for i, e in enumerate(self.ext_blob_entries):
+            out.append((f"extended blob entry {i}", sb.s_extended_blob_table_offset + 64 * i, e))
+        return out
+
+    def child_indexes(self, ino: int) -> range:
+        first, count = self._child_range(ino)
+        return range(first, first + count)
+
+    def inode_digest(self, ino: int) -> bytes:
+        return self.inode(ino).record.i_digest

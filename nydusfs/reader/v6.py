@@ -1,0 +1,324 @@
+"""Lazy reader of RAFS v6 (EROFS) bootstraps. Inode numbers are nids, as the kernel shows."""
+
+from __future__ import annotations
+
+import stat
+import threading
+from typing import Any
+
+from ..errors import FormatError, NotFoundError, UnsupportedError
+from ..format import v6
+from ..format.blob import COMPRESSOR_NAMES, DIGESTER_NAMES, valid_chunk_size
+from ..format.flags import KNOWN_SUPER_FLAGS, SuperFlags, compressor_of, digester_of
+from ..format.layer import LayerLayout
+from ..format.record import align, cstr, u32_array
+from ..format.v5 import CHUNK_INFO_SIZE, ChunkInfo
+from ..format.v6 import (ChunkAddr, DeviceSlot, ErofsSuperBlock, InodeCompact, InodeExtended,
+                         V6BlobEntry, V6SuperBlockExt)
+from .base import Image, names_file
+from .model import BlobInfo, Inode, decode_mark, dev_from_disk
+
+
+class ImageV6(Image):
+    version = 6
+
+    def __init__(self, name: str, buf: Any, layout: LayerLayout, keepalive: Any, stem: str) -> None:
+        super().__init__(name, buf, layout, keepalive)
+        self._chunk_map: dict[tuple[int, int], int] | None = None
+        self._chunk_map_lock = threading.Lock()
+        try:
+            self._open(stem)
+        except FormatError as e:
+            raise e.in_file(name) from None
+
+    def _open(self, stem: str) -> None:
+        buf = self.buf
+        sb = self.sb = ErofsSuperBlock.decode(buf, v6.SUPERBLOCK_OFFSET)
+        ext = self.ext = V6SuperBlockExt.decode(buf, v6.EXT_SUPERBLOCK_OFFSET)
+        self._check(sb, ext, len(buf))
+        self.bs = 1 << sb.blkszbits
+        self.meta_start = sb.meta_blkaddr * self.bs
+        self.flags = ext.s_flags
+        self.chunk_size = ext.s_chunk_size
+        self.compressor = compressor_of(ext.s_flags)
+        self.digester = digester_of(ext.s_flags)
+        self.tarfs = bool(ext.s_flags & SuperFlags.TARTFS_MODE)
+        self.root_ino = sb.root_nid
+        self.inode_count = sb.inos
+        self.devices = [DeviceSlot.decode(buf, sb.devt_slotoff * 128 + i * 128)
+                        for i in range(sb.extra_devices)]
+        n_blobs = ext.s_blob_table_size // v6.BLOB_ENTRY_SIZE
+        self.blob_entries = [V6BlobEntry.decode(buf, ext.s_blob_table_offset + i * v6.BLOB_ENTRY_SIZE)
+                             for i in range(n_blobs)]
+        self.blobs = []
+        for i, e in enumerate(self.blob_entries):
+            raw_id = cstr(e.blob_id).decode("utf-8", "surrogateescape")
+            features = e.features
+            blob_id = stem if (features & 0x2 and not features & 0x10 and stem) else raw_id
+            self.blobs.append(BlobInfo(
+                index=i, blob_id=blob_id, raw_id=raw_id,
+                compressor=COMPRESSOR_NAMES.get(e.compression_algo, f"unknown({e.compression_algo})"),
+                digester=DIGESTER_NAMES.get(e.digest_algo, f"unknown({e.digest_algo})"),
+                chunk_size=e.chunk_size, chunk_count=e.chunk_count,
+                compressed_size=e.compressed_size, uncompressed_size=e.uncompressed_size,
+                features=features, v6=e, device=self.devices[i] if i < len(self.devices) else None))
+        self.prefetch = []
+        if ext.s_prefetch_table_offset and ext.s_prefetch_table_size:
+            raw = u32_array(buf, ext.s_prefetch_table_offset, ext.s_prefetch_table_size // 4,
+                            "RAFS v6 prefetch table")
+            for nid in raw:
+                if nid == 0:
+                    break
+                self.prefetch.append(nid)
+        root = self.inode(self.root_ino)
+        if not root.is_dir:
+            raise FormatError(ErofsSuperBlock.STRUCTURE, field="root_nid", offset=1024 + 14,
+                              expected="the nid of a directory", found=sb.root_nid)
+
+    @staticmethod
+    def _check(sb: ErofsSuperBlock, ext: V6SuperBlockExt, size: int) -> None:
+        S, X = ErofsSuperBlock, V6SuperBlockExt
+        base, xbase = v6.SUPERBLOCK_OFFSET, v6.EXT_SUPERBLOCK_OFFSET
+        if sb.magic != v6.EROFS_MAGIC:
+            raise FormatError(S.STRUCTURE, field="magic", offset=base, expected=v6.EROFS_MAGIC,
+                              found=sb.magic)
+        if not 9 <= sb.blkszbits <= 12:
+            raise FormatError(S.STRUCTURE, field="blkszbits", offset=base + 12,
+                              expected="9..12", found=sb.blkszbits)
+        bs = 1 << sb.blkszbits
+        if sb.feature_incompat & ~v6.FEATURE_INCOMPAT_RAFS_V6:
+            raise UnsupportedError(S.STRUCTURE, field="feature_incompat", offset=base + 80,
+                                   expected="only CHUNKED_FILE|DEVICE_TABLE (0xc)",
+                                   found=sb.feature_incompat,
+                                   hint="EROFS compression and newer layouts are not RAFS v6")
+        if sb.xattr_blkaddr:
+            raise UnsupportedError(S.STRUCTURE, field="xattr_blkaddr", offset=base + 44,
+                                   expected=0, found=sb.xattr_blkaddr, hint="shared xattrs")
+        if sb.meta_blkaddr * bs > size:
+            raise FormatError(S.STRUCTURE, field="meta_blkaddr", offset=base + 40,
+                              expected=f"a block inside the {size}-byte file", found=sb.meta_blkaddr)
+        if sb.extra_devices and sb.devt_slotoff * 128 + sb.extra_devices * 128 > size:
+            raise FormatError(S.STRUCTURE, field="devt_slotoff", offset=base + 88,
+                              expected="a device table inside the file", found=sb.devt_slotoff)
+        if ext.s_flags & ~KNOWN_SUPER_FLAGS:
+            raise FormatError(X.STRUCTURE, field="s_flags", offset=xbase,
+                              expected=f"only known bits (mask 0x{KNOWN_SUPER_FLAGS:x})",
+                              found=ext.s_flags)
+        if not (ext.s_flags & SuperFlags.TARTFS_MODE or valid_chunk_size(ext.s_chunk_size)):
+            raise FormatError(X.STRUCTURE, field="s_chunk_size", offset=xbase + 20,
+                              expected="a power of two in 4 KiB..16 MiB", found=ext.s_chunk_size)
+        if ext.s_chunk_size == 0 or ext.s_chunk_size & (ext.s_chunk_size - 1):
+            raise FormatError(X.STRUCTURE, field="s_chunk_size", offset=xbase + 20,
+                              expected="a power of two", found=ext.s_chunk_size)
+        tables = [("s_blob_table_offset", ext.s_blob_table_offset, ext.s_blob_table_size,
+                   v6.BLOB_ENTRY_SIZE),
+                  ("s_chunk_table_offset", ext.s_chunk_table_offset, ext.s_chunk_table_size,
+                   CHUNK_INFO_SIZE)]
+        if ext.s_prefetch_table_offset:
+            tables.append(("s_prefetch_table_offset", ext.s_prefetch_table_offset,
+                           ext.s_prefetch_table_size, 4))
+        for field, off, length, unit in tables:
+            if length == 0:
+                continue
+            if length % unit or off + length > size or off < v6.DEVICE_TABLE_OFFSET:
+                raise FormatError(X.STRUCTURE, field=field, offset=xbase + X.field_offset(field),
+                                  expected=f"a table of whole {unit}-byte entries inside the "
+                                  f"{size}-byte file", found=f"{off}+{length}")
+
+    # --- inodes ---------------------------------------------------------------------------
+    def _inode_at(self, nid: int) -> tuple[int, InodeCompact | InodeExtended]:
+        off = self.meta_start + nid * v6.INODE_SLOT
+        if nid < 0 or off + 2 > len(self.buf):
+            raise FormatError("EROFS inode", field="nid", offset=off,
+                              expected=f"an inode inside the {len(self.buf)}-byte file", found=nid)
+        i_format = self.buf[off] | (self.buf[off + 1] << 8)
+        cls = v6.inode_class(i_format)
+        rec = cls.decode(self.buf, off)
+        if i_format >> 4 or v6.data_layout(i_format) not in (0, 2, 4):
+            raise UnsupportedError(cls.STRUCTURE, field="i_format", offset=off, found=i_format,
+                                   expected="a plain, inline or chunk-based layout (nid "
+                                   f"{nid})")
+        return off, rec
+
+    @names_file
+    def _load_inode(self, nid: int) -> Inode:
+        off, rec = self._inode_at(nid)
+        mode = rec.i_mode
+        rdev = dev_from_disk(rec.i_u) if (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else 0
+        if isinstance(rec, InodeExtended):
+            mtime, nsec, mark = rec.i_mtime, rec.i_mtime_nsec, decode_mark(rec.i_reserved2)
+        else:  # compact inodes keep no mtime; show what the kernel shows
+            mtime, nsec, mark = self.sb.build_time + rec.i_mtime_delta, self.sb.build_time_nsec, 0
+        return Inode(ino=nid, mode=mode, uid=rec.i_uid, gid=rec.i_gid, size=rec.i_size,
+                     nlink=rec.i_nlink, mtime=mtime, mtime_nsec=nsec, rdev=rdev,
+                     implicit=bool(mark & 1), offset=off, record=rec)
+
+    def _body(self, node: Inode) -> int:
+        """Offset right after the inode and its inline xattrs."""
+        return node.offset + node.record.SIZE + v6.xattr_area_size(node.record.i_xattr_icount)
+
+    def _data_blocks(self, node: Inode) -> list[tuple[int, int]]:
+        """(offset, length) of each data block of a plain or inline inode."""
+        rec = node.record
+        layout = v6.data_layout(rec.i_format)
+        size, bs = node.size, self.bs
+        if layout == v6.LAYOUT_CHUNK_BASED:
+            raise FormatError(rec.STRUCTURE, field="i_format", offset=node.offset,
+                              expected="a plain or inline data layout", found=rec.i_format)
+        nblocks = (size + bs - 1) // bs
+        spans = []
+        for i in range(nblocks):
+            length = min(bs, size - i * bs)
+            if layout == v6.LAYOUT_FLAT_INLINE and i == nblocks - 1:
+                off = self._body(node)
+                if off // bs != (off + length - 1) // bs and length:
+                    raise FormatError(rec.STRUCTURE, field="i_size", offset=node.offset + 8,
+                                      expected="an inline tail inside the inode's block", found=size)
+            else:
+                off = (rec.i_u + i) * bs
+            if off + length > len(self.buf):
+                raise FormatError(rec.STRUCTURE, field="i_u", offset=node.offset + 16,
+                                  expected=f"data blocks inside the {len(self.buf)}-byte file",
+                                  found=rec.i_u)
+            spans.append((off, length))
+        return spans
+
+    def _dir_block(self, node: Inode, spans: list[tuple[int, int]], i: int) -> list[tuple[bytes, int, int]]:
+        off, length = spans[i]
+        return v6.decode_dir_block(self.buf[off:off + length], off)
+
+    def _dir_spans(self, ino: int) -> tuple[Inode, list[tuple[int, int]]]:
+        node = self.inode(ino)
+        if not node.is_dir:
+            raise FormatError(node.record.STRUCTURE, field="i_mode", offset=node.offset + 4,
+                              expected="a directory", found=oct(node.mode))
+        return node, self._data_blocks(node)
+
+    @names_file
+    def _load_children(self, ino: int) -> tuple[tuple[bytes, int], ...]:
+        node, spans = self._dir_spans(ino)
+        out = []
+        for i in range(len(spans)):
+            for name, nid, _ftype in self._dir_block(node, spans, i):
+                if name not in (b".", b".."):
+                    out.append((name, nid))
+        return tuple(out)
+
+    @names_file
+    def lookup(self, parent: int, name: bytes) -> int:
+        node, spans = self._dir_spans(parent)
+        lo, hi = 0, len(spans)
+        while lo < hi:  # blocks are sorted: find the last block whose first name <= name
+            mid = (lo + hi) // 2
+            first = self._dir_block(node, spans, mid)[0][0]
+            if first <= name:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo:
+            for n, nid, _ in self._dir_block(node, spans, lo - 1):
+                if n == name and name not in (b".", b".."):
+                    return nid
+        raise NotFoundError(f"{self.name}: no entry {name!r} in directory nid {parent}")
+
+    def dirents(self, ino: int) -> list[tuple[bytes, int, int]]:
+        """Every dirent with its file type, '.' and '..' included (for dump and checks)."""
+        node, spans = self._dir_spans(ino)
+        return [e for i in range(len(spans)) for e in self._dir_block(node, spans, i)]
+
+    @names_file
+    def readlink(self, ino: int) -> bytes:
+        node = self.inode(ino)
+        if not node.is_symlink:
+            raise FormatError(node.record.STRUCTURE, field="i_mode", offset=node.offset + 4,
+                              expected="a symlink", found=oct(node.mode))
+        return b"".join(bytes(self.buf[o:o + n]) for o, n in self._data_blocks(node))
+
+    @names_file
+    def flat_data(self, ino: int) -> bytes | None:
+        node = self.inode(ino)
+        if v6.data_layout(node.record.i_format) == v6.LAYOUT_CHUNK_BASED:
+            return None
+        return b"".join(bytes(self.buf[o:o + n]) for o, n in self._data_blocks(node))
+
+    @names_file
+    def xattrs(self, ino: int) -> list[tuple[bytes, bytes]]:
+        node = self.inode(ino)
+        icount = node.record.i_xattr_icount
+        if not icount:
+            return []
+        return v6.decode_xattrs(self.buf, node.offset + node.record.SIZE, icount)
+
+    # --- chunks ---------------------------------------------------------------------------
+    def chunk_addrs(self, ino: int) -> list[ChunkAddr]:
+        node = self.inode(ino)
+        rec = node.record
+        if not node.is_reg or v6.data_layout(rec.i_format) != v6.LAYOUT_CHUNK_BASED:
+            return []
+        # nydus writes one index per superblock chunk even when i_u announces one larger chunk
+        count = (node.size + self.chunk_size - 1) // self.chunk_size
+        pos = align(self._body(node), v6.CHUNK_ADDR_SIZE)
+        if pos + count * v6.CHUNK_ADDR_SIZE > len(self.buf):
+            raise FormatError(rec.STRUCTURE, field="i_size", offset=node.offset + 8,
+                              expected="chunk indexes inside the file", found=node.size)
+        return [ChunkAddr.decode(self.buf, pos + i * v6.CHUNK_ADDR_SIZE) for i in range(count)]
+
+    def _table(self) -> dict[tuple[int, int], int]:
+        with self._chunk_map_lock:
+            if self._chunk_map is None:
+                ext, m = self.ext, {}
+                for pos in range(ext.s_chunk_table_offset,
+                                 ext.s_chunk_table_offset + ext.s_chunk_table_size, CHUNK_INFO_SIZE):
+                    m[(int.from_bytes(self.buf[pos + 32:pos + 36], "little"),
+                       int.from_bytes(self.buf[pos + 72:pos + 76], "little"))] = pos
+                self._chunk_map = m
+            return self._chunk_map
+
+    def chunk_table(self) -> list[tuple[int, ChunkInfo]]:
+        ext = self.ext
+        return [(pos, ChunkInfo.decode(self.buf, pos))
+                for pos in range(ext.s_chunk_table_offset,
+                                 ext.s_chunk_table_offset + ext.s_chunk_table_size, CHUNK_INFO_SIZE)]
+
+    @names_file
+    def _load_chunks(self, ino: int) -> tuple[ChunkInfo, ...]:
+        addrs = self.chunk_addrs(ino)
+        if not addrs:
+            return ()
+        size = self.inode(ino).size
+        out = []
+        for i, a in enumerate(addrs):
+            file_offset = i * self.chunk_size
+            length = min(self.chunk_size, size - file_offset)
+            out.append(self._resolve(a, file_offset, length, ino))
+        return tuple(out)
+
+    def _resolve(self, a: ChunkAddr, file_offset: int, length: int, ino: int) -> ChunkInfo:
+        if not 0 <= a.blob_index < len(self.blobs):
+            raise FormatError("RAFS v6 chunk index", field="device_id", offset=self.inode(ino).offset,
+                              expected=f"a blob index below {len(self.blobs)} (nid {ino})",
+                              found=a.blob_index)
+        if self.tarfs:
+            off = a.blkaddr * self.bs
+            return ChunkInfo(bytes(32), a.blob_index, 0, length, length, off, off, file_offset,
+                             a.ci_index, 0)
+        pos = self._table().get((a.blob_index, a.ci_index))
+        if pos is not None:
+            return ChunkInfo.decode(self.buf, pos).replace(file_offset=file_offset)
+        if self.blob_store is not None:
+            found = self.blob_store.ci_entry(a.blob_index, a.ci_index)
+            if found is not None:
+                return found.replace(file_offset=file_offset)
+        raise FormatError("RAFS v6 chunk table", offset=self.ext.s_chunk_table_offset,
+                          expected=f"an entry for blob {a.blob_index} chunk {a.ci_index}",
+                          found="none", hint="no chunk table entry and no blob meta to fall back on")
+
+    # --- dump support ---------------------------------------------------------------------
+    def records(self) -> list[tuple[str, int, Any]]:
+        out: list[tuple[str, int, Any]] = [("superblock", v6.SUPERBLOCK_OFFSET, self.sb),
+                                           ("extended superblock", v6.EXT_SUPERBLOCK_OFFSET, self.ext)]
+        for i, d in enumerate(self.devices):
+            out.append((f"device slot {i}", self.sb.devt_slotoff * 128 + 128 * i, d))
+        for i, e in enumerate(self.blob_entries):
+            out.append((f"blob entry {i}", self.ext.s_blob_table_offset + 256 * i, e))
+        return out
