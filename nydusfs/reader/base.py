@@ -87,6 +87,10 @@ class Image:
     def getattr(self, ino: int) -> Inode:
         return self.inode(ino)
 
+    def link_key(self, ino: int) -> object:
+        """Hard-link identity: equal for every name of one inode."""
+        return ino
+
     def getxattr(self, ino: int, name: bytes) -> bytes | None:
         for n, v in self.xattrs(ino):
             if n == name:

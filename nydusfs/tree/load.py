@@ -1,0 +1,68 @@
+"""Load a reader Image into a Tree (merge sources, parent bootstraps, chunk dicts, round trips)."""
+
+from __future__ import annotations
+
+import stat
+
+from ..format.flags import SuperFlags
+from ..reader import Image
+from ..reader.model import BlobInfo
+from .node import BlobDesc, Node, Tree
+
+
+def blob_desc(b: BlobInfo) -> BlobDesc:
+    d = BlobDesc(blob_id=b.blob_id, compressor=b.compressor, digester=b.digester,
+                 chunk_size=b.chunk_size, chunk_count=b.chunk_count,
+                 compressed_size=b.compressed_size, uncompressed_size=b.uncompressed_size,
+                 features=b.features & 0x7FFF_FFFF, readahead_offset=b.readahead_offset,
+                 readahead_size=b.readahead_size)
+    if b.v6 is not None:
+        e = b.v6
+        d.ci_compressor, d.ci_offset = e.ci_compressor, e.ci_offset
+        d.ci_compressed_size, d.ci_uncompressed_size = e.ci_compressed_size, e.ci_uncompressed_size
+        d.blob_toc_size, d.blob_toc_digest = e.blob_toc_size, e.blob_toc_digest
+        d.blob_meta_digest, d.blob_meta_size = e.blob_meta_digest, e.blob_meta_size
+    return d
+
+
+def load_tree(image: Image, layer: int = 0) -> Tree:
+    """Every entry of the image as Nodes; hard links (same inode number) become one Node."""
+    by_key: dict[object, Node] = {}
+
+    def make(ino: int) -> Node:
+        n = image.inode(ino)
+        node = Node(mode=n.mode, uid=n.uid, gid=n.gid, mtime=n.mtime, mtime_nsec=n.mtime_nsec,
+                    rdev=n.rdev, size=n.size if n.is_reg else 0,
+                    xattrs=dict(image.xattrs(ino)), layer=layer, implicit=n.implicit)
+        if n.is_dir:
+            node.children = {}
+        elif n.is_symlink:
+            node.symlink = image.readlink(ino)
+        elif n.is_reg:
+            node.chunks = list(image.chunks(ino))
+        return node
+
+    root = make(image.root_ino)
+    stack = [(image.root_ino, root)]
+    while stack:
+        ino, node = stack.pop()
+        assert node.children is not None
+        for name, child_ino in image.readdir(ino):
+            child_attr = image.inode(child_ino)
+            if stat.S_ISDIR(child_attr.mode):
+                child = make(child_ino)
+                stack.append((child_ino, child))
+            else:
+                key = image.link_key(child_ino)
+                child = by_key.get(key)
+                if child is None:
+                    child = by_key[key] = make(child_ino)
+            node.children[name] = child
+    known = (SuperFlags.COMPRESSION_NONE | SuperFlags.COMPRESSION_LZ4 | SuperFlags.COMPRESSION_GZIP
+             | SuperFlags.COMPRESSION_ZSTD | SuperFlags.HASH_BLAKE3 | SuperFlags.HASH_SHA256
+             | SuperFlags.EXPLICIT_UID_GID | SuperFlags.HAS_XATTR)
+    return Tree(root=root, version=image.version, compressor=image.compressor,
+                digester=image.digester, chunk_size=image.chunk_size,
+                explicit_uid_gid=bool(image.flags & SuperFlags.EXPLICIT_UID_GID),
+                blobs=[blob_desc(b) for b in image.blobs], prefetch=[],
+                extra_flags=image.flags & ~known)
