@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 from typing import Sequence
@@ -15,7 +16,7 @@ from typing import Sequence
 from .. import __version__
 from ..errors import NydusfsError
 
-VERBS = ("dump",)
+VERBS = ("create", "merge", "mount", "umount", "check", "dump", "demo")
 
 EPILOG = """\
 Exit status: 0 success; 1 the command ran and found problems (check differences,
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for verb in VERBS:
+        if importlib.util.find_spec(f"{__name__}.{verb}") is None:
+            continue
         module = importlib.import_module(f".{verb}", __name__)
         module.register(sub)
     return parser
