@@ -1,0 +1,69 @@
+"""Append-only writer of a data blob: chunk data, then the meta sections of blob.md §7.
+
+The blob id is the SHA-256 of every byte written except the `blob.digest` array (blob.md §6).
+Writes go to an open file at a base position (1024 inside a layout-A layer, 0 otherwise) with
+os.pwrite, so the caller can reserve room for headers in front.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from ..format.blob import BLOB_META_MAGIC, BlobMetaHeader, TocEntry, blob_tar_header
+from ..format.record import align
+
+
+class BlobFile:
+    def __init__(self, fd: int, base: int = 0) -> None:
+        self.fd = fd
+        self.base = base          # file position of blob byte 0
+        self.size = 0             # bytes of blob written so far
+        self.hash = hashlib.sha256()
+
+    def write(self, data: bytes, hashed: bool = True) -> int:
+        """Append `data`; returns its offset inside the blob."""
+        off = self.size
+        view = memoryview(data)
+        pos = self.base + off
+        while view:
+            n = os.pwrite(self.fd, view, pos)
+            view = view[n:]
+            pos += n
+        self.size += len(data)
+        if hashed:
+            self.hash.update(data)
+        return off
+
+    def pad_to(self, unit: int) -> None:
+        gap = align(self.size, unit) - self.size
+        if gap:
+            self.write(bytes(gap))
+
+    def section_header(self, name: bytes, size: int) -> bytes:
+        """The trailing 512-byte tar header of a layout-B section of `size` bytes."""
+        header = blob_tar_header(name, size)
+        self.write(header)
+        return header
+
+    def blob_id(self) -> str:
+        return self.hash.hexdigest()
+
+
+def meta_header(features: int, ci_compressor: int, entries: int, ci_offset: int,
+                ci_compressed: int, ci_uncompressed: int) -> bytes:
+    return BlobMetaHeader(
+        s_magic=BLOB_META_MAGIC, s_features=features, s_ci_compressor=ci_compressor,
+        s_ci_entries=entries, s_ci_offset=ci_offset, s_ci_compressed_size=ci_compressed,
+        s_ci_uncompressed_size=ci_uncompressed, s_ci_zran_offset=0, s_ci_zran_size=0,
+        s_ci_zran_count=0, s_reserved=bytes(4032), s_magic2=BLOB_META_MAGIC).encode()
+
+
+def toc_entry(name: bytes, flags: int, digest: bytes, offset: int, csize: int, usize: int) -> bytes:
+    return TocEntry(flags=flags, reserved1=0, name=name.ljust(16, b"\0"), uncompressed_digest=digest,
+                    compressed_offset=offset, compressed_size=csize, uncompressed_size=usize,
+                    reserved2=bytes(48)).encode()
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()

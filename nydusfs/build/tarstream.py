@@ -1,0 +1,287 @@
+"""Streaming reader of OCI layer tars: ustar, GNU and PAX, names as bytes, one pass.
+
+Written for clear errors rather than reusing `tarfile`: every problem names the member and the
+offset of its header in the (decompressed) stream. Data is handed out in pieces so multi-GiB
+members never sit in memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import urllib.parse
+from typing import BinaryIO, Iterator
+
+from ..errors import LayerError
+
+BLOCK = 512
+REGULAR = (b"0", b"\0", b"7")
+KNOWN_TYPES = set(REGULAR) | {b"1", b"2", b"3", b"4", b"5", b"6"}
+MAX_META = 64 << 20          # longest PAX/GNU long-name payload we accept
+
+
+@dataclasses.dataclass(slots=True)
+class Entry:
+    name: bytes
+    type: bytes                   # typeflag: b"0" regular, b"1" hardlink, b"2" symlink, ...
+    mode: int                     # permission bits incl. setuid/setgid/sticky
+    uid: int
+    gid: int
+    size: int
+    mtime: int
+    mtime_nsec: int
+    linkname: bytes
+    devmajor: int
+    devminor: int
+    xattrs: dict[bytes, bytes]
+    offset: int                   # offset of the first header of this member in the stream
+
+    @property
+    def is_regular(self) -> bool:
+        return self.type in REGULAR
+
+
+class TarStream:
+    """Iterate entries of a tar stream; after each regular entry call `read_data` (or nothing:
+    unread data is skipped)."""
+
+    def __init__(self, stream: BinaryIO, source: str) -> None:
+        self.stream = stream
+        self.source = source
+        self.pos = 0                  # bytes consumed from the stream
+        self._remaining = 0           # data bytes of the current member not yet read
+        self._padding = 0
+        self._current: Entry | None = None
+        self.globals: dict[bytes, bytes] = {}
+
+    # --- low level ------------------------------------------------------------------------
+    def _read(self, n: int, what: str) -> bytes:
+        chunks = []
+        left = n
+        while left:
+            try:
+                piece = self.stream.read(left)
+            except Exception as e:  # decompressors raise their own types on corrupt input
+                raise LayerError(self.source, f"cannot read the stream: {e}", offset=self.pos) from None
+            if not piece:
+                break
+            chunks.append(piece)
+            left -= len(piece)
+        data = b"".join(chunks)
+        self.pos += len(data)
+        if len(data) != n:
+            member = self._current.name if self._current else None
+            raise LayerError(self.source, f"truncated tar: {what} needs {n} bytes, "
+                             f"the stream ends after {len(data)}", member=member, offset=self.pos - len(data))
+        return data
+
+    def _read_some(self, n: int) -> bytes:
+        """Up to n bytes (b'' at a clean end of stream)."""
+        try:
+            data = self.stream.read(n)
+        except Exception as e:  # decompressors raise their own types on corrupt input
+            raise LayerError(self.source, f"cannot read the stream: {e}", offset=self.pos) from None
+        self.pos += len(data)
+        return data
+
+    def _skip(self, n: int) -> None:
+        while n:
+            step = min(n, 1 << 20)
+            self._read(step, "member data")
+            n -= step
+
+    def read_data(self, n: int) -> bytes:
+        """Up to `n` bytes of the current member's data (fewer only at its end)."""
+        n = min(n, self._remaining)
+        if n <= 0:
+            return b""
+        data = self._read(n, "member data")
+        self._remaining -= n
+        return data
+
+    def _finish_member(self) -> None:
+        if self._remaining or self._padding:
+            self._skip(self._remaining + self._padding)
+            self._remaining = self._padding = 0
+
+    # --- headers --------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Entry]:
+        pax: dict[bytes, bytes] = {}
+        long_name: bytes | None = None
+        long_link: bytes | None = None
+        start: int | None = None
+        while True:
+            self._finish_member()
+            self._current = None
+            header_offset = self.pos
+            block = self._read_some(BLOCK)
+            if not block:
+                if start is not None:
+                    raise LayerError(self.source, "truncated tar: extended header without its member",
+                                     offset=header_offset)
+                return  # end of stream without end-of-archive blocks: accepted, as GNU tar does
+            if len(block) < BLOCK:
+                block += self._read(BLOCK - len(block), "a tar header")
+            if not any(block):
+                # end-of-archive marker; concatenated archives are not layers, stop here
+                return
+            if start is None:
+                start = header_offset
+            h = self._parse_header(block, header_offset)
+            kind = h["type"]
+            size = h["size"]
+            if kind in (b"x", b"g", b"L", b"K"):
+                if size > MAX_META:
+                    raise LayerError(self.source, f"extended header of {size} bytes is too large",
+                                     offset=header_offset)
+                payload = self._read(size, "extended header data")
+                self._skip((-size) % BLOCK)
+                if kind == b"x":
+                    pax.update(self._parse_pax(payload, header_offset))
+                elif kind == b"g":
+                    self.globals.update(self._parse_pax(payload, header_offset))
+                elif kind == b"L":
+                    long_name = payload.split(b"\0", 1)[0]
+                else:
+                    long_link = payload.split(b"\0", 1)[0]
+                continue
+            entry = self._make_entry(h, pax, long_name, long_link, start)
+            pax, long_name, long_link, start = {}, None, None, None
+            self._current = entry
+            # as tarfile does: only regular members (and GNU dumpdirs) carry data blocks
+            data_size = entry.size if (entry.is_regular or kind == b"D") else 0
+            self._remaining = data_size
+            self._padding = (-data_size) % BLOCK
+            yield entry
+
+    def _num(self, field: bytes, name: str, offset: int) -> int:
+        if field[:1] and field[0] & 0x80:
+            if field[0] == 0xFF:
+                raise LayerError(self.source, f"negative base-256 value in header field {name}",
+                                 offset=offset)
+            return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
+        text = field.split(b"\0", 1)[0].strip(b" ")
+        if not text:
+            return 0
+        try:
+            return int(text, 8)
+        except ValueError:
+            raise LayerError(self.source, f"header field {name} is not octal: {field!r}",
+                             offset=offset) from None
+
+    def _parse_header(self, b: bytes, offset: int) -> dict:
+        stored = b[148:156]
+        try:
+            want = int(stored.split(b"\0", 1)[0].strip(b" ") or b"x", 8)
+        except ValueError:
+            want = -1
+        unsigned = sum(b[:148]) + 256 + sum(b[156:])
+        signed = unsigned - 256 * sum(1 for x in b[:148] + b[156:] if x > 127)
+        if want not in (unsigned, signed):
+            raise LayerError(self.source, f"bad header checksum (stored {stored!r}, computed "
+                             f"{unsigned:o})", offset=offset)
+        magic = b[257:263]
+        name = b[0:100].split(b"\0", 1)[0]
+        if magic == b"ustar\x00" and b[345]:
+            name = b[345:500].split(b"\0", 1)[0] + b"/" + name
+        return {
+            "name": name, "mode": self._num(b[100:108], "mode", offset),
+            "uid": self._num(b[108:116], "uid", offset), "gid": self._num(b[116:124], "gid", offset),
+            "size": self._num(b[124:136], "size", offset), "mtime": self._num(b[136:148], "mtime", offset),
+            "type": b[156:157], "linkname": b[157:257].split(b"\0", 1)[0],
+            "devmajor": self._num(b[329:337], "devmajor", offset) if magic[:5] == b"ustar" else 0,
+            "devminor": self._num(b[337:345], "devminor", offset) if magic[:5] == b"ustar" else 0,
+            "offset": offset,
+        }
+
+    def _parse_pax(self, payload: bytes, offset: int) -> dict[bytes, bytes]:
+        out: dict[bytes, bytes] = {}
+        pos = 0
+        while pos < len(payload):
+            if payload[pos] == 0:
+                break  # NUL padding after the records
+            sp = payload.find(b" ", pos)
+            if sp < 0:
+                raise LayerError(self.source, "malformed PAX record (no length field)", offset=offset)
+            try:
+                length = int(payload[pos:sp])
+            except ValueError:
+                raise LayerError(self.source, f"malformed PAX record length {payload[pos:sp][:20]!r}",
+                                 offset=offset) from None
+            record = payload[pos:pos + length]
+            if length <= sp - pos + 1 or len(record) != length or not record.endswith(b"\n"):
+                raise LayerError(self.source, "malformed PAX record: the length does not end at "
+                                 "the record's newline", offset=offset)
+            key, eq, value = record[sp - pos + 1:-1].partition(b"=")
+            if not eq:
+                raise LayerError(self.source, f"malformed PAX record {key[:40]!r} (no '=')", offset=offset)
+            out[key] = value
+            pos += length
+        return out
+
+    def _make_entry(self, h: dict, pax: dict[bytes, bytes], long_name: bytes | None,
+                    long_link: bytes | None, start: int) -> Entry:
+        merged = dict(self.globals)
+        merged.update(pax)
+        name = h["name"]
+        if long_name is not None:
+            name = long_name
+        linkname = long_link if long_link is not None else h["linkname"]
+        kind = h["type"]
+        xattrs: dict[bytes, bytes] = {}
+        mtime, mtime_nsec = h["mtime"], 0
+        uid, gid, size = h["uid"], h["gid"], h["size"]
+        for key, value in merged.items():
+            if key == b"path":
+                name = value
+            elif key == b"linkpath":
+                linkname = value
+            elif key in (b"uid", b"gid", b"size"):
+                if not value.isdigit():
+                    raise LayerError(self.source, f"PAX {key.decode()} is not a decimal number: "
+                                     f"{value[:40]!r}", member=name, offset=start)
+                if key == b"uid":
+                    uid = int(value)
+                elif key == b"gid":
+                    gid = int(value)
+                else:
+                    size = int(value)
+            elif key == b"mtime":
+                mtime, mtime_nsec = self._pax_time(value, name, start)
+            elif key.startswith(b"SCHILY.xattr."):
+                xattrs[key[len(b"SCHILY.xattr."):]] = value
+            elif key.startswith(b"LIBARCHIVE.xattr."):
+                try:
+                    xname = urllib.parse.unquote_to_bytes(key[len(b"LIBARCHIVE.xattr."):])
+                    xattrs[xname] = base64.b64decode(value + b"=" * (-len(value) % 4))
+                except ValueError:
+                    raise LayerError(self.source, f"bad LIBARCHIVE.xattr record {key[:60]!r}",
+                                     member=name, offset=start) from None
+            elif key.startswith(b"GNU.sparse."):
+                raise LayerError(self.source, "GNU sparse files are not supported (refused rather "
+                                 "than stored without their holes' layout)", member=name, offset=start)
+        if kind == b"S":
+            raise LayerError(self.source, "GNU sparse files are not supported", member=name, offset=start)
+        if kind == b"D":
+            kind = b"5"   # GNU dumpdir: a directory with a listing we do not need
+        if kind not in KNOWN_TYPES:
+            raise LayerError(self.source, f"unsupported tar entry type {kind!r}", member=name,
+                             offset=start)
+        if not name:
+            raise LayerError(self.source, "entry with an empty name", offset=start)
+        return Entry(name=name, type=kind, mode=h["mode"] & 0o7777, uid=uid, gid=gid, size=size,
+                     mtime=mtime, mtime_nsec=mtime_nsec, linkname=linkname,
+                     devmajor=h["devmajor"], devminor=h["devminor"], xattrs=xattrs, offset=start)
+
+    def _pax_time(self, value: bytes, name: bytes, start: int) -> tuple[int, int]:
+        text = value.decode("ascii", "replace")
+        neg = text.startswith("-")
+        sec, _, frac = text.lstrip("-").partition(".")
+        if not sec.isdigit() or (frac and not frac.isdigit()):
+            raise LayerError(self.source, f"PAX mtime is not a number: {value[:40]!r}", member=name,
+                             offset=start)
+        seconds = int(sec)
+        nsec = int((frac + "000000000")[:9]) if frac else 0
+        if neg:
+            seconds, nsec = (-seconds - 1, 1_000_000_000 - nsec) if nsec else (-seconds, 0)
+        return seconds, nsec

@@ -1,0 +1,161 @@
+"""`nydusfs create`: convert one OCI layer tar into a Nydus layer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from ..build.create import CreateOptions, create
+from ..errors import UsageError
+
+HELP = "convert one OCI layer tar (tar, tar.gz, tar.zst, or - for stdin) into a Nydus layer"
+DESCRIPTION = """\
+Convert the OCI tar stream of one image layer into a Nydus layer: a data blob (file contents cut
+into compressed, digested chunks) plus a RAFS bootstrap (all metadata). SOURCE is a layer tar,
+tar.gz or tar.zst file, or - for stdin; the compression is detected from the bytes.
+
+Outputs (choose one):
+  -o OUT                     a Nydus layer file. Layout A (default): a standard tar holding
+                             image/image.blob (data at offset 1024; chunk offsets are absolute in
+                             OUT) and image/image.boot. Layout B (--layout B): the current upstream
+                             form, each section followed by a tar header, with a ToC for v6.
+  --bootstrap F --blob F     separate bootstrap and blob files
+  --bootstrap F --blob-dir D the blob is written to D, named by its blob id
+
+Defaults are those of current nydus-image: RAFS v6, zstd, blake3, 1 MiB chunks, whiteout spec
+oci. A layer bootstrap keeps its whiteout markers as entries, as upstream's tar build does, so
+that `nydusfs merge` applies them to the lower layers (mount and check the merged image, even
+for a single layer). --whiteout-spec says what the markers look like in the tar: oci (.wh.NAME,
+.wh..wh..opq) and none keep entries as they are; overlayfs turns 0/0 character devices and
+directories with trusted.overlay.opaque=y into the OCI markers, so merge sees one convention.
+Regular files are deduplicated by chunk digest within the layer and against --chunk-dict.
+"""
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("create", help=HELP, description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", metavar="SOURCE", help="layer tar / tar.gz / tar.zst, or - for stdin")
+    out = p.add_argument_group("output")
+    out.add_argument("-o", "--output", metavar="OUT", help="write a Nydus layer file")
+    out.add_argument("--layout", choices=("A", "B"), default="A",
+                     help="Nydus layer file layout (default: A, a standard tar)")
+    out.add_argument("--bootstrap", metavar="FILE", help="write the bootstrap to FILE")
+    out.add_argument("--blob", metavar="FILE", help="write the data blob to FILE")
+    out.add_argument("--blob-dir", metavar="DIR", help="write the data blob into DIR, named by its id")
+    out.add_argument("--output-json", metavar="FILE",
+                     help="write what was built (version, compressor, blob id and size, counts, "
+                          "timings) as JSON to FILE (- for stdout)")
+    fmt = p.add_argument_group("format")
+    fmt.add_argument("--fs-version", type=int, choices=(5, 6), default=6, help="RAFS version (default: 6)")
+    fmt.add_argument("--compressor", choices=("none", "lz4_block", "zstd"), default="zstd",
+                     help="chunk compression (default: zstd, level 3)")
+    fmt.add_argument("--digester", choices=("blake3", "sha256"), default="blake3",
+                     help="chunk and inode digest (default: blake3)")
+    fmt.add_argument("--chunk-size", type=_int, default=0x100000,
+                     help="chunk size, a power of two from 0x1000 to 0x1000000 (default: 0x100000)")
+    fmt.add_argument("--aligned-chunk", action="store_true",
+                     help="v5: align uncompressed chunk offsets to 4 KiB (v6 always does). v6 with "
+                          "--compressor none: also store each chunk at a 4 KiB-aligned blob offset "
+                          "equal to its uncompressed offset, so the blob can back a kernel erofs mount")
+    fmt.add_argument("--blob-offset", type=_int, default=None,
+                     help="add N to every chunk's compressed offset, for a blob that will sit at "
+                          "offset N of an outer file (layout A uses 1024 by itself)")
+    fmt.add_argument("--whiteout-spec", choices=("oci", "overlayfs", "none"), default="oci",
+                     help="whiteout convention of the layer (default: oci); see above")
+    fmt.add_argument("--chunk-dict", metavar="bootstrap=FILE",
+                     help="chunks whose digest is in this bootstrap are not stored again and "
+                          "point at the dictionary's blob")
+    pf = p.add_argument_group("prefetch")
+    pf.add_argument("--prefetch-policy", choices=("fs", "blob", "none"), default="none",
+                    help="fs: prefetch table of the listed paths; blob: blob readahead range over "
+                         "their data; none (default)")
+    pf.add_argument("--prefetch-files", metavar="FILE",
+                    help="prefetch patterns, one absolute path per line (- for stdin; default: "
+                         "stdin when a policy is given and SOURCE is not stdin)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="compression/digest threads (default: one per core, at most 4)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no warnings")
+    p.set_defaults(run=run)
+
+
+def _patterns(args: argparse.Namespace) -> list[bytes]:
+    if args.prefetch_policy == "none":
+        return []
+    src = args.prefetch_files
+    if src is None:
+        if args.source == "-":
+            raise UsageError("SOURCE is stdin, so prefetch patterns need --prefetch-files FILE")
+        src = "-"
+    if src == "-":
+        raw = sys.stdin.buffer.read()
+    else:
+        try:
+            with open(src, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            raise UsageError(f"cannot read prefetch patterns from {src}: {e.strerror}") from None
+    out = []
+    for line in raw.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if not line.startswith(b"/"):
+            raise UsageError(f"prefetch pattern {os.fsdecode(line)!r} is not an absolute path")
+        out.append(line)
+    return out
+
+
+def _chunk_dict(value: str | None) -> str | None:
+    if value is None:
+        return None
+    kind, sep, path = value.partition("=")
+    if not sep:
+        return value
+    if kind != "bootstrap":
+        raise UsageError(f"--chunk-dict supports bootstrap=FILE, not {kind}=")
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = CreateOptions(
+        fs_version=args.fs_version, compressor=args.compressor, digester=args.digester,
+        chunk_size=args.chunk_size, whiteout_spec=args.whiteout_spec, blob_offset=args.blob_offset,
+        chunk_dict=_chunk_dict(args.chunk_dict), prefetch_policy=args.prefetch_policy,
+        prefetch_patterns=_patterns(args), aligned_chunk=args.aligned_chunk, layout=args.layout,
+        output=args.output, bootstrap=args.bootstrap, blob=args.blob, blob_dir=args.blob_dir,
+        workers=args.workers)
+    warn = None if args.quiet else (lambda m: print(f"nydusfs create: warning: {m}", file=sys.stderr))
+    show_progress = not args.quiet and sys.stderr.isatty()
+    if show_progress:
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                                   TimeRemainingColumn, TransferSpeedColumn)
+
+        with Progress(TextColumn("create"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      TimeRemainingColumn(), transient=True) as bar:
+            task = bar.add_task("create", total=None)
+
+            def progress(done: int, total: int | None) -> None:
+                bar.update(task, completed=done, total=total)
+
+            result = create(args.source, opts, progress, warn)
+    else:
+        result = create(args.source, opts, None, warn)
+    if args.output_json:
+        text = json.dumps(result.as_json(), indent=2)
+        if args.output_json == "-":
+            print(text)
+        else:
+            with open(args.output_json, "w") as f:
+                f.write(text + "\n")
+    return 0
