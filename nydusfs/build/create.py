@@ -321,7 +321,10 @@ def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, temp
     if opts.prefetch_policy == "fs":
         tree.prefetch = list(opts.prefetch_patterns)
     elif opts.prefetch_policy == "blob" and own_index is not None:
-        _blob_readahead(tree, desc, opts.prefetch_patterns, blob_offset)
+        if v6:
+            warn("--prefetch-policy blob: RAFS v6 blob tables have no readahead range; nothing recorded")
+        else:
+            _blob_readahead(tree, desc, opts.prefetch_patterns, blob_offset)
 
     toc: list[bytes] = []
     if own_index is not None:
@@ -340,6 +343,8 @@ def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, temp
             _write_blob_meta(blob, desc, own, blob_offset, layout, toc, opts.compressor)
             if layout == "B":
                 tree.extra_flags |= SuperFlags.INLINED_CHUNK_DIGEST
+        if kernel_layout and layout != "B":
+            blob.pad_to(4096)  # loop devices drop a trailing partial sector
 
     # the bootstrap
     if layout == "B":

@@ -70,9 +70,11 @@ class TarStream:
         data = b"".join(chunks)
         self.pos += len(data)
         if len(data) != n:
-            member = self._current.name if self._current else None
-            raise LayerError(self.source, f"truncated tar: {what} needs {n} bytes, "
-                             f"the stream ends after {len(data)}", member=member, offset=self.pos - len(data))
+            cur = self._current
+            raise LayerError(self.source, f"truncated tar: the stream ends at byte {self.pos}, "
+                             f"inside {what} ({n - len(data)} more bytes expected)",
+                             member=cur.name if cur else None,
+                             offset=cur.offset if cur else self.pos - len(data))
         return data
 
     def _read_some(self, n: int) -> bytes:
@@ -178,8 +180,9 @@ class TarStream:
         unsigned = sum(b[:148]) + 256 + sum(b[156:])
         signed = unsigned - 256 * sum(1 for x in b[:148] + b[156:] if x > 127)
         if want not in (unsigned, signed):
-            raise LayerError(self.source, f"bad header checksum (stored {stored!r}, computed "
-                             f"{unsigned:o})", offset=offset)
+            shown = stored.decode("ascii", "replace").strip(" \0")
+            raise LayerError(self.source, f"bad tar header checksum (stored {shown!r}, computed "
+                             f"{unsigned:o}): not a tar stream, or a corrupt header", offset=offset)
         magic = b[257:263]
         name = b[0:100].split(b"\0", 1)[0]
         if magic == b"ustar\x00" and b[345]:
