@@ -1,0 +1,148 @@
+"""What a merge is asked to do, validated before any source is opened."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Sequence
+
+from ..errors import UsageError
+
+PREFETCH_POLICIES = ("none", "fs", "blob")
+# The whiteout convention of the sources (overlay.py). `create` rewrites overlayfs markers as
+# OCI ones, so `overlayfs` is for bootstraps built elsewhere from overlayfs upper directories.
+WHITEOUT_SPECS = ("oci", "overlayfs", "none")
+
+
+@dataclasses.dataclass
+class MergeOptions:
+    parent_bootstrap: str | None = None
+    chunk_dict: str | None = None
+    prefetch_policy: str = "none"
+    prefetch_patterns: list[bytes] = dataclasses.field(default_factory=list)
+    whiteout_spec: str = "oci"
+    # one item per source, or None
+    blob_digests: list[str] | None = None
+    original_blob_ids: list[str] | None = None
+    blob_sizes: list[int] | None = None
+    blob_toc_digests: list[str] | None = None
+    blob_toc_sizes: list[int] | None = None
+    keep_blob_ids: bool = False
+
+    def validate(self, sources: Sequence[str | os.PathLike]) -> None:
+        if not sources:
+            raise UsageError("merge needs at least one source bootstrap")
+        if self.prefetch_policy not in PREFETCH_POLICIES:
+            raise UsageError(f"--prefetch-policy: expected one of {', '.join(PREFETCH_POLICIES)}, "
+                             f"found {self.prefetch_policy!r}")
+        if self.whiteout_spec not in WHITEOUT_SPECS:
+            raise UsageError(f"--whiteout-spec: expected one of {', '.join(WHITEOUT_SPECS)}, "
+                             f"found {self.whiteout_spec!r}")
+        for flag, values in (("--blob-digests", self.blob_digests),
+                             ("--original-blob-ids", self.original_blob_ids),
+                             ("--blob-sizes", self.blob_sizes),
+                             ("--blob-toc-digests", self.blob_toc_digests),
+                             ("--blob-toc-sizes", self.blob_toc_sizes)):
+            if values is not None and len(values) != len(sources):
+                raise UsageError(f"{flag}: expected one item per source ({len(sources)}), "
+                                 f"found {len(values)}")
+        for flag, values in (("--blob-digests", self.blob_digests),
+                             ("--blob-toc-digests", self.blob_toc_digests)):
+            for v in values or ():
+                digest_bytes(flag, v)
+        for flag, values in (("--blob-sizes", self.blob_sizes),
+                             ("--blob-toc-sizes", self.blob_toc_sizes)):
+            for v in values or ():
+                if v < 0:
+                    raise UsageError(f"{flag}: sizes cannot be negative, found {v}")
+        for v in self.original_blob_ids or ():
+            if not strip_algo(v):
+                raise UsageError("--original-blob-ids: empty blob id")
+
+
+def strip_algo(value: str) -> str:
+    """Blob ids are bare hex digests; accept the `sha256:` form registries print."""
+    value = value.strip()
+    return value[len("sha256:"):] if value.startswith("sha256:") else value
+
+
+def digest_bytes(flag: str, value: str) -> bytes:
+    """A 32-byte digest given as 64 hex characters (optionally prefixed by `sha256:`)."""
+    text = strip_algo(value)
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise UsageError(f"{flag}: expected a sha256 digest (64 hex characters), found {value!r}")
+    return raw
+
+
+def split_list(flag: str, text: str | None) -> list[str] | None:
+    """A comma-separated option value; None when the option was not given."""
+    if text is None:
+        return None
+    items = [item.strip() for item in text.split(",")]
+    if any(not item for item in items):
+        raise UsageError(f"{flag}: empty item in {text!r}")
+    return items
+
+
+def split_sizes(flag: str, text: str | None) -> list[int] | None:
+    items = split_list(flag, text)
+    if items is None:
+        return None
+    out = []
+    for item in items:
+        try:
+            out.append(int(item, 0))
+        except ValueError:
+            raise UsageError(f"{flag}: expected a size in bytes, found {item!r}") from None
+    return out
+
+
+def parse_chunk_dict(value: str | None) -> str | None:
+    """`bootstrap=PATH`, the only chunk-dict form upstream accepts."""
+    if value is None:
+        return None
+    kind, sep, path = value.partition("=")
+    if not sep or kind != "bootstrap" or not path:
+        raise UsageError(f"--chunk-dict: expected bootstrap=FILE, found {value!r}")
+    return path
+
+
+def parse_patterns(text: bytes) -> tuple[list[bytes], list[str]]:
+    """Prefetch patterns, one absolute path per line, as upstream reads them.
+
+    Returns the patterns kept and a warning for each line left out (relative paths, and
+    patterns already covered by an earlier pattern or one of its ancestors).
+    """
+    kept: list[bytes] = []
+    seen: set[bytes] = set()
+    warnings: list[str] = []
+    for raw in text.split(b"\n"):
+        line = raw.strip()
+        if not line:
+            continue
+        show = os.fsdecode(line)
+        if not line.startswith(b"/"):
+            warnings.append(f"prefetch pattern {show!r} is not an absolute path; ignored")
+            continue
+        norm = normalize(line)
+        covered = norm in seen or any(a in seen for a in ancestors(norm))
+        if covered:
+            warnings.append(f"prefetch pattern {show!r} is covered by an earlier pattern; ignored")
+            continue
+        seen.add(norm)
+        kept.append(norm)
+    return kept, warnings
+
+
+def normalize(path: bytes) -> bytes:
+    parts = [p for p in path.split(b"/") if p and p != b"."]
+    return b"/" + b"/".join(parts)
+
+
+def ancestors(path: bytes) -> list[bytes]:
+    parts = [p for p in path.split(b"/") if p]
+    return [b"/" + b"/".join(parts[:i]) for i in range(len(parts))]

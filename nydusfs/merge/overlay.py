@@ -1,0 +1,172 @@
+"""Apply one layer's tree on top of the merged tree, with OCI whiteout rules (merge.md §4).
+
+Per directory, in two passes so that whiteouts only ever hit lower content, whatever the
+order of the entries in the layer's tar: first the markers (removals, opaque), then the
+other entries (add, or replace what the lower layers had). A directory over a directory
+merges the children and takes the upper attributes, unless the upper directory was only
+implied by its layer (no tar entry of its own): then the lower directory keeps its real
+metadata. Any other combination replaces the whole entry.
+
+Choices where upstream differs (docs/merge.md):
+- markers are also dropped from the lowest layer (upstream keeps them as plain files);
+- a directory that a layer only implied, over a lower symlink, is the symlinked parent of
+  the layer's paths: its entries go where the symlink leads (inside the image), as a runtime
+  unpacking the layer would put them, instead of replacing the symlink by a directory.
+
+Non-directory nodes are never modified: a hard-link group is one Node under several names,
+so replacing one name leaves the other names of the group together.
+"""
+
+from __future__ import annotations
+
+from ..format.whiteout import OPAQUE, OVERLAY_OPAQUE_XATTR, PREFIX
+from ..tree.node import Node
+
+MAX_SYMLINK_HOPS = 40     # as the kernel's path walk
+
+# marker kinds
+REMOVE = 1        # hide the lower entry of a given name
+OPAQUE_ALL = 2    # hide every lower child of this directory
+OPAQUE_DIR = 3    # overlayfs: this upper directory hides the lower one's children
+
+
+class Rules:
+    """Which whiteout convention is recognised: `oci` (.wh. names), `overlayfs` (0/0
+    character devices and trusted.overlay.opaque=y directories) or `none`."""
+
+    def __init__(self, spec: str = "oci") -> None:
+        self.oci = spec == "oci"
+        self.overlayfs = spec == "overlayfs"
+
+    def marker(self, name: bytes, node: Node) -> tuple[int, bytes] | None:
+        """(kind, the name it applies to), or None for an ordinary entry."""
+        if self.oci and name.startswith(PREFIX):
+            # every .wh. name is a marker (the OCI spec reserves the prefix); `.wh.` alone and
+            # aufs metadata such as `.wh..wh.plnk` name nothing that exists and just vanish
+            return (OPAQUE_ALL, b"") if name == OPAQUE else (REMOVE, name[len(PREFIX):])
+        if self.overlayfs:
+            if node.children is None and node.rdev == 0 and _is_chr(node.mode):
+                return REMOVE, name
+            if node.children is not None and node.xattrs.get(OVERLAY_OPAQUE_XATTR) == b"y":
+                return OPAQUE_DIR, name
+        return None
+
+
+def _is_chr(mode: int) -> bool:
+    return mode & 0o170000 == 0o020000
+
+
+def apply(lower: Node | None, upper: Node, rules: Rules) -> Node:
+    """Merge `upper` (a layer's root) onto `lower` (the merged root so far, or None for the
+    lowest layer, whose markers are dropped) and return the merged root. `lower` is changed
+    in place; `upper` must not be used afterwards."""
+    if lower is None:
+        root = _copy_dir(upper, _xattrs(upper, rules))
+    else:
+        root = lower
+        if not upper.implicit:
+            _take_attrs(root, upper, _xattrs(upper, rules))
+    stack: list[tuple[Node, Node, tuple[bytes, ...]]] = [(root, upper, ())]
+    while stack:
+        dst, up, path = stack.pop()
+        _merge_dir(root, dst, up, path, rules, stack)
+    return root
+
+
+def _merge_dir(root: Node, dst: Node, up: Node, path: tuple[bytes, ...], rules: Rules,
+               stack: list[tuple[Node, Node, tuple[bytes, ...]]]) -> None:
+    kids = dst.children
+    assert kids is not None and up.children is not None
+    entries: list[tuple[bytes, Node, bool]] = []
+    # pass 1: markers; `kids` holds only lower entries until pass 2
+    for name, u in up.children.items():
+        m = rules.marker(name, u)
+        if m is None:
+            entries.append((name, u, False))
+        elif m[0] == REMOVE:
+            kids.pop(m[1], None)
+        elif m[0] == OPAQUE_ALL:
+            kids.clear()
+        else:
+            entries.append((name, u, True))
+    # pass 2: additions and replacements
+    for name, u, opaque in entries:
+        if u.children is None:
+            kids[name] = u
+            continue
+        low = kids.get(name)
+        if low is not None and low.children is not None and not opaque:
+            if not u.implicit:
+                _take_attrs(low, u, _xattrs(u, rules))
+            stack.append((low, u, path + (name,)))
+            continue
+        if low is not None and u.implicit and low.symlink is not None:
+            found = _resolve_dir(root, path, low.symlink)
+            if found is not None:
+                stack.append((found[0], u, found[1]))
+                continue
+        merged = kids[name] = _copy_dir(u, _xattrs(u, rules))
+        stack.append((merged, u, path + (name,)))
+
+
+def _xattrs(node: Node, rules: Rules) -> dict[bytes, bytes]:
+    """The overlayfs opaque mark is an instruction to the merge, not content."""
+    if rules.overlayfs and OVERLAY_OPAQUE_XATTR in node.xattrs:
+        return {k: v for k, v in node.xattrs.items() if k != OVERLAY_OPAQUE_XATTR}
+    return node.xattrs
+
+
+def _take_attrs(dst: Node, src: Node, xattrs: dict[bytes, bytes]) -> None:
+    dst.mode, dst.uid, dst.gid = src.mode, src.uid, src.gid
+    dst.mtime, dst.mtime_nsec = src.mtime, src.mtime_nsec
+    dst.xattrs, dst.layer, dst.implicit = xattrs, src.layer, src.implicit
+
+
+def _copy_dir(src: Node, xattrs: dict[bytes, bytes]) -> Node:
+    return Node(mode=src.mode, uid=src.uid, gid=src.gid, mtime=src.mtime,
+                mtime_nsec=src.mtime_nsec, xattrs=xattrs, children={}, layer=src.layer,
+                implicit=src.implicit)
+
+
+def _lookup(root: Node, path: list[bytes]) -> Node:
+    node = root
+    for part in path:
+        node = node.children[part]  # type: ignore[index]
+    return node
+
+
+def _resolve_dir(root: Node, base: tuple[bytes, ...], target: bytes) -> tuple[Node, tuple[bytes, ...]] | None:
+    """The directory a symlink in directory `base` leads to, resolved inside the image (an
+    absolute target or `..` never leaves the root), or None if it leads nowhere or loops."""
+    if not target:
+        return None
+    path = [] if target.startswith(b"/") else list(base)
+    node = _lookup(root, path)
+    pending = target.split(b"/")[::-1]
+    hops = MAX_SYMLINK_HOPS
+    while pending:
+        part = pending.pop()
+        if part in (b"", b"."):
+            continue
+        if part == b"..":
+            if path:
+                path.pop()
+                node = _lookup(root, path)
+            continue
+        child = node.children.get(part)  # type: ignore[union-attr]
+        if child is None:
+            return None
+        if child.symlink is not None:
+            hops -= 1
+            if hops < 0:
+                return None
+            link = child.symlink
+            pending.extend(link.split(b"/")[::-1])
+            if link.startswith(b"/"):
+                path, node = [], root
+            continue
+        if child.children is None:
+            return None
+        path.append(part)
+        node = child
+    return node, tuple(path)
