@@ -332,3 +332,19 @@ def test_output_json_file(tmp_path):
         assert key in info
     assert info["blobs"] == [info["blob_id"]]
     assert os.path.getsize(tmp_path / "o") > info["blob_size"]
+
+
+def test_hard_link_to_a_lower_layer_file_is_kept_for_merge(tmp_path):
+    from nydusfs.tree.node import LOWER_LINK_XATTR
+
+    src = (corpus.Layer().hardlink("bin/again", "usr/bin/tool").hardlink("bin/third", "usr/bin/tool")
+           .hardlink("bin/fourth", "bin/again")).write(tmp_path / "l.tar")
+    warnings: list[str] = []
+    create(str(src), CreateOptions(output=str(tmp_path / "o")), warn=warnings.append)
+    assert any("usr/bin/tool" in w for w in warnings)
+    with open_image(tmp_path / "o") as image:
+        inos = {image.resolve(p) for p in ("/bin/again", "/bin/third", "/bin/fourth")}
+        assert len(inos) == 1
+        ino = inos.pop()
+        assert image.inode(ino).nlink == 3 and image.inode(ino).size == 0
+        assert image.getxattr(ino, LOWER_LINK_XATTR) == b"usr/bin/tool"

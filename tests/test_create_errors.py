@@ -87,8 +87,9 @@ def pax_mtime_with_newline() -> bytes:
     return _tar([(ti, None)])
 
 
-def hardlink_to_missing() -> bytes:
-    return _tar([(_info("link", 0, kind=tarfile.LNKTYPE, linkname="not/here"), None)])
+def hardlink_to_directory() -> bytes:
+    return _tar([(_info("d", 0, kind=tarfile.DIRTYPE), None),
+                 (_info("link", 0, kind=tarfile.LNKTYPE, linkname="d"), None)])
 
 
 def garbage() -> bytes:
@@ -111,7 +112,7 @@ CASES = {
     gnu_sparse: ("sparse", "sparse"),
     pax_bad_record: ("PAX", "offset 0"),
     pax_mtime_with_newline: ("mtime", "'f'"),
-    hardlink_to_missing: ("hard link", "not/here"),
+    hardlink_to_directory: ("hard link to directory", "link"),
     garbage: ("checksum", "offset 0"),
     corrupt_gzip: ("stream", "offset"),
 }

@@ -20,7 +20,7 @@ from typing import Callable
 
 from ..errors import LayerError
 from ..format import v6, whiteout
-from ..tree.node import Node, new_dir, split_path
+from ..tree.node import LOWER_LINK_XATTR, Node, new_dir, split_path
 from .tarstream import Entry
 
 MAX_SYMLINK_HOPS = 40
@@ -67,6 +67,7 @@ class LayerTree:
         self.warn = warn
         self.root = new_dir(0o755, implicit=True)
         self.dropped_xattrs: dict[bytes, int] = {}
+        self.lower_links: dict[bytes, Node] = {}
 
     # --- paths ----------------------------------------------------------------------------
     def _parent(self, parts: list[bytes], entry: Entry) -> Node:
@@ -138,10 +139,7 @@ class LayerTree:
             target_parts = clean_parts(entry.linkname, self.source, entry, "hard link target")
             target = self.lookup(target_parts)
             if target is None:
-                raise LayerError(self.source, f"hard link target {entry.linkname[:200]!r} is not an "
-                                 "earlier entry of this layer (links to files of lower layers "
-                                 "cannot be resolved from one layer)", member=entry.name,
-                                 offset=entry.offset)
+                target = self._lower_link(entry, target_parts, xattrs)
             if target.is_dir:
                 raise LayerError(self.source, f"hard link to directory {entry.linkname[:200]!r}",
                                  member=entry.name, offset=entry.offset)
@@ -170,6 +168,20 @@ class LayerTree:
             node.size = entry.size
             node.chunks = chunks if chunks is not None else []
         parent.children[name] = node
+        return node
+
+    def _lower_link(self, entry: Entry, target_parts: list[bytes], xattrs: dict[bytes, bytes]) -> Node:
+        """A hard link to a file this layer does not hold: a placeholder that `merge` resolves
+        against the lower layers (every link to the same missing target shares it)."""
+        key = b"/".join(target_parts)
+        node = self.lower_links.get(key)
+        if node is None:
+            node = Node(mode=stat.S_IFREG)
+            self._set_attrs(node, entry, dict(xattrs))
+            node.xattrs[LOWER_LINK_XATTR] = key
+            self.lower_links[key] = node
+            self.warn(f"hard link {os.fsdecode(entry.name)!r} points at {os.fsdecode(key)!r}, which is "
+                      "not in this layer: kept for merge to resolve against the lower layers")
         return node
 
     @staticmethod

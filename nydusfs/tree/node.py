@@ -14,6 +14,11 @@ from typing import Iterator
 from ..format.blob import DEFAULT_CHUNK_SIZE
 from ..format.v5 import ChunkInfo
 
+# A hard link whose target is not in its own layer (a file of a lower layer) cannot be resolved
+# by `create`; it is stored as an empty file carrying this private xattr (value: the target path
+# as written in the tar), and `merge` turns it into a second name of the lower file.
+LOWER_LINK_XATTR = b"trusted.nydusfs.lowerlink"
+
 
 @dataclasses.dataclass(slots=True, eq=False)
 class Node:
