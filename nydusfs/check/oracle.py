@@ -1,0 +1,449 @@
+"""The reference side of `nydusfs check`: what a stack of OCI layers holds once applied.
+
+This is the oracle the image is judged against, so it is written apart from the merger and from
+create's tar ingestion, and kept small enough to read in one sitting. Each layer is streamed
+once (stdlib `tarfile`, or a walk of an untarred directory) into a changeset; changesets are
+then applied lowest first to an in-memory tree, following the OCI image-spec layer rules:
+
+* whiteouts (`.wh.NAME`) and opaque markers (`.wh..wh..opq`) hide lower content only, whatever
+  their position in the tar, so a layer's whiteouts are applied before its entries; a whiteout
+  never creates anything, and no `.wh.` entry is ever added to the tree, bottom layer included;
+* an entry over an existing path: directory over directory replaces the attributes (mode, owner,
+  mtime, xattrs) and keeps the children; anything else removes the old path and its subtree;
+* parent paths are joined inside the root as umoci and containerd do: a symlink on the way is
+  followed (a dangling one to where it points), a non-directory on the way is an error;
+* a directory a layer only implies (parent of a member, no entry of its own) keeps the lower
+  layer's metadata; one no layer ever names has unspecified metadata (None) and only its type
+  and entries are compared;
+* a hard link names the node its target names at that point of the tar (lower layers included),
+  takes no attributes from its own header, and a later entry replacing the target does not
+  change it; duplicates are applied in order, so the last one wins.
+
+Regular file contents are hashed while streaming; only digests are kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import stat
+import tarfile
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from typing import BinaryIO, Callable
+
+from ..errors import LayerError
+from ..format.blob import new_hasher
+from ..util.streams import open_decompressed
+
+WHITEOUT = b".wh."
+OPAQUE = b".wh..wh..opq"
+READ = 1 << 20
+
+Parts = tuple[bytes, ...]
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Node:
+    """One inode of the reference tree. A hard link is the same Node under several names.
+    Attributes left None were said by no layer (directories only implied by their children)."""
+
+    kind: str                                   # dir file symlink char block fifo socket
+    mode: int | None = None                     # permission bits incl. setuid/setgid/sticky
+    uid: int | None = None
+    gid: int | None = None
+    mtime_ns: int | None = None
+    xattrs: dict[bytes, bytes] | None = None
+    size: int = 0
+    digest: bytes | None = None                 # regular files, when content is hashed
+    target: bytes | None = None                 # symlinks
+    rdev: tuple[int, int] | None = None         # char/block: (major, minor)
+    children: dict[bytes, "Node"] | None = None  # directories
+
+
+@dataclasses.dataclass(slots=True)
+class Member:
+    """One entry of a layer: a node to put at `path`, or a hard link to `link`."""
+
+    path: Parts
+    node: Node | None
+    link: Parts | None
+    name: bytes                                 # as the layer spells it, for messages
+    offset: int | None                          # tar header offset
+
+
+@dataclasses.dataclass(slots=True)
+class Changeset:
+    source: str
+    members: list[Member] = dataclasses.field(default_factory=list)
+    # (directory, NAME to remove or None for opaque, member name, offset)
+    whiteouts: list[tuple[Parts, bytes | None, bytes, int | None]] = dataclasses.field(default_factory=list)
+
+    def add(self, path: Parts, name: bytes, offset: int | None, node: Node | None = None,
+            link: Parts | None = None) -> None:
+        """Record one entry; whiteout markers become whiteouts, never entries."""
+        if any(p.startswith(WHITEOUT) for p in path[:-1]):
+            raise LayerError(self.source, "entry inside a whiteout marker", member=name, offset=offset)
+        if path and path[-1].startswith(WHITEOUT):
+            target = None if path[-1] == OPAQUE else path[-1][len(WHITEOUT):]
+            self.whiteouts.append((path[:-1], target, name, offset))
+            return
+        self.members.append(Member(path, node, link, name, offset))
+
+
+def clean(name: bytes) -> Parts:
+    """Path components of a member name, resolved lexically and kept inside the root."""
+    parts: list[bytes] = []
+    for p in name.split(b"/"):
+        if p == b".." and parts:
+            parts.pop()
+        elif p not in (b"", b".", b".."):
+            parts.append(p)
+    return tuple(parts)
+
+
+# --- applying changesets ---------------------------------------------------------------------
+
+def new_root() -> Node:
+    return Node("dir", children={})
+
+
+def apply(root: Node, cs: Changeset) -> None:
+    """Apply one layer's changeset on top of `root` (modified in place)."""
+    for parent, target, name, offset in cs.whiteouts:   # lower content only: before entries
+        d = _resolve(root, parent, cs, name, offset, create=False)
+        if d is None:
+            continue
+        assert d.children is not None
+        if target is None:
+            d.children.clear()
+        else:
+            d.children.pop(target, None)
+    for m in cs.members:
+        if not m.path:
+            if m.node is None or m.node.kind != "dir":
+                raise LayerError(cs.source, "the root can only be a directory", member=m.name,
+                                 offset=m.offset)
+            _take_attributes(root, m.node)
+            continue
+        parent = _resolve(root, m.path[:-1], cs, m.name, m.offset, create=True)
+        assert parent is not None and parent.children is not None
+        leaf = m.path[-1]
+        old = parent.children.get(leaf)
+        if m.link is not None:
+            d = _resolve(root, m.link[:-1], cs, m.name, m.offset, create=False)
+            target = d.children.get(m.link[-1]) if d is not None and d.children is not None else None
+            if target is None:
+                raise LayerError(cs.source, f"hard link to {os.fsdecode(b'/'.join(m.link))!r}, "
+                                 "which does not exist at this point", member=m.name, offset=m.offset)
+            if target.kind == "dir":
+                raise LayerError(cs.source, "hard link to a directory", member=m.name, offset=m.offset)
+            parent.children[leaf] = target
+        elif m.node is not None and m.node.kind == "dir" and old is not None and old.kind == "dir":
+            _take_attributes(old, m.node)
+        else:
+            assert m.node is not None
+            parent.children[leaf] = m.node
+
+
+def _take_attributes(d: Node, new: Node) -> None:
+    d.mode, d.uid, d.gid, d.mtime_ns, d.xattrs = new.mode, new.uid, new.gid, new.mtime_ns, new.xattrs
+
+
+MAX_HOPS = 255  # symlinks followed in one path, as filepath-securejoin allows
+
+
+def _resolve(root: Node, parts: Parts, cs: Changeset, name: bytes, offset: int | None,
+             create: bool) -> Node | None:
+    """The directory a member's parent path names, joined inside the root the way umoci
+    (securejoin) and containerd (continuity RootPath) do: symlinks on the way are followed,
+    absolute targets from the root, '..' never above it. With `create`, missing directories
+    are made (implied, metadata unknown), also where a dangling symlink points; a
+    non-directory in the way is an error, as it is for those extractors. Without `create`,
+    a path that leads nowhere gives None."""
+    trail = [root]                 # resolved directories from the root, for '..'
+    todo = list(parts)
+    hops = 0
+    while todo:
+        p = todo.pop(0)
+        if p in (b"", b"."):
+            continue
+        if p == b"..":
+            if len(trail) > 1:
+                trail.pop()
+            continue
+        d = trail[-1]
+        assert d.children is not None
+        child = d.children.get(p)
+        if child is not None and child.kind == "symlink" and child.target:
+            hops += 1
+            if hops > MAX_HOPS:
+                raise LayerError(cs.source, "too many levels of symbolic links in the parent path",
+                                 member=name, offset=offset)
+            target = child.target or b""
+            if target.startswith(b"/"):
+                trail = [root]
+            todo = target.split(b"/") + todo
+            continue
+        if child is None:
+            if not create:
+                return None
+            child = d.children[p] = Node("dir", children={})
+        elif child.kind != "dir":
+            if not create:
+                return None
+            raise LayerError(cs.source, f"parent component {os.fsdecode(p)!r} is a {child.kind}, "
+                             "not a directory", member=name, offset=offset)
+        trail.append(child)
+    return trail[-1]
+
+
+# --- tar layers -------------------------------------------------------------------------------
+
+class _Forward(io.RawIOBase):
+    """A forward-only view with tell/seek, so tarfile's random-access mode (which reads a
+    member's data straight from the stream, without the stream mode's buffer copies) works on
+    a decompressing stream: seeks only ever skip ahead."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        self.pos += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence == 1:
+            pos += self.pos
+        if whence == 2 or pos < self.pos:
+            raise io.UnsupportedOperation("backward seek in a layer stream")
+        while self.pos < pos:
+            if not self.read(min(pos - self.pos, READ)):
+                break
+        return self.pos
+
+
+class _Counting(io.RawIOBase):
+    """Counts bytes read from the layer file, for the progress bar."""
+
+    def __init__(self, raw: BinaryIO, tick: Callable[[int], None]) -> None:
+        self.raw = raw
+        self.tick = tick
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+        n = self.raw.readinto(b)  # type: ignore[attr-defined]
+        if n:
+            self.tick(n)
+        return n or 0
+
+
+TAR_KINDS = {
+    tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.CONTTYPE: "file",
+    tarfile.GNUTYPE_SPARSE: "file", tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink",
+    tarfile.CHRTYPE: "char", tarfile.BLKTYPE: "block", tarfile.FIFOTYPE: "fifo",
+}
+
+
+def _b(text: str) -> bytes:
+    """tarfile decodes names and PAX values as UTF-8 with surrogateescape: back to the bytes."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _mtime_ns(ti: tarfile.TarInfo) -> int:
+    exact = ti.pax_headers.get("mtime")
+    if exact is not None:  # tarfile turns it into a float, which loses nanoseconds
+        try:
+            return int((Decimal(exact) * 1_000_000_000).to_integral_value(rounding=ROUND_FLOOR))
+        except InvalidOperation:
+            pass
+    return int(ti.mtime) * 1_000_000_000
+
+
+def read_tar(path: str, hash_algo: str | None = "blake3",
+             tick: Callable[[int], None] = lambda n: None) -> Changeset:
+    """Stream one layer tar (plain, gzip or zstd, detected by magic bytes) into a changeset."""
+    cs = Changeset(path)
+    tf: tarfile.TarFile | None = None
+    last: tarfile.TarInfo | None = None
+    in_data = False
+    try:
+        with open(path, "rb") as raw:
+            fwd = _Forward(open_decompressed(io.BufferedReader(_Counting(raw, tick), READ)))
+            tf = tarfile.open(fileobj=fwd, mode="r:", encoding="utf-8", errors="surrogateescape")
+            for last in tf:
+                in_data = True
+                _tar_member(cs, tf, last, hash_algo)
+                in_data = False
+            # tarfile ends quietly at the first header it cannot parse: what follows the end
+            # marker must be zero padding, else the layer is damaged
+            end = fwd.tell()
+            while True:
+                rest = fwd.read(READ)
+                if not rest:
+                    break
+                if rest.count(0) != len(rest):
+                    raise LayerError(path, "unreadable tar header, or data after the end of the "
+                                     "archive", offset=end - tarfile.BLOCKSIZE)
+    except LayerError:
+        raise
+    except FileNotFoundError:
+        raise LayerError(path, "no such file") from None
+    except Exception as e:  # tarfile, codec (isal, zstandard) and I/O errors alike
+        if not isinstance(e, (tarfile.TarError, EOFError, OSError, ValueError)) and \
+                not type(e).__module__.startswith("zstandard"):
+            raise
+        if in_data and last is not None:
+            raise LayerError(path, f"cannot read the member's data: {e}", member=_b(last.name),
+                             offset=last.offset) from None
+        after = f" (after member {last.name!r})" if last is not None else ""
+        raise LayerError(path, f"cannot read the layer{after}: {e}",
+                         offset=tf.offset if tf is not None else None) from None
+    return cs
+
+
+def _tar_member(cs: Changeset, tf: tarfile.TarFile, ti: tarfile.TarInfo, hash_algo: str | None) -> None:
+    name = _b(ti.name)
+    parts = clean(name)
+    if ti.type == tarfile.LNKTYPE:
+        cs.add(parts, name, ti.offset, link=clean(_b(ti.linkname)))
+        return
+    kind = TAR_KINDS.get(ti.type)
+    if kind is None:
+        raise LayerError(cs.source, f"unsupported tar entry type {ti.type!r}", member=name,
+                         offset=ti.offset)
+    xattrs = {_b(k[len("SCHILY.xattr."):]): _b(v) for k, v in ti.pax_headers.items()
+              if k.startswith("SCHILY.xattr.")}
+    node = Node(kind, mode=ti.mode & 0o7777, uid=ti.uid, gid=ti.gid, mtime_ns=_mtime_ns(ti),
+                xattrs=xattrs)
+    if kind == "dir":
+        node.children = {}
+    elif kind == "symlink":
+        node.target = _b(ti.linkname)
+    elif kind in ("char", "block"):
+        node.rdev = (ti.devmajor, ti.devminor)
+    elif kind == "file":
+        node.size = ti.size
+        if hash_algo and not (parts and parts[-1].startswith(WHITEOUT)):
+            h = new_hasher(hash_algo)
+            f = tf.extractfile(ti)
+            assert f is not None
+            while True:
+                block = f.read(READ)
+                if not block:
+                    break
+                h.update(block)
+            node.digest = h.digest()
+    cs.add(parts, name, ti.offset, node=node)
+
+
+# --- untarred layers (a directory) -------------------------------------------------------------
+
+FS_KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink",
+            stat.S_IFCHR: "char", stat.S_IFBLK: "block", stat.S_IFIFO: "fifo",
+            stat.S_IFSOCK: "socket"}
+
+
+def read_dir(path: str, hash_algo: str | None = "blake3",
+             tick: Callable[[int], None] = lambda n: None) -> Changeset:
+    """Read an untarred layer the way a tar is read: lstat, readlink, xattrs, `.wh.` names as
+    whiteouts. The directory itself stands for the root and is not an entry (its metadata is
+    the extractor's, not the layer's). Names sharing an inode become hard links."""
+    cs = Changeset(path)
+    top = os.fsencode(path)
+    first: dict[tuple[int, int], Parts] = {}
+    stack: list[Parts] = [()]
+    try:
+        while stack:
+            parent = stack.pop()
+            base = os.path.join(top, *parent) if parent else top
+            subdirs = []
+            for name in sorted(os.listdir(base)):
+                parts = parent + (name,)
+                full = os.path.join(base, name)
+                st = os.lstat(full)
+                kind = FS_KINDS.get(stat.S_IFMT(st.st_mode), "unknown")
+                if name.startswith(WHITEOUT):
+                    cs.add(parts, full, None)
+                    continue
+                if kind != "dir" and st.st_nlink > 1:
+                    key = (st.st_dev, st.st_ino)
+                    if key in first:
+                        cs.add(parts, full, None, link=first[key])
+                        continue
+                    first[key] = parts
+                node = Node(kind, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
+                            mtime_ns=st.st_mtime_ns, xattrs=_fs_xattrs(full))
+                if kind == "dir":
+                    node.children = {}
+                    subdirs.append(parts)
+                elif kind == "symlink":
+                    node.target = os.readlink(full)
+                elif kind in ("char", "block"):
+                    node.rdev = (os.major(st.st_rdev), os.minor(st.st_rdev))
+                elif kind == "file":
+                    node.size = st.st_size
+                    if hash_algo:
+                        node.digest = hash_file(full, hash_algo)
+                    tick(st.st_size)
+                cs.add(parts, full, None, node=node)
+            stack.extend(reversed(subdirs))
+    except OSError as e:
+        raise LayerError(path, f"cannot read: {e.strerror}", member=e.filename) from None
+    return cs
+
+
+def _fs_xattrs(path: bytes) -> dict[bytes, bytes]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:  # ENOTSUP: a filesystem without xattrs holds none
+        return {}
+    out = {}
+    for n in names:
+        try:
+            out[os.fsencode(n)] = os.getxattr(path, n, follow_symlinks=False)
+        except OSError:
+            continue  # removed meanwhile, or not readable by us
+    return out
+
+
+def hash_file(path: bytes | str, hash_algo: str) -> bytes:
+    h = new_hasher(hash_algo)
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            block = f.read(READ)
+            if not block:
+                break
+            h.update(block)
+    return h.digest()
+
+
+# --- the whole stack --------------------------------------------------------------------------
+
+def read_layer(path: str, hash_algo: str | None = "blake3",
+               tick: Callable[[int], None] = lambda n: None) -> Changeset:
+    if os.path.isdir(path):
+        return read_dir(path, hash_algo, tick)
+    return read_tar(path, hash_algo, tick)
+
+
+def build(changesets: list[Changeset]) -> Node:
+    root = new_root()
+    for cs in changesets:
+        apply(root, cs)
+    return root
+
+
+def reference(layers: list[str], hash_algo: str | None = "blake3") -> Node:
+    """The tree the layers (lowest first) hold once applied."""
+    return build([read_layer(p, hash_algo) for p in layers])

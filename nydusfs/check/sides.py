@@ -1,0 +1,191 @@
+"""The found side: entries of a Nydus image (through the reader) or of a mounted tree.
+
+Metadata is collected by one walk; file contents are hashed by a thread pool, once per inode
+(the codecs and hashers release the GIL), and folded in when the walk's futures complete.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import errno
+import os
+import stat
+from typing import Callable
+
+from ..errors import BlobError, NydusfsError
+from ..format.blob import new_hasher
+from ..format.v6 import InodeCompact
+from ..reader import Image, file_kind
+from .compare import Difference, Entry
+from .oracle import FS_KINDS, READ
+
+Tick = Callable[[int], None]
+
+
+class Hashing:
+    """Content digests keyed by inode identity, each computed once on a shared pool."""
+
+    def __init__(self, pool: cf.Executor, tick: Tick = lambda n: None) -> None:
+        self.pool = pool
+        self.tick = tick
+        self.futures: dict[object, cf.Future] = {}
+        self.files = 0
+        self.bytes = 0
+
+    def submit(self, key: object, fn: Callable[[], bytes | str], size: int) -> None:
+        if key not in self.futures:
+            self.files += 1
+            self.bytes += size
+            self.futures[key] = self.pool.submit(self._run, fn, size)
+
+    def _run(self, fn: Callable[[], bytes | str], size: int) -> bytes | str:
+        try:
+            return fn()
+        finally:
+            self.tick(1)
+
+    def fill(self, entries: dict[bytes, Entry]) -> None:
+        for e in entries.values():
+            fut = self.futures.get(e.link) if e.kind == "file" else None
+            if fut is not None:
+                e.digest = fut.result()
+
+
+# --- a Nydus image through the reader -------------------------------------------------------------
+
+def image_digest(image: Image, ino: int, size: int, algo: str) -> bytes | str:
+    """Digest of the file's bytes read chunk by chunk; a chunk that cannot be read makes the
+    content 'unreadable' (a difference, not an error)."""
+    h = new_hasher(algo)
+    step = image.chunk_size or READ
+    off = 0
+    try:
+        while off < size:
+            data = image.read(ino, off, step, verify=False)
+            if not data:
+                return f"short read at offset {off} of {size}"
+            h.update(data)
+            off += len(data)
+    except BlobError as e:
+        return str(e)
+    return h.digest()
+
+
+def walk_image(image: Image, hashing: Hashing | None, algo: str = "blake3") -> tuple[dict[bytes, Entry], list[Difference]]:
+    entries: dict[bytes, Entry] = {}
+    problems: list[Difference] = []
+    for path, ino in image.walk():
+        node = image.inode(ino)
+        kind = file_kind(node.mode)
+        e = Entry(kind=kind, mode=stat.S_IMODE(node.mode), uid=node.uid, gid=node.gid,
+                  mtime_ns=node.mtime * 1_000_000_000 + node.mtime_nsec, nlink=node.nlink,
+                  xattrs=dict(image.xattrs(ino)),
+                  # compact v6 inodes keep no mtime of their own
+                  precision=None if isinstance(node.record, InodeCompact) else "ns")
+        if kind == "dir":
+            names = [n for n, _ in image.readdir(ino)]
+            if len(set(names)) != len(names):
+                dup = sorted({os.fsdecode(n) for n in names if names.count(n) > 1})
+                problems.append(Difference(path, "entries", "unique names", f"duplicates: {dup}"))
+        else:
+            e.link = ("image", image.link_key(ino))
+        if kind == "file":
+            e.size = node.size
+            if hashing is not None:
+                size = node.size
+                hashing.submit(e.link, lambda ino=ino, size=size: image_digest(image, ino, size, algo), size)
+        elif kind == "symlink":
+            e.target = image.readlink(ino)
+            e.size = node.size
+        elif kind in ("char", "block"):
+            e.rdev = (os.major(node.rdev), os.minor(node.rdev))
+        entries[path] = e
+    return entries, problems
+
+
+# --- a mounted tree (nydusfs's own mount, or any other) -------------------------------------------
+
+def path_digest(full: bytes, algo: str) -> bytes | str:
+    h = new_hasher(algo)
+    try:
+        with open(full, "rb", buffering=0) as f:
+            while True:
+                block = f.read(READ)
+                if not block:
+                    break
+                h.update(block)
+    except OSError as e:
+        return f"{errno.errorcode.get(e.errno or 0, e.errno)}: {e.strerror}"
+    return h.digest()
+
+
+def _xattrs(full: bytes) -> dict[bytes, bytes]:
+    try:
+        names = os.listxattr(full, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.ENODATA):
+            return {}
+        raise
+    out = {}
+    for n in names:
+        out[os.fsencode(n)] = os.getxattr(full, n, follow_symlinks=False)
+    return out
+
+
+def walk_tree(top: str, hashing: Hashing | None, algo: str = "blake3") -> tuple[dict[bytes, Entry], list[Difference]]:
+    """Entries of a mounted (or any) directory tree, as the kernel shows it: readdir lists the
+    names, lstat looks each one up; a listed name that cannot be looked up is an 'entries'
+    difference of its directory."""
+    root = os.fsencode(top)
+    entries: dict[bytes, Entry] = {}
+    problems: list[Difference] = []
+    stack: list[bytes] = [b"/"]
+    try:
+        root_st = os.lstat(root)
+    except OSError as e:
+        raise NydusfsError(f"{top}: cannot look at the mounted tree: {e.strerror}") from None
+    entries[b"/"] = _fs_entry(root, root_st, hashing, algo)
+    while stack:
+        path = stack.pop()
+        full_dir = root + (b"" if path == b"/" else path)
+        try:
+            names = sorted(os.listdir(full_dir))
+        except OSError as e:
+            problems.append(Difference(path, "entries", "a readable directory", f"readdir: {e.strerror}"))
+            continue
+        base = b"" if path == b"/" else path
+        subdirs = []
+        lost = []
+        for name in names:
+            child = base + b"/" + name
+            full = full_dir + b"/" + name
+            try:
+                st = os.lstat(full)
+                entries[child] = e = _fs_entry(full, st, hashing, algo)
+            except OSError as err:
+                lost.append(f"{os.fsdecode(name)}: {err.strerror}")
+                continue
+            if e.kind == "dir":
+                subdirs.append(child)
+        if lost:
+            problems.append(Difference(path, "entries", "every listed name can be looked up", lost))
+        stack.extend(reversed(subdirs))
+    return entries, problems
+
+
+def _fs_entry(full: bytes, st: os.stat_result, hashing: Hashing | None, algo: str) -> Entry:
+    kind = FS_KINDS.get(stat.S_IFMT(st.st_mode), "unknown")
+    e = Entry(kind=kind, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
+              mtime_ns=st.st_mtime_ns, nlink=st.st_nlink, xattrs=_xattrs(full))
+    if kind != "dir":
+        e.link = ("fs", st.st_dev, st.st_ino)
+    if kind == "file":
+        e.size = st.st_size
+        if hashing is not None:
+            hashing.submit(e.link, lambda: path_digest(full, algo), st.st_size)
+    elif kind == "symlink":
+        e.target = os.readlink(full)
+        e.size = st.st_size
+    elif kind in ("char", "block"):
+        e.rdev = (os.major(st.st_rdev), os.minor(st.st_rdev))
+    return e
