@@ -24,6 +24,7 @@ DEFAULT_CHUNK_SIZE = 0x100000
 MIN_CHUNK_SIZE = 0x1000
 MAX_CHUNK_SIZE = 0x1000000
 MAX_CHUNKS_PER_BLOB = 0xFF_FFFF
+MAX_DECOMPRESSED = 1 << 30      # bound for any one decompression (chunks, ToC sections)
 BLOB_META_MAGIC = 0xB10BB10B
 BLOB_META_HEADER_SIZE = 4096
 TOC_ENTRY_SIZE = 128
@@ -92,9 +93,18 @@ def compress(data: bytes, algo: str) -> tuple[bytes, bool]:
 
 
 def decompress(data: bytes, algo: str, size: int) -> bytes:
-    """Decompress one chunk to exactly `size` bytes; raises ValueError with the codec's reason."""
+    """Decompress one chunk to exactly `size` bytes; raises ValueError with the codec's reason.
+
+    Never allocates more than `size` (at most MAX_DECOMPRESSED) bytes, whatever the input
+    claims: a zstd frame header or a gzip stream may promise far more than the caller expects.
+    """
+    if not 0 <= size <= MAX_DECOMPRESSED:
+        raise ValueError(f"uncompressed size {size} outside 0..{MAX_DECOMPRESSED}")
     if algo == "zstd":
         try:
+            declared = _zstd.get_frame_parameters(data).content_size
+            if declared != _zstd.CONTENTSIZE_UNKNOWN and declared != size:
+                raise ValueError(f"zstd: frame declares {declared} bytes, expected {size}")
             out = _zstd_decompressor().decompress(data, max_output_size=size)
         except _zstd.ZstdError as e:
             raise ValueError(f"zstd: {e}") from None
@@ -105,7 +115,8 @@ def decompress(data: bytes, algo: str, size: int) -> bytes:
             raise ValueError(f"lz4_block: {e}") from None
     elif algo == "gzip":
         try:
-            out = zlib.decompress(data, 31)
+            d = zlib.decompressobj(31)
+            out = d.decompress(data, size + 1)
         except zlib.error as e:
             raise ValueError(f"gzip: {e}") from None
     elif algo == "none":

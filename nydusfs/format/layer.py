@@ -67,6 +67,16 @@ def detect(fd: int, name: str) -> LayerLayout:
                           found="0 bytes", file=name)
     head = _pread(fd, 1028, 0)
     if is_v5_bootstrap(head) or is_v6_bootstrap(head):
+        # a layout-B layer without chunk data is `bootstrap | hdr image.boot`
+        tail = _pread(fd, TAR_BLOCK, size - TAR_BLOCK) if size > 2 * TAR_BLOCK else b""
+        if tail and tar_checksum_ok(tail):
+            try:
+                found = parse_blob_tar_header(tail, size - TAR_BLOCK)
+            except FormatError:
+                found = None
+            if found == (b"image.boot", size - TAR_BLOCK):
+                boot = Section(0, size - TAR_BLOCK)
+                return LayerLayout("B", boot, None, (), ((b"image.boot", boot),))
         return LayerLayout("bootstrap", Section(0, size), None)
     if size >= TAR_BLOCK:  # before the magic test: zstd chunk data starts with zstd magic
         tail = _pread(fd, TAR_BLOCK, size - TAR_BLOCK)

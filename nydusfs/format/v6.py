@@ -261,6 +261,13 @@ def xattr_icount(area: bytes) -> int:
 
 
 def decode_xattrs(buf: Any, off: int, icount: int) -> list[tuple[bytes, bytes]]:
+    _header, entries = decode_xattr_area(buf, off, icount)
+    return [(XATTR_PREFIXES[index] + suffix, value) for index, suffix, value in entries]
+
+
+def decode_xattr_area(buf: Any, off: int, icount: int
+                      ) -> tuple[XattrIbodyHeader, list[tuple[int, bytes, bytes]]]:
+    """Header and raw (name index, suffix, value) entries of an inline xattr area."""
     size = xattr_area_size(icount)
     end = off + size
     if end > len(buf):
@@ -272,25 +279,33 @@ def decode_xattrs(buf: Any, off: int, icount: int) -> list[tuple[bytes, bytes]]:
         raise FormatError("EROFS xattr header", field="h_shared_count", offset=off + 4,
                           expected=0, found=header.h_shared_count,
                           hint="shared xattrs are not used by RAFS v6")
-    pairs = []
+    entries = []
     pos = off + 12
     while pos < end:
         if pos + 4 > end:
             raise FormatError("EROFS xattr entry", offset=pos, expected="4-byte entry header",
                               found=f"{end - pos} bytes")
         name_len, index, value_size = struct.unpack_from("<BBH", buf, pos)
-        prefix = XATTR_PREFIXES.get(index)
-        if prefix is None:
+        if index not in XATTR_PREFIXES:
             raise FormatError("EROFS xattr entry", field="e_name_index", offset=pos + 1,
                               expected="one of 1, 2, 3, 4, 6", found=index)
         stop = pos + 4 + name_len + value_size
         if stop > end:
             raise FormatError("EROFS xattr entry", field="e_value_size", offset=pos + 2,
                               expected=f"at most {end - pos - 4 - name_len}", found=value_size)
-        suffix = bytes(buf[pos + 4:pos + 4 + name_len])
-        pairs.append((prefix + suffix, bytes(buf[pos + 4 + name_len:stop])))
+        entries.append((index, bytes(buf[pos + 4:pos + 4 + name_len]),
+                        bytes(buf[pos + 4 + name_len:stop])))
         pos = align(stop, 4)
-    return pairs
+    return header, entries
+
+
+def encode_xattr_area(header: XattrIbodyHeader, entries: list[tuple[int, bytes, bytes]]) -> bytes:
+    """Inverse of `decode_xattr_area` (entries padded to 4 bytes)."""
+    out = [header.encode()]
+    for index, suffix, value in entries:
+        entry = struct.pack("<BBH", len(suffix), index, len(value)) + suffix + value
+        out.append(entry + bytes(align(len(entry), 4) - len(entry)))
+    return b"".join(out)
 
 
 # --- directory blocks
@@ -325,6 +340,11 @@ def _encode_dir_block(entries: list[tuple[bytes, int, int]], bs: int, full: bool
 
 def decode_dir_block(block: Any, base: int) -> list[tuple[bytes, int, int]]:
     """Entries of one directory block (already cut to its used length); `base` for errors."""
+    return [(name, d.nid, d.file_type) for d, name in decode_dir_records(block, base)]
+
+
+def decode_dir_records(block: Any, base: int) -> list[tuple[Dirent, bytes]]:
+    """(dirent record, name) of each entry of one directory block."""
     size = len(block)
     if size < DIRENT_SIZE:
         raise FormatError("EROFS directory block", offset=base, expected="at least one dirent",
@@ -350,8 +370,17 @@ def decode_dir_block(block: Any, base: int) -> list[tuple[bytes, int, int]]:
         if not name:
             raise FormatError("EROFS dirent", field="name", offset=base + d.nameoff,
                               expected="a non-empty name", found=b"")
-        out.append((name, d.nid, d.file_type))
+        out.append((d, name))
     return out
+
+
+def encode_dir_records(records: list[tuple[Dirent, bytes]], length: int) -> bytes:
+    """Inverse of `decode_dir_records`: heads, names at their nameoff, zeros up to `length`."""
+    out = bytearray(length)
+    for i, (d, name) in enumerate(records):
+        out[i * DIRENT_SIZE:(i + 1) * DIRENT_SIZE] = d.encode()
+        out[d.nameoff:d.nameoff + len(name)] = name
+    return bytes(out)
 
 
 def chunk_format(chunk_size: int, blkszbits: int) -> int:

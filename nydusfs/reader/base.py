@@ -113,37 +113,43 @@ class Image:
                 raise NotFoundError(f"{self.name}: {os.fsdecode(raw)}: no such file or directory") from None
         return ino
 
-    @names_file
     def walk(self, top: int | None = None, prefix: bytes = b"") -> Iterator[tuple[bytes, int]]:
         """(path, ino) of every entry in DFS pre-order with name-sorted children; the root is b'/'.
 
-        Directory loops in a corrupt image raise FormatError instead of recursing forever.
+        A directory has exactly one parent, so a directory reached a second time (a loop, or
+        a corrupt image sharing a subtree, which could multiply the walk exponentially) raises
+        FormatError: the walk visits each directory once and always ends.
         """
+        try:  # a generator: errors surface while iterating, so `names_file` cannot wrap it
+            yield from self._walk(top, prefix)
+        except FormatError as e:
+            raise e.in_file(self.name) from None
+
+    def _walk(self, top: int | None, prefix: bytes) -> Iterator[tuple[bytes, int]]:
         start = self.root_ino if top is None else top
         yield (prefix or b"/"), start
-        on_path: set[int] = {start}
         stack: list[tuple[bytes, Iterator[tuple[bytes, int]]]] = []
         if self.inode(start).is_dir:
             stack.append((prefix, iter(self.readdir(start))))
-        dirs: list[int] = [start]
+        seen: set[int] = {start}
         while stack:
             base, it = stack[-1]
             child = next(it, None)
             if child is None:
                 stack.pop()
-                on_path.discard(dirs.pop())
                 continue
             name, ino = child
             path = base + b"/" + name
             yield path, ino
             if self.inode(ino).is_dir:
-                if ino in on_path:
+                if ino in seen:
                     raise FormatError("directory tree", offset=self.inode(ino).offset,
-                                      expected="a tree", found=f"a loop at {os.fsdecode(path)!r}")
-                on_path.add(ino)
-                dirs.append(ino)
+                                      expected="each directory under one parent",
+                                      found=f"inode {ino} again at {os.fsdecode(path)!r}")
+                seen.add(ino)
                 stack.append((path, iter(self.readdir(ino))))
 
+    @names_file
     def read(self, ino: int, offset: int, size: int, verify: bool = True) -> bytes:
         """File bytes [offset, offset+size) clipped to the file size; chunks come from the blob
         store (decompressed, digest-checked when `verify`)."""
@@ -181,6 +187,7 @@ class Image:
             raise NotFoundError(f"{self.name}: no blob store attached")
         return self.blob_store.chunk_data(chunk, verify)
 
+    @names_file
     def blob_of(self, chunk: ChunkInfo) -> BlobInfo:
         if not 0 <= chunk.blob_index < len(self.blobs):
             raise FormatError("chunk info", field="blob_index", expected=f"< {len(self.blobs)}",

@@ -12,8 +12,9 @@ import threading
 from typing import Iterable
 
 from ..errors import BlobError, FormatError
-from ..format.blob import (BLOB_META_HEADER_SIZE, BLOB_META_MAGIC, BlobMetaHeader, decode_ci_v1,
-                           decode_ci_v2, decompress, digest)
+from ..format.blob import (BLOB_META_HEADER_SIZE, BLOB_META_MAGIC, COMPRESSOR_NAMES, MAX_CHUNK_SIZE,
+                           MAX_CHUNKS_PER_BLOB, BlobMetaHeader, decode_ci_v1, decode_ci_v2,
+                           decompress, digest)
 from ..format.flags import BlobFeatures, ChunkFlags
 from ..format.v5 import ChunkInfo
 from .model import BlobInfo
@@ -37,6 +38,7 @@ class BlobStore:
         self._cache_used = 0
         self.cache_bytes = cache_bytes
         self._ci_tables: dict[int, list[ChunkInfo] | None] = {}
+        self._sizes: dict[int, int] = {}
 
     # --- files ----------------------------------------------------------------------------
     def path_of(self, index: int) -> str | None:
@@ -73,8 +75,21 @@ class BlobStore:
     def blob_id(self, index: int) -> str:
         return self.blobs[index].blob_id if 0 <= index < len(self.blobs) else f"#{index}"
 
+    def file_size(self, index: int) -> int:
+        fd = self._fd(index)
+        size = self._sizes.get(index)
+        if size is None:
+            size = self._sizes[index] = os.fstat(fd).st_size
+        return size
+
     def read_raw(self, index: int, offset: int, size: int, chunk: int | None = None) -> bytes:
         fd = self._fd(index)
+        # check before reading: pread allocates `size` bytes up front, and offsets from a
+        # corrupt bootstrap may not even fit in off_t
+        have = self.file_size(index)
+        if offset < 0 or size < 0 or offset + size > have:
+            raise BlobError(self.blob_id(index), f"range {offset}+{size} lies outside the "
+                            f"{have}-byte blob file", chunk=chunk, offset=offset)
         try:
             data = os.pread(fd, size, offset)
         except OSError as e:
@@ -109,6 +124,10 @@ class BlobStore:
             raise BlobError(f"#{chunk.blob_index}", "chunk refers to a blob index outside the blob table",
                             chunk=chunk.index)
         blob = self.blobs[chunk.blob_index]
+        if not 0 < chunk.uncompressed_size <= MAX_CHUNK_SIZE or chunk.compressed_size > 2 * MAX_CHUNK_SIZE:
+            raise BlobError(blob.blob_id, f"chunk sizes {chunk.compressed_size} (compressed) / "
+                            f"{chunk.uncompressed_size} (uncompressed) are outside 1..{MAX_CHUNK_SIZE}",
+                            chunk=chunk.index, offset=chunk.compressed_offset)
         if chunk.flags & ChunkFlags.ENCRYPTED or blob.features & BlobFeatures.ENCRYPTED:
             raise BlobError(blob.blob_id, "encrypted chunks are not supported", chunk=chunk.index)
         if blob.features & (BlobFeatures.ZRAN | BlobFeatures.BATCH):
@@ -154,17 +173,23 @@ class BlobStore:
         e = blob.v6
         if e is None or not e.ci_compressed_size:
             return None
+        v2 = bool(blob.features & BlobFeatures.CHUNK_INFO_V2)
+        unit = 24 if v2 else 16
+        if e.ci_uncompressed_size > unit * MAX_CHUNKS_PER_BLOB:
+            raise BlobError(blob.blob_id, f"chunk info table of {e.ci_uncompressed_size} bytes is "
+                            f"larger than {MAX_CHUNKS_PER_BLOB} entries")
         raw = self.read_raw(index, e.ci_offset, e.ci_compressed_size)
         if e.ci_compressor != 0:
-            from ..format.blob import COMPRESSOR_NAMES
-
-            raw = decompress(raw, COMPRESSOR_NAMES.get(e.ci_compressor, "?"), e.ci_uncompressed_size)
+            algo = COMPRESSOR_NAMES.get(e.ci_compressor, f"unknown({e.ci_compressor})")
+            try:
+                raw = decompress(raw, algo, e.ci_uncompressed_size)
+            except ValueError as err:
+                raise BlobError(blob.blob_id, f"chunk info table does not decompress ({algo}): "
+                                f"{err}", offset=e.ci_offset) from None
         header = BlobMetaHeader.decode(
             self.read_raw(index, e.ci_offset + e.ci_compressed_size, BLOB_META_HEADER_SIZE), 0)
         if header.s_magic != BLOB_META_MAGIC or header.s_magic2 != BLOB_META_MAGIC:
             return None
-        v2 = bool(blob.features & BlobFeatures.CHUNK_INFO_V2)
-        unit = 24 if v2 else 16
         digests = self._digest_array(index)
         out = []
         for i in range(len(raw) // unit):
@@ -202,5 +227,6 @@ class BlobStore:
                 except OSError:
                     pass
             self._fds.clear()
+            self._sizes.clear()
             self._cache.clear()
             self._cache_used = 0

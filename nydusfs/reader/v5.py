@@ -226,17 +226,22 @@ class ImageV5(Image):
     @names_file
     def _load_chunks(self, ino: int) -> tuple[ChunkInfo, ...]:
         node = self.inode(ino)
-        rec: V5Inode = node.record
         if not node.is_reg:
             return ()
-        _, pos = self._xattr_span(node.offset, rec)
+        return self.chunks_at(node.offset, node.record)
+
+    @names_file
+    def chunks_at(self, off: int, rec: V5Inode) -> tuple[ChunkInfo, ...]:
+        """The chunk infos following the regular-file record at `off`."""
+        _, pos = self._xattr_span(off, rec)
         count = rec.i_child_count
         if pos + count * v5.CHUNK_INFO_SIZE > len(self.buf):
-            raise FormatError(V5Inode.STRUCTURE, field="i_child_count", offset=node.offset + 96,
+            raise FormatError(V5Inode.STRUCTURE, field="i_child_count", offset=off + 96,
                               expected="chunk infos inside the file", found=count)
         return tuple(ChunkInfo.decode(self.buf, pos + i * v5.CHUNK_INFO_SIZE) for i in range(count))
 
     # --- dump support ---------------------------------------------------------------------
+    @names_file
     def record_of(self, index: int) -> tuple[int, V5Inode, bytes]:
         """(offset, record, name) of inode index `index` (hard-link names have their own)."""
         off, rec = self._record(index)
@@ -249,6 +254,7 @@ class ImageV5(Image):
             out.append((f"extended blob entry {i}", sb.s_extended_blob_table_offset + 64 * i, e))
         return out
 
+    @names_file
     def child_indexes(self, ino: int) -> range:
         first, count = self._child_range(ino)
         return range(first, first + count)

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import FormatError, NotFoundError, UnsupportedError
 from ..format import v6
-from ..format.blob import COMPRESSOR_NAMES, DIGESTER_NAMES, valid_chunk_size
+from ..format.blob import COMPRESSOR_NAMES, DIGESTER_NAMES, MAX_CHUNKS_PER_BLOB, valid_chunk_size
 from ..format.flags import KNOWN_SUPER_FLAGS, SuperFlags, compressor_of, digester_of
 from ..format.layer import LayerLayout
 from ..format.record import align, cstr, u32_array
@@ -52,6 +52,7 @@ class ImageV6(Image):
                              for i in range(n_blobs)]
         self.blobs = []
         for i, e in enumerate(self.blob_entries):
+            _check_blob_entry(e, i, ext.s_blob_table_offset + i * v6.BLOB_ENTRY_SIZE)
             raw_id = cstr(e.blob_id).decode("utf-8", "surrogateescape")
             features = e.features
             blob_id = stem if (features & 0x2 and not features & 0x10 and stem) else raw_id
@@ -230,6 +231,7 @@ class ImageV6(Image):
                     return nid
         raise NotFoundError(f"{self.name}: no entry {name!r} in directory nid {parent}")
 
+    @names_file
     def dirents(self, ino: int) -> list[tuple[bytes, int, int]]:
         """Every dirent with its file type, '.' and '..' included (for dump and checks)."""
         node, spans = self._dir_spans(ino)
@@ -259,6 +261,7 @@ class ImageV6(Image):
         return v6.decode_xattrs(self.buf, node.offset + node.record.SIZE, icount)
 
     # --- chunks ---------------------------------------------------------------------------
+    @names_file
     def chunk_addrs(self, ino: int) -> list[ChunkAddr]:
         node = self.inode(ino)
         rec = node.record
@@ -283,6 +286,7 @@ class ImageV6(Image):
                 self._chunk_map = m
             return self._chunk_map
 
+    @names_file
     def chunk_table(self) -> list[tuple[int, ChunkInfo]]:
         ext = self.ext
         return [(pos, ChunkInfo.decode(self.buf, pos))
@@ -331,3 +335,19 @@ class ImageV6(Image):
         for i, e in enumerate(self.blob_entries):
             out.append((f"blob entry {i}", self.ext.s_blob_table_offset + 256 * i, e))
         return out
+
+
+def _check_blob_entry(e: V6BlobEntry, index: int, off: int) -> None:
+    """The blob-table fields the reader acts on (upstream rejects the same values)."""
+    B = V6BlobEntry
+    checks = (
+        ("blob_index", e.blob_index == index, index),
+        ("compression_algo", e.compression_algo in COMPRESSOR_NAMES, "0..3 (none, lz4_block, gzip, zstd)"),
+        ("ci_compressor", e.ci_compressor in COMPRESSOR_NAMES, "0..3 (none, lz4_block, gzip, zstd)"),
+        ("digest_algo", e.digest_algo in DIGESTER_NAMES, "0 (blake3) or 1 (sha256)"),
+        ("chunk_count", e.chunk_count <= MAX_CHUNKS_PER_BLOB, f"at most {MAX_CHUNKS_PER_BLOB}"),
+    )
+    for field, ok, expected in checks:
+        if not ok:
+            raise FormatError(f"{B.STRUCTURE} {index}", field=field, offset=off + B.field_offset(field),
+                              expected=expected, found=getattr(e, field))
