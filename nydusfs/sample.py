@@ -32,9 +32,11 @@ class _Tar:
                                encoding="utf-8", errors="surrogateescape")
 
     def add(self, name: bytes | str, kind: bytes = tarfile.REGTYPE, data: bytes = b"",
-            mode: int = 0o644, uid: int = 0, gid: int = 0, link: str = "",
+            mode: int | None = None, uid: int = 0, gid: int = 0, link: str = "",
             dev: tuple[int, int] = (0, 0), xattrs: dict[str, bytes] | None = None) -> "_Tar":
         ti = tarfile.TarInfo(name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name)
+        if mode is None:
+            mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
         ti.type, ti.mode, ti.uid, ti.gid = kind, mode, uid, gid
         ti.uname = ti.gname = ""
         ti.mtime = int(MTIME.split(".")[0])
