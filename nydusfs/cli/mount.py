@@ -1,0 +1,118 @@
+"""`nydusfs mount`: serve an image read-only through FUSE (pyfuse3 is imported only when run)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from typing import Any
+
+from ..errors import UsageError
+
+HELP = "mount an image read-only through FUSE"
+DESCRIPTION = """\
+Mount a Nydus image (RAFS v5 or v6) read-only at MOUNTPOINT, so that any tool sees the merged
+image as its OCI layers would unpack. BOOTSTRAP is a bare (final or merged) bootstrap or a
+Nydus layer file; data blobs are looked up by blob id in the --blob-dir directories (a layer
+file's own blob is the file itself).
+
+By default the command returns once the mount answers requests and keeps serving from a
+background process; it fails (exit 2, nothing left mounted) if the image cannot be opened or
+the mount does not come up. Stop it with `nydusfs umount MOUNTPOINT`, or send SIGTERM to the
+pid in the pid file: the server unmounts on its way out. With --foreground the command stays
+attached, logs to stderr and unmounts on Ctrl-C or SIGTERM.
+
+Mount options: ro, default_permissions (the kernel checks the image's modes), nosuid and
+nodev (see --suid, --dev), fsname=nydusfs:<bootstrap name>, type fuse.nydusfs. Writes fail
+with EROFS. A missing or corrupt blob makes reads of the files that use it fail with EIO
+(logged once per blob and chunk); everything else keeps working.
+"""
+
+SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '123', '64K', '32M', '1G' (binary units; an optional 'iB'/'B' suffix)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)(?:i?[bB])?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 64M, 1G, 1048576)")
+    return int(m.group(1)) * SIZE_UNITS[m.group(2).lower()]
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
+    return value
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("mount", help=HELP, description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bootstrap", metavar="BOOTSTRAP", help="bootstrap or Nydus layer file")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing directory")
+    p.add_argument("--blob-dir", action="append", default=[], metavar="DIR",
+                   help="directory of blob files named by blob id (repeatable; searched in order)")
+    p.add_argument("-f", "--foreground", action="store_true",
+                   help="stay attached, log to stderr, unmount on Ctrl-C/SIGTERM")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="debug logging: every request, tracebacks of failed requests")
+    p.add_argument("--verify-chunks", action="store_true",
+                   help="check every chunk read against its digest (a mismatch reads as EIO); "
+                   "default: off, as nydusd")
+    p.add_argument("--cache-size", type=parse_size, default=None, metavar="N",
+                   help="memory for decompressed chunks, e.g. 64M (default 32M; 0 disables); "
+                   "the kernel page cache keeps file data on top of it")
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="worker threads reading and decompressing chunks "
+                   "(default: the number of CPUs, at least 4)")
+    p.add_argument("--allow-other", action="store_true",
+                   help="let other users access the mount (non-root needs user_allow_other "
+                   "in /etc/fuse.conf); permissions still follow the image's modes")
+    p.add_argument("--suid", action="store_true",
+                   help="honour setuid/setgid bits and file capabilities (default: nosuid)")
+    p.add_argument("--dev", action="store_true",
+                   help="allow opening the image's device nodes (default: nodev)")
+    p.add_argument("--no-prefetch", action="store_true",
+                   help="do not warm the files of the image's prefetch table after mounting")
+    p.add_argument("--pid-file", metavar="FILE",
+                   help="where the server writes its pid (default: /run/nydusfs/<mountpoint>.pid "
+                   "as root, else under $XDG_RUNTIME_DIR); removed when it stops")
+    p.add_argument("--log-file", metavar="FILE",
+                   help="append the server's log (faults, prefetch, errors) to FILE "
+                   "(default: stderr with --foreground, none in the background)")
+    p.set_defaults(run=run)
+
+
+def _abs(path: str | None) -> str | None:
+    return os.path.abspath(path) if path is not None else None
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..fuse.daemon import DEFAULT_CACHE_BYTES, MountConfig, mount
+    from ..fuse.mounts import canonical_path
+
+    for d in args.blob_dir:
+        if not os.path.isdir(d):
+            raise UsageError(f"--blob-dir {d}: not a directory")
+    cfg = MountConfig(
+        bootstrap=os.path.abspath(args.bootstrap),
+        mountpoint=canonical_path(args.mountpoint),
+        blob_dirs=[os.path.abspath(d) for d in args.blob_dir],
+        foreground=args.foreground,
+        debug=bool(getattr(args, "debug", False)),
+        verify=args.verify_chunks,
+        cache_bytes=DEFAULT_CACHE_BYTES if args.cache_size is None else args.cache_size,
+        allow_other=args.allow_other,
+        suid=args.suid,
+        dev=args.dev,
+        prefetch=not args.no_prefetch,
+        pid_file=_abs(args.pid_file),
+        log_file=_abs(args.log_file),
+    )
+    if args.threads is not None:
+        cfg.threads = args.threads
+    return mount(cfg)

@@ -1,0 +1,226 @@
+"""The pyfuse3 request handlers: a read-only view of one `Image`.
+
+Metadata requests are answered from the reader directly in the trio thread (a lazily decoded
+mmap, no I/O). `read` runs in worker threads behind a capacity limiter, because it preads
+blobs and decompresses (zstd, lz4 and blake3 release the GIL, so readers run in parallel).
+
+The image never changes while mounted, so entries, attributes and negative lookups are cached
+by the kernel for a long time and file pages survive between opens (keep_cache).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import stat
+from typing import Any, Sequence
+
+import pyfuse3
+import trio
+
+from ..errors import NotFoundError
+from ..format.flags import SuperFlags
+from .guard import FaultLog, guarded
+from .inodes import InodeMap
+
+TIMEOUT = 24 * 3600.0          # seconds the kernel may cache entries and attributes
+BLOCK = 4096
+NAME_MAX = 255
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+
+
+def _erofs() -> pyfuse3.FUSEError:
+    return pyfuse3.FUSEError(errno.EROFS)
+
+
+class Operations(pyfuse3.Operations):
+    supports_dot_lookup = True
+
+    def __init__(self, image: Any, *, verify: bool = False, threads: int = 8,
+                 debug: bool = False) -> None:
+        super().__init__()
+        self.image = image
+        self.inodes = InodeMap(image)
+        self.verify = verify
+        self.debug = debug
+        self.threads = threads
+        self.faults = FaultLog()
+        self.limiter: trio.CapacityLimiter | None = None
+        # without EXPLICIT_UID_GID the image records no owners: show the daemon's, as nydusd
+        self.owner = None if image.flags & SuperFlags.EXPLICIT_UID_GID else (os.geteuid(), os.getegid())
+        self.attrs = functools.lru_cache(maxsize=65536)(self._attrs)
+        self._negative = pyfuse3.EntryAttributes()
+        self._negative.st_ino = 0
+        self._negative.entry_timeout = TIMEOUT
+
+    # --- attributes --------------------------------------------------------------------------
+    def _attrs(self, ino: int) -> pyfuse3.EntryAttributes:
+        node = self.image.inode(ino)
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = self.inodes.to_fuse(ino)
+        a.generation = 0
+        a.entry_timeout = TIMEOUT
+        a.attr_timeout = TIMEOUT
+        a.st_mode = node.mode
+        a.st_nlink = node.nlink or 1       # 0 would make the kernel treat the inode as deleted
+        a.st_uid, a.st_gid = self.owner or (node.uid, node.gid)
+        a.st_rdev = node.rdev
+        a.st_size = node.size
+        a.st_blksize = BLOCK
+        blocks = getattr(node.record, "i_blocks", None)   # RAFS v5 records it; v6 as erofs does
+        a.st_blocks = blocks if blocks is not None else (node.size + BLOCK - 1) // BLOCK * (BLOCK // 512)
+        ns = node.mtime * 1_000_000_000 + node.mtime_nsec
+        a.st_mtime_ns = a.st_ctime_ns = a.st_atime_ns = ns
+        return a
+
+    def _reader_ino(self, fuse_ino: int) -> int:
+        return self.inodes.to_reader(fuse_ino)
+
+    # --- metadata ----------------------------------------------------------------------------
+    @guarded
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        parent = self._reader_ino(parent_inode)
+        if name == b".":
+            return self.attrs(parent)
+        if name == b"..":
+            return self.attrs(self.inodes.parent(parent))
+        if len(name) > NAME_MAX:
+            raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
+        try:
+            child = self.image.lookup(parent, name)
+        except NotFoundError:
+            return self._negative          # cached by the kernel: the image cannot change
+        return self.attrs(self.inodes.child(parent, child))
+
+    @guarded
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return self.attrs(self._reader_ino(inode))
+
+    @guarded
+    async def readlink(self, inode: int, ctx: Any = None) -> bytes:
+        return self.image.readlink(self._reader_ino(inode))
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        pass    # nothing is kept per kernel reference
+
+    @guarded
+    async def access(self, inode: int, mode: int, ctx: Any = None) -> bool:
+        self.image.inode(self._reader_ino(inode))     # exists (else ENOENT/EIO)
+        if mode & os.W_OK:
+            raise _erofs()
+        return True
+
+    @guarded
+    async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
+        blocks, files = self.image.statfs_counts()
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = BLOCK
+        s.f_blocks = blocks
+        s.f_bfree = s.f_bavail = 0
+        s.f_files = files
+        s.f_ffree = s.f_favail = 0
+        s.f_namemax = NAME_MAX
+        return s
+
+    # --- xattrs ------------------------------------------------------------------------------
+    @guarded
+    async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+        value = self.image.getxattr(self._reader_ino(inode), name)
+        if value is None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return value
+
+    @guarded
+    async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
+        return [name for name, _ in self.image.xattrs(self._reader_ino(inode))]
+
+    # --- directories -------------------------------------------------------------------------
+    @guarded
+    async def opendir(self, inode: int, ctx: Any = None) -> int:
+        ino = self._reader_ino(inode)
+        if not self.image.inode(ino).is_dir:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        return ino
+
+    @guarded
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        # offsets are positions in the immutable listing: '.', '..', then children by name
+        children = self.image.readdir(fh)
+        for pos in range(start_id, len(children) + 2):
+            if pos == 0:
+                name, ino = b".", fh
+            elif pos == 1:
+                name, ino = b"..", self.inodes.parent(fh)
+            else:
+                name, child = children[pos - 2]
+                ino = self.inodes.child(fh, child)
+            if not pyfuse3.readdir_reply(token, name, self.attrs(ino), pos + 1):
+                break
+
+    async def releasedir(self, fh: int) -> None:
+        pass
+
+    # --- files -------------------------------------------------------------------------------
+    @guarded
+    async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
+        if flags & WRITE_FLAGS:
+            raise _erofs()
+        ino = self._reader_ino(inode)
+        node = self.image.inode(ino)
+        if node.is_dir:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        if not stat.S_ISREG(node.mode):
+            raise pyfuse3.FUSEError(errno.ENXIO)
+        return pyfuse3.FileInfo(fh=ino, keep_cache=True)
+
+    @guarded
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await trio.to_thread.run_sync(self.image.read, fh, off, size, self.verify,
+                                             limiter=self.limiter)
+
+    async def release(self, fh: int) -> None:
+        pass
+
+    async def flush(self, fh: int) -> None:
+        pass
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        pass
+
+    # --- writes: the image is read-only ----------------------------------------------------
+    async def setattr(self, *args: Any) -> Any:
+        raise _erofs()
+
+    async def mknod(self, *args: Any) -> Any:
+        raise _erofs()
+
+    async def mkdir(self, *args: Any) -> Any:
+        raise _erofs()
+
+    async def unlink(self, *args: Any) -> Any:
+        raise _erofs()
+
+    async def rmdir(self, *args: Any) -> Any:
+        raise _erofs()
+
+    async def symlink(self, *args: Any) -> Any:
+        raise _erofs()
+
+    async def rename(self, *args: Any) -> Any:
+        raise _erofs()
+
+    async def link(self, *args: Any) -> Any:
+        raise _erofs()
+
+    async def write(self, *args: Any) -> Any:
+        raise _erofs()
+
+    async def create(self, *args: Any) -> Any:
+        raise _erofs()
+
+    async def setxattr(self, *args: Any) -> Any:
+        raise _erofs()
+
+    async def removexattr(self, *args: Any) -> Any:
+        raise _erofs()
