@@ -296,3 +296,13 @@ def test_non_utf8_paths_survive_json(tmp_path):
     assert main(["check", boot, "--blob-dir", blobs, "--layers", layer, "--json", str(out)]) == 1
     (d,) = json.loads(out.read_text())["differences"]
     assert os.fsencode(d["path"]) == b"/n\xff/\xe9" and d["field"] == "missing"
+
+
+def test_check_core_imports_neither_rich_nor_fuse():
+    import subprocess
+    import sys
+
+    code = ("import sys, nydusfs.check, nydusfs.check.sides, nydusfs.check.mount; "
+            "print(sorted(m for m in ('rich', 'pyfuse3', 'trio') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

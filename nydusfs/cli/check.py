@@ -118,15 +118,19 @@ def _where(d: Difference) -> str:
     return text
 
 
+TARGETS = {"image": "image", "mount": "mounted image", "mounted": "mounted tree"}
+
+
 def render(console: Any, result: CheckResult, examples: int = 5) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    target = TARGETS.get(result.target, result.target)
     stats = (f"{result.expected_paths} paths expected, {result.found_paths} found, "
              f"{result.files_hashed} files ({result.bytes_hashed} bytes) hashed, "
              f"{result.seconds:.2f}s")
     if result.equal:
-        console.print(f"[green]equal[/green]: the {result.target} holds exactly what the layers "
+        console.print(f"[green]equal[/green]: the {target} holds exactly what the layers "
                       f"hold ({escape(stats)})")
         if result.ignored:
             console.print(f"not compared: {escape(', '.join(result.ignored))}")
@@ -134,7 +138,7 @@ def render(console: Any, result: CheckResult, examples: int = 5) -> None:
     groups: dict[str, list[Difference]] = {}
     for d in result.differences:
         groups.setdefault(d.field, []).append(d)
-    table = Table(title=f"Differences between the layers and the {result.target}")
+    table = Table(title=f"Differences between the layers and the {target}")
     table.add_column("kind")
     table.add_column("count", justify="right")
     table.add_column("examples: path  expected -> found", overflow="fold")
