@@ -306,3 +306,37 @@ def test_check_core_imports_neither_rich_nor_fuse():
             "print(sorted(m for m in ('rich', 'pyfuse3', 'trio') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_names_that_lookup_does_not_find_are_entry_differences(tmp_path, version):
+    from nydusfs.check.sides import walk_image
+    from nydusfs.errors import NotFoundError
+    from nydusfs.reader import open_image
+
+    boot, blobs = sample().write_image(tmp_path, version)
+    with open_image(boot, [blobs]) as image:
+        real = image.lookup
+
+        def broken(parent: int, name: bytes) -> int:
+            if name == b"h1":
+                raise NotFoundError("gone")
+            return real(parent, name)
+
+        image.lookup = broken  # what an unsorted directory does to a binary search
+        _, problems = walk_image(image, None)
+    assert [(d.path, d.field, d.found) for d in problems] == [
+        (b"/l", "entries", ["h1: lookup does not find it"])]
+
+
+def test_bad_json_destination_and_blob_dir_fail_early(tmp_path, capsys):
+    s = sample()
+    layer = s.write_layer(tmp_path / "layer.tar.gz")
+    boot, blobs = s.write_image(tmp_path, 6)
+    assert main(["check", boot, "--layers", layer, "--blob-dir", str(tmp_path / "nope")]) == 2
+    assert "--blob-dir" in capsys.readouterr().err
+    assert main(["check", boot, "--layers", layer, "--blob-dir", blobs,
+                 "--json", str(tmp_path / "no" / "dir.json")]) == 2
+    assert "--json" in capsys.readouterr().err
+    report = tmp_path / "r.json"
+    assert main(["check", boot, "--layers", str(tmp_path / "missing.tar"), "--json", str(report)]) == 2
+    assert not report.exists()

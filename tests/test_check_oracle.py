@@ -273,6 +273,11 @@ def test_final_component_symlink_is_replaced_not_followed(tmp_path):
     assert b"/real/x" in t
 
 
+def test_hardlink_without_target_is_an_error(tmp_path):
+    e = _error(tmp_path, Layer().file("a").hardlink("h", "./").tar())
+    assert e.member == b"h" and "does not exist" in str(e)
+
+
 def test_hardlink_to_a_directory_is_an_error(tmp_path):
     e = _error(tmp_path, Layer().dir("d").hardlink("h", "d").tar())
     assert "directory" in str(e)

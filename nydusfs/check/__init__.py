@@ -122,6 +122,9 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
     for layer in opts.layers:
         if not os.path.exists(layer):
             raise LayerError(layer, "no such file or directory")
+    for d in opts.blob_dirs:
+        if not os.path.isdir(d):
+            raise UsageError(f"--blob-dir {d}: not a directory")
     fields, xattrs = parse_ignore(opts.ignore)
     if not opts.content:
         fields |= {"content"}

@@ -131,7 +131,7 @@ def apply(root: Node, cs: Changeset) -> None:
         leaf = m.path[-1]
         old = parent.children.get(leaf)
         if m.link is not None:
-            d = _resolve(root, m.link[:-1], cs, m.name, m.offset, create=False)
+            d = _resolve(root, m.link[:-1], cs, m.name, m.offset, create=False) if m.link else None
             target = d.children.get(m.link[-1]) if d is not None and d.children is not None else None
             if target is None:
                 raise LayerError(cs.source, f"hard link to {os.fsdecode(b'/'.join(m.link))!r}, "

@@ -12,7 +12,7 @@ import os
 import stat
 from typing import Callable
 
-from ..errors import BlobError, NydusfsError
+from ..errors import NotFoundError, NydusfsError
 from ..format.blob import new_hasher
 from ..format.v6 import InodeCompact
 from ..reader import Image, file_kind
@@ -66,7 +66,7 @@ def image_digest(image: Image, ino: int, size: int, algo: str) -> bytes | str:
                 return f"short read at offset {off} of {size}"
             h.update(data)
             off += len(data)
-    except BlobError as e:
+    except NydusfsError as e:  # BlobError mostly; FormatError for a broken chunk table
         return str(e)
     return h.digest()
 
@@ -83,10 +83,7 @@ def walk_image(image: Image, hashing: Hashing | None, algo: str = "blake3") -> t
                   # compact v6 inodes keep no mtime of their own
                   precision=None if isinstance(node.record, InodeCompact) else "ns")
         if kind == "dir":
-            names = [n for n, _ in image.readdir(ino)]
-            if len(set(names)) != len(names):
-                dup = sorted({os.fsdecode(n) for n in names if names.count(n) > 1})
-                problems.append(Difference(path, "entries", "unique names", f"duplicates: {dup}"))
+            problems.extend(_dir_problems(image, path, ino))
         else:
             e.link = ("image", image.link_key(ino))
         if kind == "file":
@@ -101,6 +98,26 @@ def walk_image(image: Image, hashing: Hashing | None, algo: str = "blake3") -> t
             e.rdev = (os.major(node.rdev), os.minor(node.rdev))
         entries[path] = e
     return entries, problems
+
+
+def _dir_problems(image: Image, path: bytes, ino: int) -> list[Difference]:
+    """What readdir lists must be unique and found again by lookup (what a mount uses)."""
+    children = image.readdir(ino)
+    names = [n for n, _ in children]
+    out = []
+    if len(set(names)) != len(names):
+        dup = sorted({os.fsdecode(n) for n in names if names.count(n) > 1})
+        out.append(Difference(path, "entries", "unique names", f"duplicates: {dup}"))
+    lost = []
+    for name, child in children:
+        try:
+            if image.lookup(ino, name) != child:
+                lost.append(f"{os.fsdecode(name)}: lookup finds another inode")
+        except NotFoundError:
+            lost.append(f"{os.fsdecode(name)}: lookup does not find it")
+    if lost:
+        out.append(Difference(path, "entries", "every listed name can be looked up", lost))
+    return out
 
 
 # --- a mounted tree (nydusfs's own mount, or any other) -------------------------------------------

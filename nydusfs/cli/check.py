@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import textwrap
 import threading
 from typing import Any
 
 from ..check import CheckOptions, CheckResult, run_check
 from ..check.compare import FIELDS, Difference, show_path
+from ..errors import UsageError
 
 HELP = "prove that an image holds exactly what its OCI layers hold; report every difference"
 DESCRIPTION = """\
@@ -25,10 +28,11 @@ FUSE filesystem and compares what the kernel shows; --mounted DIR compares any m
 (then BOOTSTRAP may be left out). --manifest checks that every blob of the bootstrap is a layer
 of the OCI image manifest.
 
-FIELD names for --ignore: {fields}; xattr:NAME ignores one extended attribute.
+{fields}
 security.selinux is ignored whenever a side is read from a host filesystem (a mount or an
 untarred layer directory), because hosts add it on their own.
-""".format(fields=", ".join(FIELDS))
+""".format(fields=textwrap.fill("FIELD names for --ignore: " + ", ".join(FIELDS)
+                                + "; xattr:NAME ignores one extended attribute.", 95))
 
 EPILOG = """\
 Exit status: 0 the image holds exactly what the layers hold; 1 differences were found (all are
@@ -81,22 +85,32 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     to_stdout = args.json_out == "-"
+    json_file = None
+    if args.json_out and not to_stdout:
+        try:  # fail before the work, not after it
+            json_file = open(args.json_out, "w", encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"--json {args.json_out}: {e.strerror}") from None
     console = Console(stderr=to_stdout, highlight=False)
     err = Console(stderr=True)
-    if err.is_terminal and not args.no_progress:
-        with _RichProgress(err) as progress:
-            result = run_check(opts, progress)
-    else:
-        result = run_check(opts)
-    if args.json_out:
-        doc = result.to_json(opts)
-        if to_stdout:
-            json.dump(doc, sys.stdout, indent=1)
-            sys.stdout.write("\n")
+    written = False
+    try:
+        if err.is_terminal and not args.no_progress:
+            with _RichProgress(err) as progress:
+                result = run_check(opts, progress)
         else:
-            with open(args.json_out, "w", encoding="utf-8") as f:
-                json.dump(doc, f, indent=1)
-                f.write("\n")
+            result = run_check(opts)
+        if args.json_out:
+            out = sys.stdout if to_stdout else json_file
+            assert out is not None
+            json.dump(result.to_json(opts), out, indent=1)
+            out.write("\n")
+            written = True
+    finally:
+        if json_file is not None:
+            json_file.close()
+            if not written:  # no half report left behind when the check could not be made
+                os.unlink(args.json_out)
     render(console, result, args.examples)
     return 0 if result.equal else 1
 
