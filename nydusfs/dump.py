@@ -1,20 +1,20 @@
 """The data behind `nydusfs dump`: plain dicts built from a reader Image, streamed per inode.
 
-JSON schema (one object):
-  bootstrap   path as given;  version 5|6;  layout "bootstrap"|"A"|"B"|"tarball"
-  superblock  every on-disk superblock field by its upstream name (v6: EROFS superblock and
-              RAFS extended superblock fields together), plus flags_decoded, compressor,
-              digester, chunk_size, inode_count
-  records     [{structure, offset, size}] of the fixed tables
+docs/dump.md documents the JSON schema. In short, one object with
+  bootstrap, version (5|6), layout ("bootstrap"|"A"|"B"|"tarball")
+  superblock  every on-disk superblock field by its upstream name, plus flags_decoded,
+              compressor, digester, chunk_size, inode_count
+  records     [{structure, offset, size}] of the fixed records and the tables
   blobs       [{index, blob_id, raw_id, compressor, digester, chunk_size, chunk_count,
                 compressed_size, uncompressed_size, features, features_decoded,
-                readahead_offset, readahead_size, ...v6 blob-table fields, device}]
+                readahead_offset, readahead_size, ...v6 blob-table fields, device, file}]
   prefetch    [{ino, path}]
   inodes      [{path, ino, type, mode, uid, gid, size, nlink, mtime, mtime_nsec, rdev,
-                symlink, xattrs {name: hex value}, implicit, chunks [...], ...version fields}]
+                symlink, xattrs {name: hex value}, implicit, chunks, offset, ...version fields}]
   chunks      {blob_index, blob_id, file_offset, compressed_offset, compressed_size,
                uncompressed_offset, uncompressed_size, index, digest (hex), flags,
                flags_decoded, crc32}
+  verify      {failures: [{path, file_offset, blob_index, index, error}]} (with --verify)
 Numbers are integers (mode is st_mode with type bits, rdev a Linux dev_t); names and paths are
 strings decoded with os.fsdecode (undecodable bytes become surrogate escapes).
 """
@@ -136,21 +136,39 @@ def inodes(image: Image) -> Iterator[dict[str, Any]]:
         yield inode(image, path, ino)
 
 
+def tables(image: Image) -> list[dict[str, Any]]:
+    """Where the fixed records and the variable-size tables sit in the bootstrap."""
+    out = [{"structure": s, "offset": off, "size": rec.SIZE} for s, off, rec in image.records()]
+    if image.version == 5:
+        sb = image.sb
+        spans = [("inode table", sb.s_inode_table_offset, 4 * sb.s_inode_table_entries),
+                 ("prefetch table", sb.s_prefetch_table_offset, 4 * sb.s_prefetch_table_entries),
+                 ("blob table", sb.s_blob_table_offset, sb.s_blob_table_size)]
+    else:
+        ext = image.ext
+        meta_end = ext.s_chunk_table_offset if ext.s_chunk_table_offset > image.meta_start else len(image.buf)
+        spans = [("prefetch table", ext.s_prefetch_table_offset, ext.s_prefetch_table_size),
+                 ("chunk table", ext.s_chunk_table_offset, ext.s_chunk_table_size),
+                 ("meta area", image.meta_start, meta_end - image.meta_start)]
+    out.extend({"structure": s, "offset": off, "size": size} for s, off, size in spans if size)
+    return sorted(out, key=lambda r: r["offset"])
+
+
 def header(image: Image) -> dict[str, Any]:
     return {
         "bootstrap": image.name, "version": image.version, "layout": image.layout.kind,
-        "superblock": superblock(image),
-        "records": [{"structure": s, "offset": off, "size": rec.SIZE} for s, off, rec in image.records()],
+        "superblock": superblock(image), "records": tables(image),
         "blobs": blobs(image), "prefetch": prefetch(image),
     }
 
 
-def verify(image: Image) -> Iterator[dict[str, Any]]:
-    """Read every distinct chunk through the blob store; yield one failure dict per bad chunk."""
+def verify(image: Image, only: tuple[bytes, int] | None = None) -> Iterator[dict[str, Any]]:
+    """Read every distinct chunk through the blob store (or those of `only`, a (path, ino));
+    yield one failure dict per chunk that does not read, decompress or match its digest."""
     from .errors import NydusfsError
 
     seen: set[tuple[int, int]] = set()
-    for path, ino in image.walk():
+    for path, ino in (image.walk() if only is None else [only]):
         n = image.inode(ino)
         if not n.is_reg:
             continue

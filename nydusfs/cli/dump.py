@@ -21,7 +21,7 @@ rdev, symlink target, xattrs, chunk count) and the chunks of each regular file.
 
 BOOTSTRAP may be a bare bootstrap or a Nydus layer file (layout A or B); the bootstrap is found
 inside it. Inode numbers are RAFS v5 inode numbers, or RAFS v6 nids (what the kernel shows).
-With --json the output is one JSON object; its schema is documented in the README.
+With --json the output is one JSON object; docs/dump.md documents its schema.
 """
 
 
@@ -56,8 +56,9 @@ def _json(image: Image, args: argparse.Namespace, out: TextIO) -> int:
         doc: dict[str, Any] = model.inode(image, os.fsencode(args.path), ino)
         failures = 0
         if args.verify:
-            doc["verify"] = [f for f in model.verify(image) if f["path"] == doc["path"]]
-            failures = len(doc["verify"])
+            bad = list(model.verify(image, (os.fsencode(args.path), ino)))
+            doc["verify"] = {"failures": bad}
+            failures = len(bad)
         json.dump(doc, out, indent=1)
         out.write("\n")
         return failures
@@ -81,68 +82,123 @@ def _json(image: Image, args: argparse.Namespace, out: TextIO) -> int:
 
 
 # --- rich tables ------------------------------------------------------------------------------
+# Every string that comes from the image goes into a cell as a rich Text, never as markup: a
+# name like "[/x]" would otherwise be parsed (and rejected) as a closing tag.
 
 def _mode_text(mode: int) -> str:
     return f"{stat.filemode(mode)} {stat.S_IMODE(mode):04o}"
 
 
+def _printable(value: Any) -> str:
+    """Undecodable bytes (surrogate escapes from os.fsdecode) shown as \\xNN."""
+    text = str(value)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _t(value: Any) -> Any:
+    from rich.text import Text
+
+    return Text(_printable(value))
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value} (0x{value:x})" if value > 9 else str(value)
+    if isinstance(value, list):
+        return " | ".join(value) or "-"
+    return str(value)
+
+
 def _tables(image: Image, args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
-    console = Console()
+    # a terminal's width when there is one; wide rows for files and pipes (unless COLUMNS says)
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    console = Console(width=200 if wide else None)
     if args.path:
         ino = image.resolve(args.path)
-        _one_inode(console, image, model.inode(image, os.fsencode(args.path), ino))
-        failures = [f for f in model.verify(image) if f["path"] == args.path] if args.verify else []
-        return _report_failures(console, failures)
+        _one_inode(console, model.inode(image, os.fsencode(args.path), ino))
+        if not args.verify:
+            return 0
+        return _report_failures(console, list(model.verify(image, (os.fsencode(args.path), ino))))
 
     head = model.header(image)
-    sb = Table(title=f"Superblock: RAFS v{image.version} ({head['layout']})", show_header=True)
-    sb.add_column("field")
-    sb.add_column("value", overflow="fold")
+    _superblock_table(console, image, head)
+    _blob_tables(console, head)
+    _prefetch_table(console, head)
+    count = _inode_tables(console, image, args)
+    console.print(_t(f"{count} inodes"))
+    return _report_failures(console, list(model.verify(image))) if args.verify else 0
+
+
+def _table(title: str | None, columns: tuple[str, ...], **kw: Any) -> Any:
+    from rich.table import Table
+
+    t = Table(title=_t(title) if title else None, **kw)
+    for col in columns:
+        # keep whole ids and digests on one line when the width allows it
+        t.add_column(col, overflow="fold", min_width=64 if col == "blob id" else None)
+    return t
+
+
+def _superblock_table(console: Any, image: Image, head: dict[str, Any]) -> None:
+    t = _table(f"Superblock: RAFS v{image.version} ({head['layout']})", ("field", "value"))
     for k, v in head["superblock"].items():
-        if isinstance(v, int) and not isinstance(v, bool) and k not in ("inode_count",):
-            v = f"{v} (0x{v:x})" if v > 9 else str(v)
-        elif isinstance(v, list):
-            v = " | ".join(v) or "-"
-        sb.add_row(k, str(v))
-    console.print(sb)
+        t.add_row(k, _t(v if k == "inode_count" else _number(v)))
+    console.print(t)
 
-    bt = Table(title=f"Blobs ({len(head['blobs'])})")
-    for col in ("#", "blob id", "compressor", "digester", "chunks", "compressed", "uncompressed",
-                "features", "readahead", "file"):
-        bt.add_column(col, overflow="fold")
+
+def _blob_tables(console: Any, head: dict[str, Any]) -> None:
+    t = _table(f"Blobs ({len(head['blobs'])})", ("#", "blob id", "compressor", "digester", "chunks",
+                                                  "compressed", "uncompressed", "features",
+                                                  "readahead", "file"))
     for b in head["blobs"]:
-        bt.add_row(str(b["index"]), b["blob_id"] + ("" if b["raw_id"] == b["blob_id"] else f"\n(stored {b['raw_id']})"),
-                   b["compressor"], b["digester"], str(b["chunk_count"]), str(b["compressed_size"]),
-                   str(b["uncompressed_size"]), " ".join(b["features_decoded"]) or "-",
-                   f"{b['readahead_offset']}+{b['readahead_size']}", b.get("file") or "-")
-    console.print(bt)
+        blob_id = b["blob_id"] + ("" if b["raw_id"] == b["blob_id"] else f"\n(stored {b['raw_id']})")
+        t.add_row(str(b["index"]), _t(blob_id), b["compressor"], b["digester"], str(b["chunk_count"]),
+                  str(b["compressed_size"]), str(b["uncompressed_size"]),
+                  " ".join(b["features_decoded"]) or "-",
+                  f"{b['readahead_offset']}+{b['readahead_size']}", _t(b.get("file") or "-"))
+    console.print(t)
+    v6 = [b for b in head["blobs"] if "ci_offset" in b]
+    if v6:
+        t = _table("Blob table (RAFS v6) and device slots", (
+            "#", "ci compressor", "ci offset", "ci compressed", "ci uncompressed", "toc size",
+            "toc digest", "meta digest", "cipher", "device blocks", "mapped blkaddr"))
+        for b in v6:
+            dev = b.get("device") or {}
+            t.add_row(str(b["index"]), str(b["ci_compressor"]), str(b["ci_offset"]),
+                      str(b["ci_compressed_size"]), str(b["ci_uncompressed_size"]),
+                      str(b["blob_toc_size"]), b["blob_toc_digest"][:16], b["blob_meta_digest"][:16],
+                      str(b["cipher_algo"]), str(dev.get("blocks", "-")),
+                      str(dev.get("mapped_blkaddr", "-")))
+        console.print(t)
 
-    pt = Table(title=f"Prefetch table ({len(head['prefetch'])})")
-    pt.add_column("ino")
-    pt.add_column("path")
+
+def _prefetch_table(console: Any, head: dict[str, Any]) -> None:
+    t = _table(f"Prefetch table ({len(head['prefetch'])})", ("ino", "path"))
     for e in head["prefetch"]:
-        pt.add_row(str(e["ino"]), e["path"] or "?")
-    console.print(pt)
+        t.add_row(str(e["ino"]), _t(e["path"] or "?"))
+    console.print(t)
 
-    inode_cols = ("path", "ino", "type", "mode", "uid", "gid", "size", "nlink", "mtime", "rdev",
-                  "symlink", "xattrs", "chunks")
+
+INODE_COLUMNS = ("path", "ino", "type", "mode", "uid", "gid", "size", "nlink", "mtime", "rdev",
+                 "symlink", "xattrs", "chunks")
+
+
+def _inode_tables(console: Any, image: Image, args: argparse.Namespace) -> int:
     chunk_rows: list[tuple[str, dict[str, Any]]] = []
     table = None
     count = 0
     for node in model.inodes(image):
         if table is None:
-            table = Table(title="Inodes" if count == 0 else None, show_header=count == 0)
-            for col in inode_cols:
-                table.add_column(col, overflow="fold")
+            table = _table("Inodes" if count == 0 else None, INODE_COLUMNS, show_header=count == 0)
         rdev = f"{os.major(node['rdev'])}:{os.minor(node['rdev'])}" if node["rdev"] else ""
-        table.add_row(node["path"], str(node["ino"]), node["type"] + (" (implied)" if node["implicit"] else ""),
+        table.add_row(_t(node["path"]), str(node["ino"]),
+                      node["type"] + (" (implied)" if node["implicit"] else ""),
                       _mode_text(node["mode"]), str(node["uid"]), str(node["gid"]),
                       str(node["size"]), str(node["nlink"]),
-                      f"{node['mtime']}.{node['mtime_nsec']:09d}", rdev, node["symlink"] or "",
-                      " ".join(node["xattrs"]), str(len(node["chunks"])))
+                      f"{node['mtime']}.{node['mtime_nsec']:09d}", rdev, _t(node["symlink"] or ""),
+                      _t(" ".join(node["xattrs"])), str(len(node["chunks"])))
         if not args.no_chunks:
             chunk_rows.extend((node["path"], c) for c in node["chunks"])
         count += 1
@@ -156,51 +212,42 @@ def _tables(image: Image, args: argparse.Namespace) -> int:
         console.print(table)
     if chunk_rows:
         _chunk_table(console, chunk_rows)
-    console.print(f"{count} inodes")
-    failures = list(model.verify(image)) if args.verify else []
-    return _report_failures(console, failures) if args.verify else 0
+    return count
 
 
 def _chunk_table(console: Any, rows: list[tuple[str, dict[str, Any]]]) -> None:
-    from rich.table import Table
-
-    t = Table(title="Chunks")
-    for col in ("path", "file off", "blob", "compressed off+size", "uncompressed off+size",
-                "index", "digest", "flags"):
-        t.add_column(col, overflow="fold")
+    t = _table("Chunks", ("path", "file off", "blob", "compressed off+size", "uncompressed off+size",
+                          "index", "digest", "flags"))
     for path, c in rows:
-        t.add_row(path, str(c["file_offset"]), f"{c['blob_index']} {(c['blob_id'] or '?')[:12]}",
+        t.add_row(_t(path), str(c["file_offset"]), _t(f"{c['blob_index']} {(c['blob_id'] or '?')[:12]}"),
                   f"{c['compressed_offset']}+{c['compressed_size']}",
                   f"{c['uncompressed_offset']}+{c['uncompressed_size']}", str(c["index"]),
-                  c["digest"][:16], " ".join(c["flags_decoded"]) or "-")
+                  c["digest"], " ".join(c["flags_decoded"]) or "-")
     console.print(t)
 
 
-def _one_inode(console: Any, image: Image, node: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    t = Table(title=f"Inode {node['path']}")
-    t.add_column("field")
-    t.add_column("value", overflow="fold")
+def _one_inode(console: Any, node: dict[str, Any]) -> None:
+    t = _table(f"Inode {node['path']}", ("field", "value"))
     for k, v in node.items():
         if k in ("chunks", "xattrs"):
             continue
-        if k == "mode":
-            v = f"{_mode_text(v)} ({v})"
-        t.add_row(k, str(v))
+        t.add_row(k, _t(f"{_mode_text(v)} ({v})" if k == "mode" else v))
     for name, value in node["xattrs"].items():
-        t.add_row(f"xattr {name}", value)
+        t.add_row(_t(f"xattr {name}"), value)
     console.print(t)
     if node["chunks"]:
         _chunk_table(console, [(node["path"], c) for c in node["chunks"]])
 
 
 def _report_failures(console: Any, failures: list[dict[str, Any]]) -> int:
+    from rich.text import Text
+
     if not failures:
-        console.print("[green]verify: every chunk read and matched its digest[/green]")
+        console.print(Text("verify: every chunk read and matched its digest", style="green"))
         return 0
     for f in failures:
-        console.print(f"[red]verify failed[/red] {f['path']} @ {f['file_offset']}: {f['error']}",
-                      markup=True, highlight=False)
-    console.print(f"[red]{len(failures)} chunk(s) failed verification[/red]")
+        line = Text("verify failed ", style="red")
+        line.append(_printable(f"{f['path']} @ {f['file_offset']}: {f['error']}"))
+        console.print(line, highlight=False)
+    console.print(Text(f"{len(failures)} chunk(s) failed verification", style="red"))
     return len(failures)

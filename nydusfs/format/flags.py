@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 
 
 class SuperFlags(enum.IntFlag):
@@ -102,13 +103,19 @@ def digester_of(flags: int) -> str:
 
 
 def flag_names(flags: int, kind: type[enum.IntFlag]) -> list[str]:
+    """Names of the set bits in declaration order, unknown bits as one hex value."""
+    return list(_flag_names(flags, kind))
+
+
+@functools.lru_cache(maxsize=1024)  # dump asks for the same few words once per chunk
+def _flag_names(flags: int, kind: type[enum.IntFlag]) -> tuple[str, ...]:
     names = [m.name for m in kind if flags & m.value]
     rest = flags
     for m in kind:
         rest &= ~m.value
     if rest:
         names.append(f"0x{rest:x}")
-    return names
+    return tuple(names)
 
 
 # Feature words as `nydus-image check` prints them, in its fixed order.

@@ -18,6 +18,7 @@ from .base import Image, names_file
 from .model import BlobInfo, Inode, decode_mark, dev_from_disk
 
 MAX_TABLE_VALUE = 1 << 29
+_XATTR = int(InodeFlagsV5.XATTR)  # a plain int: IntFlag arithmetic is slow per inode
 
 
 class ImageV5(Image):
@@ -148,7 +149,7 @@ class ImageV5(Image):
 
     def _xattr_span(self, off: int, rec: V5Inode) -> tuple[list[tuple[bytes, bytes]], int]:
         _, after = self._layout(off, rec)
-        if rec.i_flags & InodeFlagsV5.XATTR:
+        if rec.i_flags & _XATTR:
             pairs, size = v5.decode_xattrs(self.buf, after)
             return pairs, after + size
         return [], after

@@ -19,6 +19,9 @@ from .base import Image, names_file
 from .model import BlobInfo, Inode, decode_mark, dev_from_disk
 
 
+_FILE_OFFSET = ChunkInfo._names.index("file_offset")
+
+
 class ImageV6(Image):
     version = 6
 
@@ -273,9 +276,13 @@ class ImageV6(Image):
         if pos + count * v6.CHUNK_ADDR_SIZE > len(self.buf):
             raise FormatError(rec.STRUCTURE, field="i_size", offset=node.offset + 8,
                               expected="chunk indexes inside the file", found=node.size)
-        return [ChunkAddr.decode(self.buf, pos + i * v6.CHUNK_ADDR_SIZE) for i in range(count)]
+        raw = self.buf[pos:pos + count * v6.CHUNK_ADDR_SIZE]
+        return [ChunkAddr(*fields) for fields in ChunkAddr._struct.iter_unpack(raw)]
 
     def _table(self) -> dict[tuple[int, int], int]:
+        table = self._chunk_map
+        if table is not None:  # built once; no lock needed to read it afterwards
+            return table
         with self._chunk_map_lock:
             if self._chunk_map is None:
                 ext, m = self.ext, {}
@@ -317,7 +324,11 @@ class ImageV6(Image):
                              a.ci_index, 0)
         pos = self._table().get((a.blob_index, a.ci_index))
         if pos is not None:
-            return ChunkInfo.decode(self.buf, pos).replace(file_offset=file_offset)
+            # decode with this file's offset in place (dataclasses.replace costs more than
+            # the decode, and dump resolves every chunk of the image)
+            fields = list(ChunkInfo._struct.unpack_from(self.buf, pos))
+            fields[_FILE_OFFSET] = file_offset
+            return ChunkInfo(*fields)
         if self.blob_store is not None:
             found = self.blob_store.ci_entry(a.blob_index, a.ci_index)
             if found is not None:
