@@ -62,7 +62,8 @@ def build_bootstraps(layers: list[Layer], workdir: pathlib.Path, version: int = 
     for i, layer in enumerate(layers):
         tar = layer.write(workdir / f"layer{i}.tar")
         boot = workdir / f"boot{i}"
-        create(str(tar), CreateOptions(fs_version=version, chunk_size=CHUNK, bootstrap=str(boot),
+        kw.setdefault("chunk_size", CHUNK)
+        create(str(tar), CreateOptions(fs_version=version, bootstrap=str(boot),
                                        blob_dir=str(blob_dir), workers=1, **kw))
         paths.append(boot)
     return paths, blob_dir
@@ -154,6 +155,10 @@ def _xattrs(ti: tarfile.TarInfo) -> dict[bytes, bytes]:
     return out
 
 
+class Refused(Exception):
+    """The reference finds the layers unusable (a hard link to nothing or to a directory)."""
+
+
 class Reference:
     """The merged filesystem as a dict: path tuple -> RNode; the root is ()."""
 
@@ -216,6 +221,8 @@ class Reference:
 
     def apply(self, layer: Layer, lowest: bool = False) -> None:
         entries = [(_parts(ti.name), ti, data) for ti, data in layer.entries]
+        before = dict(self.fs)           # hard links to files of lower layers look here
+        own: set[tuple[bytes, ...]] = set()   # paths this layer has given so far (literal)
         # whiteouts first: they only ever hit what lower layers left
         for parts, ti, _ in entries:
             if not parts or not parts[-1].startswith(WH) or lowest:
@@ -228,6 +235,7 @@ class Reference:
             else:
                 self._delete(parent + (parts[-1][len(WH):],))
         for parts, ti, data in entries:
+            own.update(parts[:i] for i in range(1, len(parts) + 1))
             if parts and parts[-1].startswith(WH):
                 self._resolve(parts[:-1], create=True)   # a marker still implies its parents
                 continue
@@ -243,9 +251,7 @@ class Reference:
             key = parent + (parts[-1],)
             old = self.fs.get(key)
             if ti.type == tarfile.LNKTYPE:
-                target = self._resolve(_parts(ti.linkname)[:-1], create=False)
-                assert target is not None
-                node = self.fs[target + (_parts(ti.linkname)[-1],)]
+                node = self._link_target(_parts(ti.linkname), own, before)
                 self._delete(key)
                 self.fs[key] = node
                 continue
@@ -258,6 +264,24 @@ class Reference:
             self.fs[key] = RNode(kind, data=data or b"", target=os.fsencode(ti.linkname) if kind == "symlink" else None,
                                  rdev=os.makedev(ti.devmajor, ti.devminor) if kind in ("char", "block") else 0,
                                  **meta)
+
+    def _link_target(self, target: tuple[bytes, ...], own: set[tuple[bytes, ...]],
+                     before: dict[tuple[bytes, ...], RNode]) -> RNode:
+        """A target this layer has already given is linked as it is now; any other target is a
+        file of the lower layers, looked up as they were before this layer."""
+        if target in own:
+            where = self._resolve(target[:-1], create=False)
+            node = self.fs.get(where + target[-1:]) if where is not None else None
+        else:
+            now, self.fs = self.fs, before
+            try:
+                where = self._resolve(target[:-1], create=False)
+            finally:
+                self.fs = now
+            node = before.get(where + target[-1:]) if where is not None else None
+        if node is None or node.kind == "dir" or not target:
+            raise Refused(f"hard link to {target!r}: missing or a directory")
+        return node
 
     def snapshot(self) -> dict[bytes, Entry]:
         groups: dict[int, list[bytes]] = {}
@@ -448,6 +472,23 @@ def hardlinks_whiteout() -> Stack:
     return Stack([lower, upper], absent=("/h/t",), check=check)
 
 
+def hardlinks_to_lower_files() -> Stack:
+    lower = (Layer().dir("usr").dir("usr/bin").file("usr/bin/tool", pattern(CHUNK + 9, 4), mode=0o755)
+             .hardlink("usr/bin/tool-alias", "usr/bin/tool").symlink("bin", "usr/bin")
+             .file("gone", b"whited out below, linked first"))
+    upper = (Layer().hardlink("sbin/tool", "usr/bin/tool").hardlink("sbin/again", "sbin/tool")
+             .hardlink("via-link", "bin/tool").hardlink("keep", "gone").whiteout("gone"))
+
+    def check(s: dict[bytes, Entry]) -> None:
+        group = (b"/sbin/again", b"/sbin/tool", b"/usr/bin/tool", b"/usr/bin/tool-alias", b"/via-link")
+        assert s[b"/sbin/tool"].links == group and s[b"/sbin/tool"].nlink == 5
+        assert s[b"/sbin/tool"].mode == 0o755
+        assert s[b"/keep"].links == (b"/keep",)
+        assert not any(b"nydusfs" in k for e in s.values() for k, _ in e.xattrs)
+    return Stack([lower, upper], absent=("/gone",), contents={"/keep": b"whited out below, linked first"},
+                 check=check)
+
+
 def same_inode_numbers() -> Stack:
     """Each layer's bootstrap numbers its inodes from 1: equal numbers must not fuse."""
     return Stack([Layer().file("a", b"A"), Layer().file("b", b"B"), Layer().file("c", b"C")],
@@ -514,7 +555,7 @@ STACKS: dict[str, Callable[[], Stack]] = {f.__name__: f for f in (
     whiteout_file, whiteout_tree, whiteout_nonexistent, opaque_before_siblings,
     opaque_after_siblings, opaque_implicit_dir, whiteout_recreate_same_layer, whiteout_then_readd,
     dir_over_dir, type_changes, implicit_parents, implicit_root, explicit_root, hardlinks_split,
-    hardlinks_whiteout, same_inode_numbers, duplicates, symlinked_parents, non_utf8_names,
+    hardlinks_whiteout, hardlinks_to_lower_files, same_inode_numbers, duplicates, symlinked_parents, non_utf8_names,
     lowest_layer_markers, specials_carried, three_layers)}
 
 
@@ -531,4 +572,4 @@ def assert_facts(stack: Stack, snap: dict[bytes, Entry]) -> None:
 
 
 __all__ = ["Layer", "MTIME", "STACKS", "Stack", "build_layers", "build_bootstraps", "reference",
-           "snapshot_image", "differences", "assert_facts", "Reference", "CHUNK"]
+           "snapshot_image", "differences", "assert_facts", "Reference", "Refused", "CHUNK"]

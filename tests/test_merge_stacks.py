@@ -18,9 +18,19 @@ def merged_snapshot(sources: list[pathlib.Path], out: pathlib.Path, blob_dir: pa
     return snapshot_image(out, [blob_dir]), result
 
 
+# The v5 writer computes inode digests in reverse index order, which misses a hard-link owner
+# numbered before the directory holding another name of it (/sbin/tool and /usr/bin/tool).
+V5_DIGEST_ORDER = pytest.mark.xfail(raises=KeyError, strict=True,
+                                    reason="bootstrap_v5._digests: hard-link owner numbered later")
+KNOWN = {("hardlinks_to_lower_files", 5): V5_DIGEST_ORDER}
+
+
 @pytest.mark.parametrize("name", sorted(STACKS))
 @pytest.mark.parametrize("version,layout", [(6, "A"), (5, "A"), (6, "B"), (5, "B")])
-def test_stack(tmp_path: pathlib.Path, name: str, version: int, layout: str) -> None:
+def test_stack(tmp_path: pathlib.Path, name: str, version: int, layout: str,
+               request: pytest.FixtureRequest) -> None:
+    if (name, version) in KNOWN:
+        request.applymarker(KNOWN[(name, version)])
     stack = STACKS[name]()
     sources = build_layers(stack.layers, tmp_path, version=version, layout=layout)
     snap, result = merged_snapshot(sources, tmp_path / "merged.boot", tmp_path / "layers")

@@ -21,7 +21,7 @@ from ..build.bootstrap_v6 import write_v6
 from ..reader import open_image
 from ..tree.load import load_tree
 from ..tree.node import Node, Tree
-from . import compat, prefetch
+from . import compat, links, prefetch
 from .blobs import BlobTable
 from .options import MergeOptions
 from .overlay import Rules, apply
@@ -123,7 +123,9 @@ def merge(sources: Sequence[str | os.PathLike], options: MergeOptions | None = N
             upper = load_tree(image, layer).root
         layers.append(path)
         mid = time.perf_counter()
-        root = apply(root, upper, rules)
+        lower_links = links.placeholders(upper)
+        swap = links.resolve(root, lower_links, label) if lower_links else None
+        root = apply(root, upper, rules, swap)
         timings["load"] += mid - start
         timings["overlay"] += time.perf_counter() - mid
     assert root is not None and reference is not None

@@ -56,10 +56,13 @@ def _is_chr(mode: int) -> bool:
     return mode & 0o170000 == 0o020000
 
 
-def apply(lower: Node | None, upper: Node, rules: Rules) -> Node:
+def apply(lower: Node | None, upper: Node, rules: Rules,
+          substitute: dict[int, Node] | None = None) -> Node:
     """Merge `upper` (a layer's root) onto `lower` (the merged root so far, or None for the
     lowest layer, whose markers are dropped) and return the merged root. `lower` is changed
-    in place; `upper` must not be used afterwards."""
+    in place; `upper` must not be used afterwards. `substitute` maps id(node) of upper
+    non-directories to the node to insert instead (hard links to lower files, links.py)."""
+    swap = substitute or {}
     if lower is None:
         root = _copy_dir(upper, _xattrs(upper, rules))
     else:
@@ -69,12 +72,12 @@ def apply(lower: Node | None, upper: Node, rules: Rules) -> Node:
     stack: list[tuple[Node, Node, tuple[bytes, ...]]] = [(root, upper, ())]
     while stack:
         dst, up, path = stack.pop()
-        _merge_dir(root, dst, up, path, rules, stack)
+        _merge_dir(root, dst, up, path, rules, stack, swap)
     return root
 
 
 def _merge_dir(root: Node, dst: Node, up: Node, path: tuple[bytes, ...], rules: Rules,
-               stack: list[tuple[Node, Node, tuple[bytes, ...]]]) -> None:
+               stack: list[tuple[Node, Node, tuple[bytes, ...]]], swap: dict[int, Node]) -> None:
     kids = dst.children
     assert kids is not None and up.children is not None
     entries: list[tuple[bytes, Node, bool]] = []
@@ -92,7 +95,7 @@ def _merge_dir(root: Node, dst: Node, up: Node, path: tuple[bytes, ...], rules: 
     # pass 2: additions and replacements
     for name, u, opaque in entries:
         if u.children is None:
-            kids[name] = u
+            kids[name] = swap.get(id(u), u) if swap else u
             continue
         low = kids.get(name)
         if low is not None and low.children is not None and not opaque:

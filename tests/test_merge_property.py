@@ -1,0 +1,135 @@
+"""Property: for random stacks of 2-5 small layers, the merged image equals the simple
+reference field by field (type, mode, owner, size, content, symlink, rdev, nlink, hard-link
+groups, mtime, xattrs).
+
+Generated layers stay inside what OCI pins down: symlinks dangle (the corpus covers symlinked
+parents), a layer names each path once and puts nothing below its own non-directories, and
+hard links point at earlier files of the same layer. Tar order is otherwise random (children
+before their directory entry, markers before or after the entries they sit beside).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import tempfile
+
+import pytest
+from corpus import Layer
+from hypothesis import HealthCheck, given, reject, settings
+from hypothesis import strategies as st
+from stacks import CHUNK, Refused, build_layers, differences, reference, snapshot_image
+
+from nydusfs.errors import LayerError, MergeError
+from nydusfs.merge import merge
+from nydusfs.merge.output import commit
+
+NAMES = [b"a", b"b\xff"]   # few names: layers keep hitting each other's paths
+path = st.lists(st.sampled_from(NAMES), min_size=1, max_size=3).map(tuple)
+mtime = st.one_of(st.integers(0, 2**32 - 1),
+                  st.tuples(st.integers(1, 2**31), st.integers(1, 999_999_999)).map(lambda t: f"{t[0]}.{t[1]:09d}"))
+meta = st.fixed_dictionaries({
+    "mode": st.sampled_from([0o755, 0o700, 0o644, 0o4755, 0o1777, 0o600]),
+    "uid": st.sampled_from([0, 1000, (1 << 21) + 1]),
+    "gid": st.sampled_from([0, 50]),
+    "mtime": mtime,
+    "xattrs": st.dictionaries(st.sampled_from([b"user.a", "user.é".encode()]), st.binary(max_size=6), max_size=2),
+})
+data = st.one_of(st.binary(max_size=40), st.integers(0, 3 * CHUNK + 7).map(lambda n: bytes([n % 251]) * n))
+
+op = st.one_of(
+    st.tuples(st.just("dir"), path, meta),
+    st.tuples(st.just("file"), path, meta, data),
+    st.tuples(st.just("symlink"), path, st.sampled_from([b"nowhere", b"/gone/x", b"../t"])),
+    st.tuples(st.just("fifo"), path),
+    st.tuples(st.just("char"), path, st.sampled_from([(1, 3), (300, 70000)])),
+    # a link to an earlier file of the layer, or to any path (a lower file, or nothing)
+    st.tuples(st.just("hardlink"), path, st.one_of(*[st.integers(0, 3)] * 7, path)),
+    st.tuples(st.just("whiteout"), path),
+    st.tuples(st.just("opaque"), st.lists(st.sampled_from(NAMES), max_size=2).map(tuple)),
+    st.tuples(st.just("root"), meta),
+)
+
+
+def to_layer(ops: list[tuple]) -> Layer:
+    layer = Layer()
+    named: set[tuple[bytes, ...]] = set()     # paths this layer gives an entry (not markers)
+    leaves: set[tuple[bytes, ...]] = set()    # ... that are not directories
+    files: list[tuple[bytes, ...]] = []
+    used: set[tuple[bytes, ...]] = set()      # every path, markers included
+
+    def fits(p: tuple[bytes, ...], leaf: bool) -> bool:
+        if p in used or any(p[:i] in leaves for i in range(1, len(p))):
+            return False
+        return not (leaf and any(q[:len(p)] == p and q != p for q in used))
+
+    for kind, *args in ops:
+        if kind == "root":
+            if () not in used:
+                used.add(())
+                layer.dir(".", **args[0])
+            continue
+        p = args[0]
+        if kind in ("whiteout", "opaque"):
+            marker = (p[:-1] + (b".wh." + p[-1],)) if kind == "whiteout" else p + (b".wh..wh..opq",)
+            if p in named or not fits(marker, True):
+                continue
+            used.add(marker)
+            leaves.add(marker)
+            (layer.whiteout if kind == "whiteout" else layer.opaque)(b"/".join(p))
+            continue
+        leaf = kind != "dir"
+        if not fits(p, leaf):
+            continue
+        name = b"/".join(p)
+        if kind == "hardlink":
+            if isinstance(args[1], tuple):
+                layer.hardlink(name, b"/".join(args[1]))
+            elif files:
+                layer.hardlink(name, b"/".join(files[args[1] % len(files)]))
+            else:
+                continue
+        elif kind == "dir":
+            layer.dir(name, **args[1])
+        elif kind == "file":
+            layer.file(name, args[2], **args[1])
+            files.append(p)
+        elif kind == "symlink":
+            layer.symlink(name, args[1])
+        elif kind == "fifo":
+            layer.fifo(name)
+        else:
+            layer.char(name, *args[1])
+        used.add(p)
+        named.add(p)
+        if leaf:
+            leaves.add(p)
+    return layer
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stack=st.lists(st.lists(op, min_size=2, max_size=12), min_size=2, max_size=5),
+       version=st.sampled_from([5, 6]), layout=st.sampled_from(["A", "B"]))
+def test_merge_equals_reference(stack: list[list[tuple]], version: int, layout: str) -> None:
+    layers = [to_layer(ops) for ops in stack]
+    try:
+        want = reference(layers)
+    except Refused:
+        want = None
+    with tempfile.TemporaryDirectory() as tmp:
+        work = pathlib.Path(tmp)
+        try:
+            if want is None:   # a hard link to nothing, or to a directory
+                with pytest.raises((LayerError, MergeError)):
+                    merge(build_layers(layers, work, version=version, layout=layout))
+                return
+            result = merge(build_layers(layers, work, version=version, layout=layout))
+            data = result.bootstrap()
+        except KeyError:
+            # the v5 writer's digest order (test_merge_stacks.V5_DIGEST_ORDER), in create or
+            # merge alike; not a merge problem
+            assert version == 5
+            reject()
+        out = work / "merged.boot"
+        commit([(str(out), data)])
+        diffs = differences(snapshot_image(out, [work / "layers"]), want)
+        assert not diffs, "\n".join(diffs)
