@@ -101,11 +101,15 @@ def test_fields_encode_and_decode_back(cls):
 def test_short_buffer_is_a_format_error_naming_the_structure(cls):
     with pytest.raises(FormatError) as e:
         cls.decode(bytes(cls.SIZE + 10), 11)
-    assert e.value.structure == cls.STRUCTURE
-    assert e.value.offset == 11
-    assert cls.STRUCTURE in str(e.value) and "11" in str(e.value)
-    with pytest.raises(FormatError):
+    # the last field is the one cut short; the error points at it
+    last = list(cls._names)[-1]
+    assert (e.value.structure, e.value.field) == (cls.STRUCTURE, last)
+    assert e.value.offset == 11 + cls.field_offset(last)
+    assert cls.STRUCTURE in str(e.value) and f"field {last}" in str(e.value)
+    assert f"{cls.SIZE} bytes from offset 11" in str(e.value)
+    with pytest.raises(FormatError) as e:
         cls.decode(bytes(cls.SIZE), -1)
+    assert e.value.field == list(cls._names)[0]
 
 
 # --- RAFS v5 variable-length parts ------------------------------------------------------------

@@ -291,3 +291,18 @@ def test_blob_found_under_its_other_usual_names(tmp_path):
                tmp_path / "blobs" / f"sha256:{REPEATABLE_BLOB}")
     with open_image(fixture_path("repeatable/sha256-nocompress-repeatable"), [tmp_path / "blobs"]) as im:
         assert list(model.verify(im)) == []
+
+
+def test_blob_ids_never_leave_the_blob_directory(tmp_path):
+    """A bootstrap whose blob id is a relative path must not read files outside --blob-dir."""
+    outside = tmp_path / "secret"
+    outside.write_bytes(b"s" * 4096)
+    (tmp_path / "blobs").mkdir()
+    boot = shifted_bootstrap(0, blob_id="../secret")
+    (tmp_path / "boot").write_bytes(boot)
+    with open_image(tmp_path / "boot", [tmp_path / "blobs"]) as im:
+        assert im.blobs[0].blob_id == "../secret"
+        assert im.blob_store.path_of(0) is None
+        with pytest.raises(BlobError) as e:
+            im.read(im.resolve("/normal-file-test/test.sh"), 0, 10)
+        assert "not found" in str(e.value)

@@ -235,3 +235,25 @@ def test_lz4_blob_is_the_compressed_form_of_the_same_chunks():
             compressed += sum(1 for c in b if c.compressed_size < c.uncompressed_size)
         assert compressed > 0
         assert lz4.blobs[0].compressor == "lz4_block"
+
+
+def test_concurrent_reads_match_sequential_reads():
+    """Threads share one Image and blob store: pread, no shared seek, a locked cache."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    boot = fixture_path("historic/repeatable-2020/blake3-lz4_block-non_repeatable")
+    with open_image(boot, [fixture_path("repeatable/blobs")], cache_bytes=1 << 20) as im:
+        files = [(p, i, im.inode(i).size) for p, i in im.walk() if im.inode(i).is_reg]
+        expected = {p: hashlib.md5(im.read(i, 0, size)).hexdigest() for p, i, size in files}
+        jobs = [(p, i, off, 70_000) for p, i, size in files for off in range(0, max(size, 1), 70_000)] * 3
+
+        def read(job):
+            p, i, off, n = job
+            return p, off, im.read(i, off, n)
+
+        with ThreadPoolExecutor(8) as pool:
+            pieces = list(pool.map(read, jobs))
+    got: dict[bytes, dict[int, bytes]] = {}
+    for p, off, data in pieces:
+        got.setdefault(p, {})[off] = data
+    assert {p: hashlib.md5(b"".join(v[k] for k in sorted(v))).hexdigest() for p, v in got.items()} == expected

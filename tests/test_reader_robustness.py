@@ -89,8 +89,10 @@ def run_guarded(path: str, blob_dirs: list, full: bool = True) -> None:
     try:
         exercise(path, blob_dirs, full)
     except FormatError as e:
+        # file, structure, field or offset, and what was expected
         assert path in str(e), f"format error without the file name: {e}"
-        assert e.structure
+        assert e.structure and e.expected is not None, e
+        assert e.field is not None or e.offset is not None, e
     except NydusfsError:
         pass
     finally:
@@ -213,3 +215,36 @@ def test_pristine_images_raise_nothing(workdir):
             with open(path, "wb") as f:
                 f.write(writer_images(workdir)[case])
         exercise(path, [str(FIXTURES / b) for b in blob_rels], full)
+
+
+def case_bytes(case: str, workdir: str) -> tuple[bytes, list[str]]:
+    rel, blob_rels, _, _ = CASES[case]
+    raw = fixture_path(rel).read_bytes() if rel else writer_images(workdir)[case]
+    return raw, [str(FIXTURES / b) for b in blob_rels]
+
+
+@pytest.mark.parametrize("case", ["v6-2.2", "v5-sha256", "writer-v5", "writer-v6"])
+def test_every_truncation(case, workdir):
+    """Cut the file at evenly spaced lengths (8-byte steps or finer than 1/500 of it)."""
+    raw, blob_dirs = case_bytes(case, workdir)
+    step = max(8, len(raw) // 500 // 8 * 8)
+    target = os.path.join(workdir, f"cut-{case}")
+    for cut in range(0, len(raw), step):
+        with open(target + ".tmp", "wb") as f:
+            f.write(raw[:cut])
+        os.replace(target + ".tmp", target)
+        run_guarded(target, blob_dirs)
+
+
+@pytest.mark.parametrize("case", ["v6-2.2", "v5-sha256", "writer-v5", "writer-v6"])
+def test_every_zeroed_window(case, workdir):
+    """Zero one 64-byte window at a time, over the whole file."""
+    raw, blob_dirs = case_bytes(case, workdir)
+    target = os.path.join(workdir, f"zero-{case}")
+    for at in range(0, len(raw), 64):
+        if not any(raw[at:at + 64]):
+            continue
+        with open(target + ".tmp", "wb") as f:
+            f.write(raw[:at] + bytes(len(raw[at:at + 64])) + raw[at + 64:])
+        os.replace(target + ".tmp", target)
+        run_guarded(target, blob_dirs)

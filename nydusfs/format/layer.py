@@ -63,7 +63,7 @@ def detect(fd: int, name: str) -> LayerLayout:
     """Classify the file and locate its sections without reading the data."""
     size = os.fstat(fd).st_size
     if size == 0:
-        raise FormatError("Nydus bootstrap or layer", offset=0, expected="a non-empty file",
+        raise FormatError("Nydus bootstrap or layer", field="size", offset=0, expected="a non-empty file",
                           found="0 bytes", file=name)
     head = _pread(fd, 1028, 0)
     if is_v5_bootstrap(head) or is_v6_bootstrap(head):
@@ -86,7 +86,7 @@ def detect(fd: int, name: str) -> LayerLayout:
         return LayerLayout("tarball", None, None)
     if len(head) >= TAR_BLOCK and any(head[:TAR_BLOCK]) and tar_checksum_ok(head):
         return _detect_layout_a(fd, name)
-    raise FormatError("Nydus bootstrap or layer", offset=0,
+    raise FormatError("Nydus bootstrap or layer", field="magic", offset=0,
                       expected="RAFS v5 magic 0x52414653 at 0, EROFS magic 0xe0f5e1e2 at 1024, "
                       "or a tar header", found=head[:16], file=name)
 
@@ -180,7 +180,7 @@ def extract_from_tarball(fd: int, name: str) -> bytes:
         except Exception as e:  # any codec's complaint about the stream means "not readable"
             raise FormatError("compressed layer tarball", offset=0, expected="a readable tar",
                               found=str(e) or type(e).__name__, file=name) from None
-    raise FormatError("compressed layer tarball", expected="a member image/image.boot",
+    raise FormatError("compressed layer tarball", field="members", expected="a member image/image.boot",
                       found="none", file=name, hint="not a Nydus bootstrap layer")
 
 
@@ -193,7 +193,7 @@ def load_section(fd: int, name: str, section: Section, what: str) -> bytes | Non
         try:
             raw = decompress(raw, section.compressor, section.uncompressed_size or 0)
         except ValueError as e:
-            raise FormatError(f"{what} section", offset=section.offset,
+            raise FormatError(f"{what} section", field="data", offset=section.offset,
                               expected=f"{section.compressor} data of {section.uncompressed_size} bytes",
                               found=str(e), file=name) from None
     if section.digest is not None and any(section.digest):
@@ -223,7 +223,7 @@ def open_bootstrap(path: str | os.PathLike) -> tuple[Any, LayerLayout, Any]:
         if layout.kind == "tarball":
             return extract_from_tarball(fd, name), layout, None
         if layout.bootstrap is None:
-            raise FormatError("Nydus layer", expected="an image.boot section",
+            raise FormatError("Nydus layer", field="sections", expected="an image.boot section",
                               found="none", file=name,
                               hint="a data blob without an inlined bootstrap")
         boot = layout.bootstrap

@@ -28,14 +28,19 @@ class Record:
     _struct: ClassVar[struct.Struct]
     _names: ClassVar[tuple[str, ...]]
     _offsets: ClassVar[dict[str, int]]
+    _sizes: ClassVar[dict[str, int]]
 
     @classmethod
     def decode(cls: type[T], buf: Any, off: int = 0) -> T:
         """Decode one record at `off`; a short buffer is a FormatError naming the structure."""
         if off < 0 or off + cls.SIZE > len(buf):
+            # name the first field the data does not cover, at that field's offset
+            have = max(0, len(buf) - off) if off >= 0 else 0
+            cut = next(n for n in cls._names if cls._offsets[n] + cls._sizes[n] > have)
             raise FormatError(
-                cls.STRUCTURE, offset=off, expected=f"{cls.SIZE} bytes",
-                found=f"{max(0, len(buf) - off)} bytes", hint="data ends inside the structure")
+                cls.STRUCTURE, field=cut, offset=max(off, 0) + cls._offsets[cut],
+                expected=f"{cls.SIZE} bytes from offset {off}", found=f"{have} bytes",
+                hint="data ends inside the structure")
         return cls(*cls._struct.unpack_from(buf, off))
 
     def encode(self) -> bytes:
@@ -64,14 +69,16 @@ def record(cls: type[T]) -> type[T]:
             codes.extend([code] * int(count or 1))
     names = tuple(f.name for f in dataclasses.fields(cls))
     assert len(codes) == len(names), f"{cls.__name__}: {len(codes)} codes for {len(names)} fields"
-    offsets, pos = {}, 0
+    offsets, sizes, pos = {}, {}, 0
     for name, code in zip(names, codes):
         offsets[name] = pos
-        pos += struct.calcsize("<" + code)
+        sizes[name] = struct.calcsize("<" + code)
+        pos += sizes[name]
     cls._struct = struct.Struct(fmt)
     assert cls._struct.size == cls.SIZE == pos, f"{cls.__name__}: size {cls._struct.size} != {cls.SIZE}"
     cls._names = names
     cls._offsets = offsets
+    cls._sizes = sizes
     return cls
 
 

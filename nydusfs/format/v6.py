@@ -347,7 +347,7 @@ def decode_dir_records(block: Any, base: int) -> list[tuple[Dirent, bytes]]:
     """(dirent record, name) of each entry of one directory block."""
     size = len(block)
     if size < DIRENT_SIZE:
-        raise FormatError("EROFS directory block", offset=base, expected="at least one dirent",
+        raise FormatError("EROFS directory block", field="i_size", offset=base, expected="at least one dirent",
                           found=f"{size} bytes")
     first = Dirent.decode(block, 0)
     count, rem = divmod(first.nameoff, DIRENT_SIZE)

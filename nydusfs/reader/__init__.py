@@ -42,7 +42,7 @@ def open_image(bootstrap: str | os.PathLike, blob_dirs: Iterable[str | os.PathLi
         elif len(buf) >= 1028 and int.from_bytes(bytes(buf[1024:1028]), "little") == 0xE0F5E1E2:
             image = ImageV6(name, buf, layout, keepalive, stem)
         else:
-            raise FormatError("RAFS bootstrap", offset=0, expected="RAFS v5 or v6 magic",
+            raise FormatError("RAFS bootstrap", field="magic", offset=0, expected="RAFS v5 or v6 magic",
                               found=head, file=name)
     except BaseException:
         if keepalive is not None:

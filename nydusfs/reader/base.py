@@ -143,7 +143,7 @@ class Image:
             yield path, ino
             if self.inode(ino).is_dir:
                 if ino in seen:
-                    raise FormatError("directory tree", offset=self.inode(ino).offset,
+                    raise FormatError("directory tree", field="dirent", offset=self.inode(ino).offset,
                                       expected="each directory under one parent",
                                       found=f"inode {ino} again at {os.fsdecode(path)!r}")
                 seen.add(ino)

@@ -26,6 +26,12 @@ def candidate_names(blob_id: str) -> list[str]:
     return [blob_id, f"sha256:{blob_id}", f"{blob_id}.blob", f"sha256-{blob_id}"]
 
 
+def _plain_name(blob_id: str) -> bool:
+    """A blob id from a bootstrap names a file *in* a blob directory, never a path: an id
+    like "../../etc/shadow" must not open a file elsewhere."""
+    return bool(blob_id) and "/" not in blob_id and "\0" not in blob_id and blob_id not in (".", "..")
+
+
 class BlobStore:
     def __init__(self, blobs: list[BlobInfo], dirs: Iterable[str | os.PathLike] = (),
                  files: dict[int, str] | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
@@ -45,9 +51,9 @@ class BlobStore:
         if index in self.files:
             return self.files[index]
         blob = self.blobs[index]
+        ids = [blob.blob_id] + ([blob.raw_id] if blob.raw_id != blob.blob_id else [])
         for d in self.dirs:
-            for name in candidate_names(blob.blob_id) + (
-                    candidate_names(blob.raw_id) if blob.raw_id != blob.blob_id else []):
+            for name in (n for i in ids if _plain_name(i) for n in candidate_names(i)):
                 p = os.path.join(d, name)
                 if os.path.isfile(p):
                     return p

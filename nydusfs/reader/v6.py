@@ -333,7 +333,7 @@ class ImageV6(Image):
             found = self.blob_store.ci_entry(a.blob_index, a.ci_index)
             if found is not None:
                 return found.replace(file_offset=file_offset)
-        raise FormatError("RAFS v6 chunk table", offset=self.ext.s_chunk_table_offset,
+        raise FormatError("RAFS v6 chunk table", field="index", offset=self.ext.s_chunk_table_offset,
                           expected=f"an entry for blob {a.blob_index} chunk {a.ci_index}",
                           found="none", hint="no chunk table entry and no blob meta to fall back on")
 
