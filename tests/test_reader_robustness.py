@@ -7,10 +7,12 @@ an alarm so that a loop in the reader fails the test instead of hanging it.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import shutil
 import signal
+import tarfile
 import tempfile
 
 import pytest
@@ -21,6 +23,7 @@ from nydusfs import dump as model
 from nydusfs.build.bootstrap_v5 import write_v5
 from nydusfs.build.bootstrap_v6 import write_v6
 from nydusfs.errors import FormatError, NydusfsError
+from nydusfs.format import blob
 from nydusfs.reader import open_image
 from nydusfs.reader.regions import regions
 
@@ -54,6 +57,17 @@ def writer_images(workdir: str) -> dict[str, bytes]:
     for version, writer in ((5, write_v5), (6, write_v6)):
         tree = writer_trees.random_tree(random.Random(version), 40, 2, cross_dir_links=version == 6)
         out[f"writer-v{version}"] = writer(tree)[0]
+    # the same v5 bootstrap in the two Nydus layer layouts, with some chunk data
+    data = random.Random(0).randbytes(6000)
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, payload in (("image/image.blob", data), ("image/image.boot", out["writer-v5"])):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tf.addfile(info, io.BytesIO(payload))
+    out["layout-a"] = tar.getvalue()
+    out["layout-b"] = (data + blob.blob_tar_header(b"image.blob", len(data)) + out["writer-v5"]
+                       + blob.blob_tar_header(b"image.boot", len(out["writer-v5"])))
     return out
 
 
@@ -151,6 +165,8 @@ CASES = {
     "tarball-v6": ("nydus-snapshotter/v6-bootstrap-chunk-pos-438272.tar.gz", [], 60, False),
     "writer-v5": (None, [], 400, True),
     "writer-v6": (None, [], 400, True),
+    "layout-a": (None, [], 200, True),
+    "layout-b": (None, [], 200, True),
 }
 
 
@@ -164,8 +180,11 @@ def test_mutated_image_gives_only_nydusfs_errors(case, workdir):
     spans: list[tuple[int, int]] = []
     if not rel or not rel.endswith(".tar.gz"):
         with open_image(source) as im:
-            if bytes(im.buf) == raw:  # bare bootstraps: aim at the decoded structures
-                spans = [(r.offset, len(r.data)) for r in regions(im) if r.data]
+            # aim at the decoded structures where the bootstrap is stored as is in the file
+            boot = im.layout.bootstrap
+            base = boot.offset if boot is not None else 0
+            if raw[base:base + len(im.buf)] == bytes(im.buf):
+                spans = [(base + r.offset, len(r.data)) for r in regions(im) if r.data]
     blob_dirs = [str(FIXTURES / b) for b in blob_rels]
     # layer files keep their name: the name stem is part of how their blob is found
     target = os.path.join(workdir, case, os.path.basename(rel or case))
