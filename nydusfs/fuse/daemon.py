@@ -8,6 +8,8 @@ there was one. Whatever ends the serving (signal, error), the server unmounts on
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import functools
 import logging
@@ -29,7 +31,8 @@ from .serve import SIGNALS, EarlySignals, serve
 
 log = logging.getLogger("nydusfs.fuse")
 
-DEFAULT_CACHE_BYTES = 32 << 20
+DEFAULT_CACHE_BYTES = 16 << 20
+M_MMAP_THRESHOLD = -3   # mallopt parameter (malloc.h)
 
 
 @dataclasses.dataclass
@@ -94,8 +97,20 @@ def _setup_logging(cfg: MountConfig, stream: Any) -> None:
     root.propagate = False
 
 
+def _return_big_buffers() -> None:
+    """Chunk-sized buffers straight from and back to the kernel (mmap): glibc would otherwise
+    raise its mmap threshold after the first free and keep freed chunks in per-thread arenas,
+    so the server's memory would stay at its peak instead of following what it holds."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 256 << 10)
+    except (OSError, AttributeError):
+        pass            # not glibc: nothing to tune
+
+
 def mount(cfg: MountConfig) -> int:
     """Mount and serve; returns the exit status (raises MountError/NydusfsError on failure)."""
+    _return_big_buffers()
     _setup_logging(cfg, sys.stderr if cfg.foreground else None)
     _check_mountpoint(cfg.mountpoint)
     image = open_image(cfg.bootstrap, cfg.blob_dirs, cfg.cache_bytes)

@@ -25,6 +25,7 @@ log = logging.getLogger("nydusfs.fuse")
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 READY_TIMEOUT = 30.0
+READAHEAD_KB = 1024     # = the largest FUSE request libfuse3 negotiates (256 pages)
 
 ReadyCallback = Callable[[str | None], None]
 
@@ -45,7 +46,7 @@ class EarlySignals:
 
 
 async def serve(ops: Operations, mountpoint: str, ready: ReadyCallback, early: EarlySignals,
-                *, prefetch_budget: int | None = None, max_tasks: int = 64) -> None:
+                *, prefetch_budget: int | None = None) -> None:
     ops.limiter = trio.CapacityLimiter(ops.threads)
     started = time.perf_counter()
     with trio.open_signal_receiver(*SIGNALS) as signals:
@@ -55,8 +56,21 @@ async def serve(ops: Operations, mountpoint: str, ready: ReadyCallback, early: E
                 _stop(early.received[0])
             nursery.start_soon(_check_ready, ops, mountpoint, ready, started, prefetch_budget,
                                nursery)
-            await pyfuse3.main(min_tasks=2, max_tasks=max_tasks)
+            # each request task holds a 1 MiB receive buffer; more tasks than the worker threads
+            # can keep busy (plus some for metadata) would only cost memory
+            await pyfuse3.main(min_tasks=2, max_tasks=2 * ops.threads + 4)
             nursery.cancel_scope.cancel()       # the loop ended: stop the helpers too
+
+
+def _raise_readahead(dev: int) -> None:
+    """Let the kernel read ahead up to READAHEAD_KB (its default, 128 KiB, turns a 1 MiB
+    chunk into eight requests). Best effort: the sysfs knob of this mount's bdi needs root."""
+    path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+    try:
+        with open(path, "w") as f:
+            f.write(str(READAHEAD_KB))
+    except OSError as e:
+        log.debug("readahead left as it is (%s: %s)", path, e.strerror)
 
 
 def _stop(signum: int) -> None:
@@ -87,6 +101,7 @@ async def _check_ready(ops: Operations, mountpoint: str, ready: ReadyCallback, s
         pyfuse3.terminate()
         return
     log.debug("ready %.1f ms after the loop started", (time.perf_counter() - started) * 1000)
+    _raise_readahead(st.st_dev)
     ready(None)
     if ops.image.prefetch and budget is not None:
         log.info("prefetch: warming the files of %d prefetch table entries", len(ops.image.prefetch))
