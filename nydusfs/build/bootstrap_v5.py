@@ -75,9 +75,10 @@ def write_v5(tree: Tree) -> tuple[bytes, list[bytes]]:
 def _digests(entries: list[Entry], algo: str) -> dict[int, bytes]:
     """Inode digests, bottom-up (children always have higher indexes than their parent)."""
     out: dict[int, bytes] = {}
-    for e in reversed(entries):
-        if e.first is not None:
-            continue
+    # non-directories first: a later hard-link name can sit in a directory numbered before
+    # the name that owns the inode; then directories bottom-up (children number higher)
+    owners = [e for e in reversed(entries) if e.first is None]
+    for e in sorted(owners, key=lambda e: e.node.is_dir):
         node = e.node
         if node.is_dir:
             kids = entries[e.child_index - 1:e.child_index - 1 + e.child_count]

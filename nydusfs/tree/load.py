@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 
+from ..errors import FormatError
 from ..format.flags import SuperFlags
 from ..reader import Image
 from ..reader.model import BlobInfo
@@ -44,12 +45,18 @@ def load_tree(image: Image, layer: int = 0) -> Tree:
 
     root = make(image.root_ino)
     stack = [(image.root_ino, root)]
+    seen = {image.root_ino}  # a directory has one parent: a corrupt image must not loop us
     while stack:
         ino, node = stack.pop()
         assert node.children is not None
         for name, child_ino in image.readdir(ino):
             child_attr = image.inode(child_ino)
             if stat.S_ISDIR(child_attr.mode):
+                if child_ino in seen:
+                    raise FormatError("directory tree", field="dirent", offset=child_attr.offset,
+                                      expected="each directory under one parent",
+                                      found=f"inode {child_ino} again", file=image.name)
+                seen.add(child_ino)
                 child = make(child_ino)
                 stack.append((child_ino, child))
             else:
