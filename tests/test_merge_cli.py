@@ -74,7 +74,7 @@ def _leftovers(directory: pathlib.Path) -> list[str]:
     return sorted(n for n in os.listdir(directory) if n.endswith(".tmp"))
 
 
-@pytest.mark.parametrize("case", ["version", "missing", "digest", "count", "dict"])
+@pytest.mark.parametrize("case", ["version", "missing", "directory", "digest", "count", "dict"])
 def test_errors_exit_2_without_traceback_or_output(tmp_path: pathlib.Path, case: str,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     v6 = build_layers(LAYERS, tmp_path / "six")
@@ -83,6 +83,7 @@ def test_errors_exit_2_without_traceback_or_output(tmp_path: pathlib.Path, case:
     args = {
         "version": [str(v6[0]), str(v5[1])],
         "missing": [str(v6[0]), str(tmp_path / "no-such-layer")],
+        "directory": [str(v6[0]), str(tmp_path)],
         "digest": ["--blob-digests", "abc,def", str(v6[0]), str(v6[1])],
         "count": ["--original-blob-ids", "a,b,c", str(v6[0]), str(v6[1])],
         "dict": ["--chunk-dict", f"blob={v6[0]}", str(v6[0])],

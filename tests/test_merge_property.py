@@ -15,7 +15,7 @@ import tempfile
 
 import pytest
 from corpus import Layer
-from hypothesis import HealthCheck, given, reject, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stacks import CHUNK, Refused, build_layers, differences, reference, snapshot_image
 
@@ -117,18 +117,11 @@ def test_merge_equals_reference(stack: list[list[tuple]], version: int, layout: 
         want = None
     with tempfile.TemporaryDirectory() as tmp:
         work = pathlib.Path(tmp)
-        try:
-            if want is None:   # a hard link to nothing, or to a directory
-                with pytest.raises((LayerError, MergeError)):
-                    merge(build_layers(layers, work, version=version, layout=layout))
-                return
-            result = merge(build_layers(layers, work, version=version, layout=layout))
-            data = result.bootstrap()
-        except KeyError:
-            # the v5 writer's digest order (test_merge_stacks.V5_DIGEST_ORDER), in create or
-            # merge alike; not a merge problem
-            assert version == 5
-            reject()
+        if want is None:   # a hard link to nothing, or to a directory
+            with pytest.raises((LayerError, MergeError)):
+                merge(build_layers(layers, work, version=version, layout=layout))
+            return
+        data = merge(build_layers(layers, work, version=version, layout=layout)).bootstrap()
         out = work / "merged.boot"
         commit([(str(out), data)])
         diffs = differences(snapshot_image(out, [work / "layers"]), want)

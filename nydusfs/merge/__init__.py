@@ -18,10 +18,10 @@ from typing import Any, Sequence
 from .. import __version__
 from ..build.bootstrap_v5 import write_v5
 from ..build.bootstrap_v6 import write_v6
-from ..reader import open_image
 from ..tree.load import load_tree
 from ..tree.node import Node, Tree
 from . import compat, links, prefetch
+from .sources import label, open_input
 from .blobs import BlobTable
 from .options import MergeOptions
 from .overlay import Rules, apply
@@ -89,42 +89,42 @@ def merge(sources: Sequence[str | os.PathLike], options: MergeOptions | None = N
     root: Node | None = None
     layers: list[str] = []
 
-    def admit(image: Any, label: str) -> compat.LayerConfig:
+    def admit(image: Any, what: str) -> compat.LayerConfig:
         nonlocal reference
-        config = compat.LayerConfig.of(image, label)
+        config = compat.LayerConfig.of(image, what)
         reference = reference or config
         compat.check(reference, config)
         for b in image.blobs:
-            sizes.check(b.chunk_size, f"blob {b.blob_id} of {label}")
+            sizes.check(b.chunk_size, f"blob {b.blob_id} of {what}")
         return config
 
     if opts.chunk_dict is not None:
-        with open_image(opts.chunk_dict) as image:
-            reference = compat.LayerConfig.of(image, f"chunk dict ({opts.chunk_dict})")
+        with open_input(opts.chunk_dict) as image:
+            reference = compat.LayerConfig.of(image, label("chunk dict", opts.chunk_dict))
             dict_ids = {b.blob_id for b in image.blobs}
     first_layer = 0
     if opts.parent_bootstrap is not None:
         start = time.perf_counter()
-        label = f"parent bootstrap ({opts.parent_bootstrap})"
-        with open_image(opts.parent_bootstrap) as image:
-            configs.append(admit(image, label))
-            table.add_parent(0, image.blobs, label)
+        what = label("parent bootstrap", opts.parent_bootstrap)
+        with open_input(opts.parent_bootstrap) as image:
+            configs.append(admit(image, what))
+            table.add_parent(0, image.blobs, what)
             root = load_tree(image, 0).root   # an already merged image: taken as it is
         layers.append(opts.parent_bootstrap)
         first_layer = 1
         timings["load"] += time.perf_counter() - start
     for i, path in enumerate(paths):
         start = time.perf_counter()
-        label = f"layer {i} ({path})"
+        what = label(f"layer {i}", path)
         layer = first_layer + i
-        with open_image(path) as image:
-            configs.append(admit(image, label))
-            table.add_source(layer, i, path, image.blobs, dict_ids, opts, label)
+        with open_input(path) as image:
+            configs.append(admit(image, what))
+            table.add_source(layer, i, path, image.blobs, dict_ids, opts, what)
             upper = load_tree(image, layer).root
         layers.append(path)
         mid = time.perf_counter()
         lower_links = links.placeholders(upper)
-        swap = links.resolve(root, lower_links, label) if lower_links else None
+        swap = links.resolve(root, lower_links, what) if lower_links else None
         root = apply(root, upper, rules, swap)
         timings["load"] += mid - start
         timings["overlay"] += time.perf_counter() - mid

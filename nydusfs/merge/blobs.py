@@ -15,6 +15,7 @@ from typing import Iterator
 
 from ..errors import FormatError, MergeError
 from ..format.flags import BlobFeatures
+from ..format.v5 import ChunkInfo
 from ..reader import BlobInfo, name_stem
 from ..tree.load import blob_desc
 from ..tree.node import BlobDesc, Node
@@ -89,13 +90,19 @@ class BlobTable:
                 if index != c.blob_index:
                     if changed is None:
                         changed = list(chunks)
-                    changed[i] = c.replace(blob_index=index)
+                    changed[i] = _with_blob(c, index)
             if changed is not None:
                 node.chunks = changed
         order = sorted(final, key=final.__getitem__)
         table = [self.entries[e] for e in order]
         _check_ids(table, version)
         return [e.desc for e in table]
+
+
+def _with_blob(c: ChunkInfo, index: int) -> ChunkInfo:
+    """`c.replace(blob_index=index)`, spelled out: it runs once per chunk of the image."""
+    return ChunkInfo(c.block_id, index, c.flags, c.compressed_size, c.uncompressed_size,
+                     c.compressed_offset, c.uncompressed_offset, c.file_offset, c.index, c.crc32)
 
 
 def _rewrite_own(desc: BlobDesc, blob: BlobInfo, i: int, path: str, options: MergeOptions) -> None:

@@ -102,11 +102,13 @@ def split_sizes(flag: str, text: str | None) -> list[int] | None:
 
 
 def parse_chunk_dict(value: str | None) -> str | None:
-    """`bootstrap=PATH`, the only chunk-dict form upstream accepts."""
+    """`bootstrap=PATH` (upstream's form), or a bare path as `create` also accepts."""
     if value is None:
         return None
     kind, sep, path = value.partition("=")
-    if not sep or kind != "bootstrap" or not path:
+    if not sep:
+        return value
+    if kind != "bootstrap" or not path:
         raise UsageError(f"--chunk-dict: expected bootstrap=FILE, found {value!r}")
     return path
 
