@@ -14,7 +14,7 @@ import pytest
 
 from conftest import needs_root
 from corpus import pattern
-from mount_helpers import Built, ImageBuilder, Mounts, is_ours_mounted, nydusfs
+from mount_helpers import NYDUSFS, Built, ImageBuilder, Mount, Mounts, is_ours_mounted, nydusfs
 from nydusfs.fuse.mounts import (default_pid_file, mount_entry, process_alive, read_pid_file,
                                  wait_gone)
 
@@ -233,3 +233,23 @@ def test_help_texts() -> None:
         done = nydusfs(verb, "--help")
         assert done.returncode == 0
         assert b"default" in done.stdout and len(done.stdout) > 800
+
+
+def test_odd_mountpoint_and_relative_paths(mounts: Mounts, built: Built, tmp_path: pathlib.Path) -> None:
+    """Spaces, commas and backslashes in the mountpoint (escaped in the mount table), relative
+    paths (the background server runs in /)."""
+    mp = tmp_path / "with space,comma\\back"
+    mp.mkdir()
+    rel = os.path.relpath(built.bootstrap, tmp_path)
+    done = subprocess.run(NYDUSFS + ["mount", rel, mp.name, "--blob-dir",
+                                     os.path.relpath(built.blob_dir, tmp_path),
+                                     "--pid-file", "odd.pid"], cwd=tmp_path, capture_output=True)
+    mounts.made.append(Mount(mp, tmp_path / "odd.pid", tmp_path / "odd.log"))
+    assert done.returncode == 0, done.stderr
+    assert is_ours_mounted(mp)
+    assert (mp / "big0").read_bytes()[:100] == pattern(4 << 20, 0)[:100]
+    assert read_pid_file(str(tmp_path / "odd.pid"))[1] == str(mp)
+    done = subprocess.run(NYDUSFS + ["umount", mp.name, "--pid-file", "odd.pid"], cwd=tmp_path,
+                          capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert not is_ours_mounted(mp)
