@@ -121,6 +121,12 @@ def test_stack_checks_clean(tmp_path, version):
 
 
 @pytest.mark.parametrize("version", [5, 6])
+def test_full_stack_checks_clean(tmp_path, version):
+    boot, blobs, tars = build(tmp_path, stack(), version)
+    assert check(boot, blobs, tars) == []
+
+
+@pytest.mark.parametrize("version", [5, 6])
 def test_hardlink_to_a_lower_layer_file_checks_clean(tmp_path, version):
     low = Layer().dir("usr").file("usr/lib.so", b"library", mode=0o755).hardlink("usr/lib.so.1", "usr/lib.so")
     up = Layer().dir("bin").hardlink("bin/again", "usr/lib.so.1")
