@@ -308,24 +308,26 @@ def test_check_core_imports_neither_rich_nor_fuse():
     assert out.strip() == "[]"
 
 
-def test_names_that_lookup_does_not_find_are_entry_differences(tmp_path, version):
+def test_directory_order_that_breaks_lookups_is_an_entry_difference(tmp_path, version):
     from nydusfs.check.sides import walk_image
-    from nydusfs.errors import NotFoundError
     from nydusfs.reader import open_image
 
     boot, blobs = sample().write_image(tmp_path, version)
     with open_image(boot, [blobs]) as image:
-        real = image.lookup
+        l_ino = image.resolve("/l")
+        real = image.readdir
 
-        def broken(parent: int, name: bytes) -> int:
-            if name == b"h1":
-                raise NotFoundError("gone")
-            return real(parent, name)
+        def shuffled(ino: int):
+            kids = real(ino)
+            return tuple(reversed(kids)) if ino == l_ino else kids
 
-        image.lookup = broken  # what an unsorted directory does to a binary search
-        _, problems = walk_image(image, None)
-    assert [(d.path, d.field, d.found) for d in problems] == [
-        (b"/l", "entries", ["h1: lookup does not find it"])]
+        image.readdir = shuffled  # as an unsorted directory on disk would list
+        try:
+            _, problems = walk_image(image, None)
+        finally:
+            image.readdir = real
+    assert [(d.path, d.field) for d in problems] == [(b"/l", "entries")]
+    assert problems[0].found[0] == "'target' before 'sym'"
 
 
 def test_bad_json_destination_and_blob_dir_fail_early(tmp_path, capsys):
