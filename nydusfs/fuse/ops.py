@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import functools
 import os
 import stat
 from typing import Any, Sequence
@@ -29,6 +30,7 @@ TIMEOUT = 24 * 3600.0          # seconds the kernel may cache entries and attrib
 BLOCK = 4096
 NAME_MAX = 255
 INLINE_BYTES = 64 << 10        # decompression small enough to do in the trio thread
+ENTRY_CACHE = 1 << 17          # directory entries whose attributes are kept (~350 bytes each)
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 
@@ -55,14 +57,18 @@ class Operations(pyfuse3.Operations):
         self.limiter: trio.CapacityLimiter | None = None
         # without EXPLICIT_UID_GID the image records no owners: show the daemon's, as nydusd
         self.owner = None if image.flags & SuperFlags.EXPLICIT_UID_GID else (os.geteuid(), os.getegid())
+        self.entry = functools.lru_cache(maxsize=ENTRY_CACHE)(self._entry)
         self._negative = pyfuse3.EntryAttributes()
         self._negative.st_ino = 0
         self._negative.entry_timeout = TIMEOUT
 
     # --- attributes --------------------------------------------------------------------------
+    def _entry(self, parent: int, ino: int) -> pyfuse3.EntryAttributes:
+        """Attributes of entry `ino` of directory `parent`. Cached: every `find` makes the kernel
+        list each directory again, and readdirplus wants all attributes each time."""
+        return self.attrs(self.inodes.child(parent, ino))
+
     def attrs(self, ino: int) -> pyfuse3.EntryAttributes:
-        # not cached: the kernel keeps what it was given for TIMEOUT, and the reader caches
-        # the decoded inode
         node = self.image.inode(ino)
         a = pyfuse3.EntryAttributes()
         a.st_ino = self.inodes.to_fuse(ino)
@@ -98,7 +104,7 @@ class Operations(pyfuse3.Operations):
             child = self.image.lookup(parent, name)
         except NotFoundError:
             return self._negative          # cached by the kernel: the image cannot change
-        return self.attrs(self.inodes.child(parent, child))
+        return self.entry(parent, child)
 
     @guarded
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
@@ -156,13 +162,13 @@ class Operations(pyfuse3.Operations):
         children = self.image.readdir(fh)
         for pos in range(start_id, len(children) + 2):
             if pos == 0:
-                name, ino = b".", fh
+                name, attrs = b".", self.attrs(fh)
             elif pos == 1:
-                name, ino = b"..", self.inodes.parent(fh)
+                name, attrs = b"..", self.attrs(self.inodes.parent(fh))
             else:
                 name, child = children[pos - 2]
-                ino = self.inodes.child(fh, child)
-            if not pyfuse3.readdir_reply(token, name, self.attrs(ino), pos + 1):
+                attrs = self.entry(fh, child)
+            if not pyfuse3.readdir_reply(token, name, attrs, pos + 1):
                 break
 
     async def releasedir(self, fh: int) -> None:
