@@ -198,6 +198,8 @@ class Operations(pyfuse3.Operations):
         """At most INLINE_BYTES to decompress (small files, inline data, holes): cheaper here
         than the ~0.1 ms round trip to a worker thread."""
         chunks = self.image.chunks(ino)
+        if not chunks:      # inline data (copied whole by the reader) or a file of holes
+            return self.image.inode(ino).size <= INLINE_BYTES
         i = max(0, bisect.bisect_right(chunks, off, key=_file_offset) - 1)
         work, end = 0, off + size
         for c in chunks[i:]:
