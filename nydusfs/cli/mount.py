@@ -64,7 +64,7 @@ def register(sub: Any) -> None:
                    help="check every chunk read against its digest (a mismatch reads as EIO); "
                    "default: off, as nydusd")
     p.add_argument("--cache-size", type=parse_size, default=None, metavar="N",
-                   help="memory for decompressed chunks, e.g. 64M (default 16M; 0 disables); "
+                   help="memory for decompressed chunks, e.g. 64M (default 8M; 0 disables); "
                    "the kernel page cache keeps file data on top of it")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="worker threads reading and decompressing chunks "

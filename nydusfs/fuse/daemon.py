@@ -31,7 +31,7 @@ from .serve import SIGNALS, EarlySignals, serve
 
 log = logging.getLogger("nydusfs.fuse")
 
-DEFAULT_CACHE_BYTES = 16 << 20
+DEFAULT_CACHE_BYTES = 8 << 20
 M_MMAP_THRESHOLD = -3   # mallopt parameter (malloc.h)
 
 
