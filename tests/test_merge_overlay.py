@@ -153,3 +153,44 @@ def test_root_attributes(upper_implicit: bool) -> None:
     root = merged(lower, upper)
     assert (root.mode & 0o7777, root.uid, root.mtime) == ((0o700, 3, 11) if upper_implicit else (0o755, 0, 22))
     assert names(root) == [b"x", b"y"]
+
+
+def link(target: bytes) -> Node:
+    return Node(mode=stat.S_IFLNK | 0o777, symlink=target)
+
+
+def test_implicit_dir_through_a_dangling_symlink_makes_the_target() -> None:
+    lower = d({b"var": d({b"run": link(b"/run/sub")})})
+    upper = d({b"var": d({b"run": d({b"pid": reg(b"1")}, implicit=True)}, implicit=True)}, implicit=True)
+    root = merged(lower, upper)
+    assert root.children[b"var"].children[b"run"].is_symlink  # type: ignore[index]
+    sub = root.children[b"run"].children[b"sub"]  # type: ignore[index]
+    assert sub.implicit and names(sub) == [b"pid"]
+
+
+def test_implicit_dir_through_a_symlink_to_a_file_replaces_the_link() -> None:
+    lower = d({b"f": reg(b"file"), b"s": link(b"f/deeper")})
+    root = merged(lower, d({b"s": d({b"x": reg()}, implicit=True)}, implicit=True))
+    assert root.children[b"s"].is_dir and root.children[b"f"].is_reg  # type: ignore[index]
+    assert names(root) == [b"f", b"s"]   # nothing left made on the failed walk
+
+
+def test_markers_find_their_directory_through_lower_symlinks() -> None:
+    """Whiteouts first: `lib/.wh.x` names the lower lib/x even when the same layer then puts
+    a real directory where the lib symlink was."""
+    lower = d({b"usr": d({b"lib": d({b"x": reg(), b"y": reg()})}), b"lib": link(b"usr/lib")})
+    upper = d({b"lib": d({b".wh.x": reg(), b"new": reg()}, mode=0o700)}, implicit=True)
+    root = merged(lower, upper)
+    assert names(root.children[b"usr"].children[b"lib"]) == [b"y"]  # type: ignore[index]
+    assert root.children[b"lib"].is_dir and names(root.children[b"lib"]) == [b"new"]  # type: ignore[index]
+
+
+def test_markers_see_the_lower_tree_as_it_was() -> None:
+    """Removing a symlink and something below it in one layer: both act, in any order (the
+    marker's own directory s is still implied by the layer: an empty directory remains)."""
+    for order in ([b".wh.s", b"s"], [b"s", b".wh.s"]):
+        lower = d({b"t": d({b"x": reg(), b"y": reg()}), b"s": link(b"t")})
+        kids = {b".wh.s": reg(), b"s": d({b".wh.x": reg()}, implicit=True)}
+        root = merged(lower, d({k: kids[k] for k in order}, implicit=True))
+        assert names(root.children[b"t"]) == [b"y"]  # type: ignore[index]
+        assert root.children[b"s"].is_dir and names(root.children[b"s"]) == []  # type: ignore[index]

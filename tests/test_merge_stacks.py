@@ -71,9 +71,13 @@ def test_whiteout_spec_none_overlays_plainly(tmp_path: pathlib.Path) -> None:
     assert {b"/a/x", b"/a/.wh.x", b"/o/old", b"/o/.wh..wh..opq", b"/o/new"} <= set(snap)
 
 
-@pytest.mark.parametrize("lower", [None, Layer().dir("usr/bin/tool")])
-def test_hard_link_to_a_missing_lower_file(tmp_path: pathlib.Path, lower: Layer | None) -> None:
-    upper = Layer().hardlink("bin/tool", "usr/bin/tool")
+@pytest.mark.parametrize("lower,upper", [
+    (None, Layer().hardlink("bin/tool", "usr/bin/tool")),
+    (Layer().dir("usr/bin/tool"), Layer().hardlink("bin/tool", "usr/bin/tool")),
+    # the layer's whiteouts act first: its link then names nothing
+    (Layer().file("usr/bin/tool", b"t"), Layer().hardlink("bin/tool", "usr/bin/tool").whiteout("usr/bin")),
+])
+def test_hard_link_to_a_missing_lower_file(tmp_path: pathlib.Path, lower: Layer | None, upper: Layer) -> None:
     layers = ([lower] if lower else []) + [upper]
     sources = build_layers(layers, tmp_path)
     with pytest.raises(MergeError, match="usr/bin/tool") as e:

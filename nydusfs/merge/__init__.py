@@ -3,8 +3,9 @@
     result = merge([layer0, layer1, ...], MergeOptions(...))
     data = result.bootstrap()          # RAFS v5 or v6 bytes, the sources' version
 
-Each source is loaded into a Tree, applied on top of the merged tree with OCI whiteout rules
-(overlay.py), and the blob table is rebuilt (blobs.py). The merged Tree is written by the same
+Each source is loaded into a Tree and applied on top of the merged tree with OCI whiteout rules
+(overlay.py: the layer's whiteouts first, then hard links to lower files are bound (links.py),
+then its entries), and the blob table is rebuilt (blobs.py). The merged Tree is written by the same
 writers `create` uses.
 """
 
@@ -24,7 +25,7 @@ from . import compat, links, prefetch
 from .sources import label, open_input
 from .blobs import BlobTable
 from .options import MergeOptions
-from .overlay import Rules, apply
+from .overlay import Rules, add_entries, remove_whiteouts, scan
 
 __all__ = ["merge", "MergeOptions", "MergeResult"]
 
@@ -123,9 +124,11 @@ def merge(sources: Sequence[str | os.PathLike], options: MergeOptions | None = N
             upper = load_tree(image, layer).root
         layers.append(path)
         mid = time.perf_counter()
-        lower_links = links.placeholders(upper)
-        swap = links.resolve(root, lower_links, what) if lower_links else None
-        root = apply(root, upper, rules, swap)
+        wanted = scan(upper, rules)
+        if root is not None:
+            remove_whiteouts(root, wanted.markers)
+        swap = links.resolve(root, wanted.placeholders, what) if wanted.placeholders else None
+        root = add_entries(root, upper, rules, swap)
         timings["load"] += mid - start
         timings["overlay"] += time.perf_counter() - mid
     assert root is not None and reference is not None

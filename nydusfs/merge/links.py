@@ -2,9 +2,10 @@
 
 `create` cannot resolve such a link from one layer: it stores an empty placeholder file that
 carries the target path in a private xattr (every name linking to the same target shares it).
-Before the layer is applied, each placeholder is looked up in the merged tree of the layers
-below; applying the layer then puts the lower file under the placeholder's names, so they
-become more names of that inode, as linking onto the unpacked lower layers would.
+Once the layer's whiteouts have acted, and before its entries are added, each placeholder is
+looked up in the merged tree of the layers below; adding the entries then puts the lower file
+under the placeholder's names, so they become more names of that inode, as linking onto the
+unpacked lower layers would (whiteouts first, as the OCI rules read).
 """
 
 from __future__ import annotations
@@ -15,20 +16,6 @@ from ..errors import MergeError
 from ..tree.node import LOWER_LINK_XATTR, Node
 
 MAX_SYMLINK_HOPS = 40
-
-
-def placeholders(upper: Node) -> list[Node]:
-    """The placeholder nodes of a layer tree, each once."""
-    found: dict[int, Node] = {}
-    stack = [upper]
-    while stack:
-        d = stack.pop()
-        for child in d.children.values():  # type: ignore[union-attr]
-            if child.children is not None:
-                stack.append(child)
-            elif child.xattrs and LOWER_LINK_XATTR in child.xattrs:
-                found[id(child)] = child
-    return list(found.values())
 
 
 def resolve(lower: Node | None, nodes: list[Node], label: str) -> dict[int, Node]:

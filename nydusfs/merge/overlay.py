@@ -1,17 +1,18 @@
 """Apply one layer's tree on top of the merged tree, with OCI whiteout rules (merge.md §4).
 
-Per directory, in two passes so that whiteouts only ever hit lower content, whatever the
-order of the entries in the layer's tar: first the markers (removals, opaque), then the
-other entries (add, or replace what the lower layers had). A directory over a directory
-merges the children and takes the upper attributes, unless the upper directory was only
-implied by its layer (no tar entry of its own): then the lower directory keeps its real
-metadata. Any other combination replaces the whole entry.
+In two phases, so that whiteouts only ever hit lower content, whatever the order of the
+entries in the layer's tar: first every marker of the layer acts on the lower tree (removals,
+opaque directories; a marker's directory is found as the layer's tar would find it, through
+lower symlinks), then the other entries are added or replace what the lower layers had. A
+directory over a directory merges the children and takes the upper attributes, unless the
+upper directory was only implied by its layer (no tar entry of its own): then the lower
+directory keeps its real metadata. Any other combination replaces the whole entry.
 
 Choices where upstream differs (docs/merge.md):
 - markers are also dropped from the lowest layer (upstream keeps them as plain files);
-- a directory that a layer only implied, over a lower symlink, is the symlinked parent of
-  the layer's paths: its entries go where the symlink leads (inside the image), as a runtime
-  unpacking the layer would put them, instead of replacing the symlink by a directory.
+- a directory that a layer only implied, over a lower symlink, is a symlinked parent in the
+  layer's tar paths: its entries go where the symlink leads (inside the image, missing
+  directories created), as umoci and containerd unpack them, instead of replacing the symlink.
 
 Non-directory nodes are never modified: a hard-link group is one Node under several names,
 so replacing one name leaves the other names of the group together.
@@ -19,8 +20,10 @@ so replacing one name leaves the other names of the group together.
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..format.whiteout import OPAQUE, OVERLAY_OPAQUE_XATTR, PREFIX
-from ..tree.node import Node
+from ..tree.node import LOWER_LINK_XATTR, Node, new_dir
 
 MAX_SYMLINK_HOPS = 40     # as the kernel's path walk
 
@@ -28,6 +31,8 @@ MAX_SYMLINK_HOPS = 40     # as the kernel's path walk
 REMOVE = 1        # hide the lower entry of a given name
 OPAQUE_ALL = 2    # hide every lower child of this directory
 OPAQUE_DIR = 3    # overlayfs: this upper directory hides the lower one's children
+
+Path = tuple[bytes, ...]
 
 
 class Rules:
@@ -56,12 +61,52 @@ def _is_chr(mode: int) -> bool:
     return mode & 0o170000 == 0o020000
 
 
-def apply(lower: Node | None, upper: Node, rules: Rules,
-          substitute: dict[int, Node] | None = None) -> Node:
-    """Merge `upper` (a layer's root) onto `lower` (the merged root so far, or None for the
-    lowest layer, whose markers are dropped) and return the merged root. `lower` is changed
-    in place; `upper` must not be used afterwards. `substitute` maps id(node) of upper
-    non-directories to the node to insert instead (hard links to lower files, links.py)."""
+@dataclasses.dataclass
+class Scan:
+    """What a layer asks of the layers below it, found in one walk of its tree."""
+
+    markers: list[tuple[Path, int, bytes]]   # (directory in the layer, REMOVE|OPAQUE_ALL, name)
+    placeholders: list[Node]                 # hard links to lower files (links.py), each once
+
+
+def scan(upper: Node, rules: Rules) -> Scan:
+    markers: list[tuple[Path, int, bytes]] = []
+    placeholders: dict[int, Node] = {}
+    stack: list[tuple[Node, Path]] = [(upper, ())]
+    while stack:
+        d, path = stack.pop()
+        for name, child in d.children.items():  # type: ignore[union-attr]
+            m = rules.marker(name, child)
+            if m is not None and m[0] != OPAQUE_DIR:
+                markers.append((path, m[0], m[1]))
+            elif child.children is not None:
+                stack.append((child, path + (name,)))
+            elif child.xattrs and LOWER_LINK_XATTR in child.xattrs:
+                placeholders[id(child)] = child
+    return Scan(markers, list(placeholders.values()))
+
+
+def remove_whiteouts(root: Node, markers: list[tuple[Path, int, bytes]]) -> None:
+    """Phase 1: every marker's directory is looked up in the lower tree as it was before any
+    of them acted (so their order does not matter), then all of them act."""
+    actions = []
+    for path, kind, name in markers:
+        found = resolve_dir(root, (), b"/".join(path), create=False) if path else (root, ())
+        if found is not None:
+            actions.append((found[0], kind, name))
+    for d, kind, name in actions:
+        if kind == REMOVE:
+            d.children.pop(name, None)  # type: ignore[union-attr]
+        else:
+            d.children.clear()  # type: ignore[union-attr]
+
+
+def add_entries(lower: Node | None, upper: Node, rules: Rules,
+                substitute: dict[int, Node] | None = None) -> Node:
+    """Phase 2: merge the entries of `upper` (a layer's root; markers are skipped) onto `lower`
+    (the merged root, or None for the lowest layer) and return the merged root. `lower` is
+    changed in place; `upper` must not be used afterwards. `substitute` maps id(node) of
+    upper non-directories to the node to insert instead (hard links to lower files)."""
     swap = substitute or {}
     if lower is None:
         root = _copy_dir(upper, _xattrs(upper, rules))
@@ -69,42 +114,39 @@ def apply(lower: Node | None, upper: Node, rules: Rules,
         root = lower
         if not upper.implicit:
             _take_attrs(root, upper, _xattrs(upper, rules))
-    stack: list[tuple[Node, Node, tuple[bytes, ...]]] = [(root, upper, ())]
+    stack: list[tuple[Node, Node, Path]] = [(root, upper, ())]
     while stack:
         dst, up, path = stack.pop()
         _merge_dir(root, dst, up, path, rules, stack, swap)
     return root
 
 
-def _merge_dir(root: Node, dst: Node, up: Node, path: tuple[bytes, ...], rules: Rules,
-               stack: list[tuple[Node, Node, tuple[bytes, ...]]], swap: dict[int, Node]) -> None:
+def apply(lower: Node | None, upper: Node, rules: Rules) -> Node:
+    """Both phases, for layers without hard links to lower files."""
+    if lower is not None:
+        remove_whiteouts(lower, scan(upper, rules).markers)
+    return add_entries(lower, upper, rules)
+
+
+def _merge_dir(root: Node, dst: Node, up: Node, path: Path, rules: Rules,
+               stack: list[tuple[Node, Node, Path]], swap: dict[int, Node]) -> None:
     kids = dst.children
     assert kids is not None and up.children is not None
-    entries: list[tuple[bytes, Node, bool]] = []
-    # pass 1: markers; `kids` holds only lower entries until pass 2
     for name, u in up.children.items():
         m = rules.marker(name, u)
-        if m is None:
-            entries.append((name, u, False))
-        elif m[0] == REMOVE:
-            kids.pop(m[1], None)
-        elif m[0] == OPAQUE_ALL:
-            kids.clear()
-        else:
-            entries.append((name, u, True))
-    # pass 2: additions and replacements
-    for name, u, opaque in entries:
+        if m is not None and m[0] != OPAQUE_DIR:
+            continue            # acted in phase 1 (or, in the lowest layer, on nothing)
         if u.children is None:
             kids[name] = swap.get(id(u), u) if swap else u
             continue
         low = kids.get(name)
-        if low is not None and low.children is not None and not opaque:
+        if low is not None and low.children is not None and m is None:
             if not u.implicit:
                 _take_attrs(low, u, _xattrs(u, rules))
             stack.append((low, u, path + (name,)))
             continue
         if low is not None and u.implicit and low.symlink is not None:
-            found = _resolve_dir(root, path, low.symlink)
+            found = resolve_dir(root, path, low.symlink, create=True)
             if found is not None:
                 stack.append((found[0], u, found[1]))
                 continue
@@ -138,15 +180,18 @@ def _lookup(root: Node, path: list[bytes]) -> Node:
     return node
 
 
-def _resolve_dir(root: Node, base: tuple[bytes, ...], target: bytes) -> tuple[Node, tuple[bytes, ...]] | None:
+def resolve_dir(root: Node, base: Path, target: bytes, create: bool) -> tuple[Node, Path] | None:
     """The directory a symlink in directory `base` leads to, resolved inside the image (an
-    absolute target or `..` never leaves the root), or None if it leads nowhere or loops."""
+    absolute target or `..` never leaves the root), or None if it loops or a non-directory
+    is in the way. With `create`, missing directories are made (implied ones), as unpackers
+    do for a dangling symlink; nothing is left made when the walk then fails."""
     if not target:
         return None
     path = [] if target.startswith(b"/") else list(base)
     node = _lookup(root, path)
     pending = target.split(b"/")[::-1]
     hops = MAX_SYMLINK_HOPS
+    made: list[tuple[Node, bytes]] = []
     while pending:
         part = pending.pop()
         if part in (b"", b"."):
@@ -157,18 +202,20 @@ def _resolve_dir(root: Node, base: tuple[bytes, ...], target: bytes) -> tuple[No
                 node = _lookup(root, path)
             continue
         child = node.children.get(part)  # type: ignore[union-attr]
-        if child is None:
-            return None
-        if child.symlink is not None:
+        if child is None and create:
+            child = node.children[part] = new_dir(0o755, implicit=True)  # type: ignore[index]
+            made.append((node, part))
+        elif child is not None and child.symlink is not None:
             hops -= 1
-            if hops < 0:
-                return None
-            link = child.symlink
-            pending.extend(link.split(b"/")[::-1])
-            if link.startswith(b"/"):
-                path, node = [], root
-            continue
-        if child.children is None:
+            if hops >= 0:
+                link = child.symlink
+                pending.extend(link.split(b"/")[::-1])
+                if link.startswith(b"/"):
+                    path, node = [], root
+                continue
+        if child is None or child.children is None:
+            for parent, name in reversed(made):
+                del parent.children[name]  # type: ignore[union-attr]
             return None
         path.append(part)
         node = child
