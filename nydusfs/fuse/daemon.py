@@ -247,5 +247,6 @@ def _wait_unmounted(mountpoint: str, pid: int) -> None:
         if done:
             break
         time.sleep(0.01)
-    if mount_entry(mountpoint) is not None and mount_entry(mountpoint).fstype == FSTYPE:  # type: ignore[union-attr]
+    entry = mount_entry(mountpoint)
+    if entry is not None and entry.fstype == FSTYPE:
         pyfuse3.close(unmount=True)
