@@ -21,11 +21,11 @@ from ..build.bootstrap_v5 import write_v5
 from ..build.bootstrap_v6 import write_v6
 from ..tree.load import load_tree
 from ..tree.node import Node, Tree
-from . import compat, links, prefetch
+from . import compat, prefetch
 from .sources import label, open_input
 from .blobs import BlobTable
 from .options import MergeOptions
-from .overlay import Rules, add_entries, remove_whiteouts, scan
+from .overlay import Rules, apply
 
 __all__ = ["merge", "MergeOptions", "MergeResult"]
 
@@ -124,11 +124,7 @@ def merge(sources: Sequence[str | os.PathLike], options: MergeOptions | None = N
             upper = load_tree(image, layer).root
         layers.append(path)
         mid = time.perf_counter()
-        wanted = scan(upper, rules)
-        if root is not None:
-            remove_whiteouts(root, wanted.markers)
-        swap = links.resolve(root, wanted.placeholders, what) if wanted.placeholders else None
-        root = add_entries(root, upper, rules, swap)
+        root = apply(root, upper, rules, what)
         timings["load"] += mid - start
         timings["overlay"] += time.perf_counter() - mid
     assert root is not None and reference is not None

@@ -42,6 +42,11 @@ def _show(field: str, value: object) -> str:
     return str(value)
 
 
+def _short(label: str) -> str:
+    """"layer 2" of "layer 2 (path)": the paths are already named once in the message."""
+    return label.split(" (", 1)[0]
+
+
 def check(reference: LayerConfig, other: LayerConfig) -> None:
     fields = [("RAFS version", "version"), ("chunk size", "chunk_size"),
               ("explicit uid/gid", "explicit_uid_gid"), ("TARFS mode", "tarfs")]
@@ -52,7 +57,8 @@ def check(reference: LayerConfig, other: LayerConfig) -> None:
         if a != b:
             raise MergeError(
                 f"cannot merge {other.label} with {reference.label}: {field} differs "
-                f"({_show(field, b)} in {other.label}, {_show(field, a)} in {reference.label})")
+                f"({_show(field, b)} in {_short(other.label)}, {_show(field, a)} in "
+                f"{_short(reference.label)})")
 
 
 class BlobChunkSizes:
@@ -68,7 +74,7 @@ class BlobChunkSizes:
         size, first = self.first
         if chunk_size != size:
             raise MergeError(f"cannot merge {what} with {first}: chunk size differs "
-                             f"(0x{chunk_size:x} in {what}, 0x{size:x} in {first})")
+                             f"(0x{chunk_size:x} in {_short(what)}, 0x{size:x} in {_short(first)})")
 
 
 def merged_extra_flags(configs: list[LayerConfig], version: int, blob_features: list[int]) -> int:

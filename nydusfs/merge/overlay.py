@@ -24,6 +24,7 @@ import dataclasses
 
 from ..format.whiteout import OPAQUE, OVERLAY_OPAQUE_XATTR, PREFIX
 from ..tree.node import LOWER_LINK_XATTR, Node, new_dir
+from . import links
 
 MAX_SYMLINK_HOPS = 40     # as the kernel's path walk
 
@@ -121,11 +122,14 @@ def add_entries(lower: Node | None, upper: Node, rules: Rules,
     return root
 
 
-def apply(lower: Node | None, upper: Node, rules: Rules) -> Node:
-    """Both phases, for layers without hard links to lower files."""
+def apply(lower: Node | None, upper: Node, rules: Rules, label: str = "the layer") -> Node:
+    """Apply one layer: its whiteouts, then its hard links to lower files (bound to the lower
+    nodes; `label` names the layer in errors), then its entries. Returns the merged root."""
+    wanted = scan(upper, rules)
     if lower is not None:
-        remove_whiteouts(lower, scan(upper, rules).markers)
-    return add_entries(lower, upper, rules)
+        remove_whiteouts(lower, wanted.markers)
+    swap = links.resolve(lower, wanted.placeholders, label) if wanted.placeholders else None
+    return add_entries(lower, upper, rules, swap)
 
 
 def _merge_dir(root: Node, dst: Node, up: Node, path: Path, rules: Rules,
