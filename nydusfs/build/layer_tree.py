@@ -61,6 +61,10 @@ def storable_xattrs(xattrs: dict[bytes, bytes]) -> tuple[dict[bytes, bytes], lis
     return kept, dropped
 
 
+class _ParentNotADirectory(LayerError):
+    pass
+
+
 class LayerTree:
     def __init__(self, source: str, warn: Callable[[str], None] = lambda m: None) -> None:
         self.source = source
@@ -98,8 +102,8 @@ class LayerTree:
                 pending = [p for p in target.split(b"/") if p and p != b"."] + pending
                 continue
             elif not child.is_dir:
-                raise LayerError(self.source, f"parent {b'/'.join(resolved + [name])!r} is not a "
-                                 "directory", member=entry.name, offset=entry.offset)
+                raise _ParentNotADirectory(self.source, f"parent {b'/'.join(resolved + [name])!r} is "
+                                           "not a directory", member=entry.name, offset=entry.offset)
             resolved.append(name)
         return self._walk(resolved)
 
@@ -131,7 +135,16 @@ class LayerTree:
             self._set_attrs(self.root, entry, xattrs)
             self.root.implicit = False
             return self.root
-        parent = self._parent(parts, entry)
+        try:
+            parent = self._parent(parts, entry)
+        except _ParentNotADirectory:
+            if not parts[-1].startswith(whiteout.PREFIX):
+                raise
+            # a whiteout below a path this layer turned into a file: the file already hides
+            # everything the lower layers had there, so the marker has nothing left to do
+            self.warn(f"whiteout {os.fsdecode(entry.name)!r} sits below a non-directory of this "
+                      "layer; dropped (the lower entries are hidden by that file anyway)")
+            return None
         name = parts[-1]
         assert parent.children is not None
         existing = parent.children.get(name)

@@ -8,7 +8,6 @@ import os
 import sys
 from typing import Any
 
-from ..build.create import CreateOptions, create
 from ..errors import UsageError
 
 HELP = "convert one OCI layer tar (tar, tar.gz, tar.zst, or - for stdin) into a Nydus layer"
@@ -128,6 +127,8 @@ def _chunk_dict(value: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..build.create import CreateOptions, create  # heavy: only when creating
+
     opts = CreateOptions(
         fs_version=args.fs_version, compressor=args.compressor, digester=args.digester,
         chunk_size=args.chunk_size, whiteout_spec=args.whiteout_spec, blob_offset=args.blob_offset,
