@@ -162,3 +162,19 @@ def test_parent_bootstrap(tmp_path: pathlib.Path, version: int) -> None:
     assert snapshot_image(on_parent, blobs) == snapshot_image(at_once, blobs)
     assert blob_ids(on_parent) == blob_ids(at_once) == [src[2].name]
     assert not differences(snapshot_image(at_once, blobs), reference(layers))
+
+
+@pytest.mark.parametrize("version", [5, 6])
+def test_chunk_dict_that_is_a_layer_file(tmp_path: pathlib.Path, version: int) -> None:
+    """Layout B files inline their metadata; the dict blob a layer file lists must stay a
+    blob of its own, not be taken for the layer's blob (which the reader names after the
+    file)."""
+    shared = pattern(4 * CHUNK, 42)
+    (dict_file,) = build_layers([Layer().file("s", shared)], tmp_path / "dict", version=version,
+                                layout="B")
+    layers = [Layer().file("x", shared).file("own", pattern(CHUNK + 5, 3))]
+    src = build_layers(layers, tmp_path, version=version, layout="B", chunk_dict=str(dict_file))
+    out = write_merged(tmp_path, src, MergeOptions(chunk_dict=str(dict_file)))
+    assert blob_ids(out) == [src[0].name, dict_file.name]
+    snap = snapshot_image(out, [tmp_path / "layers", tmp_path / "dict" / "layers"])
+    assert not differences(snap, reference(layers))

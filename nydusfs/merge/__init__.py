@@ -23,7 +23,7 @@ from ..tree.load import load_tree
 from ..tree.node import Node, Tree
 from . import compat, prefetch
 from .sources import label, open_input
-from .blobs import BlobTable
+from .blobs import BlobTable, identity
 from .options import MergeOptions
 from .overlay import Rules, apply
 
@@ -102,7 +102,7 @@ def merge(sources: Sequence[str | os.PathLike], options: MergeOptions | None = N
     if opts.chunk_dict is not None:
         with open_input(opts.chunk_dict) as image:
             reference = compat.LayerConfig.of(image, label("chunk dict", opts.chunk_dict))
-            dict_ids = {b.blob_id for b in image.blobs}
+            dict_ids = {identity(b) for b in image.blobs}
     first_layer = 0
     if opts.parent_bootstrap is not None:
         start = time.perf_counter()

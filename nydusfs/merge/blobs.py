@@ -23,6 +23,21 @@ from .options import MergeOptions, digest_bytes, strip_algo
 
 V6_MAX_BLOBS = 255          # RAFS v6 chunk indexes hold the blob index in one byte
 V6_MAX_BLOB_ID = 64         # device slot tag
+PLACEHOLDER_ID = "x" * 64   # stored for a blob whose digest was unknown when it was written
+
+
+def identity(b: BlobInfo) -> str:
+    """The id a blob is known by across layers: the stored one. Only a stored placeholder
+    stands for the file the bootstrap was read from (the reader then reports the file-name
+    stem). The reader also reports the stem for other blobs with inlined metadata, such as a
+    chunk-dict blob listed by a layer file, which would make two blobs one."""
+    return b.blob_id if b.raw_id in ("", PLACEHOLDER_ID) else b.raw_id
+
+
+def _desc(b: BlobInfo) -> BlobDesc:
+    desc = blob_desc(b)
+    desc.blob_id = identity(b)
+    return desc
 
 
 @dataclasses.dataclass
@@ -46,7 +61,7 @@ class BlobTable:
         return index
 
     def add_parent(self, layer: int, blobs: list[BlobInfo], origin: str) -> None:
-        self.layer_maps[layer] = [self.add(b.blob_id, blob_desc(b), origin) for b in blobs]
+        self.layer_maps[layer] = [self.add(identity(b), _desc(b), origin) for b in blobs]
         self.labels[layer] = origin
 
     def add_source(self, layer: int, position: int, path: str, blobs: list[BlobInfo],
@@ -57,16 +72,16 @@ class BlobTable:
         mapping = []
         own: BlobInfo | None = None
         for b in blobs:
-            desc = blob_desc(b)
-            if b.blob_id not in dict_ids and b.blob_id not in self.index_of:
+            desc, key = _desc(b), identity(b)
+            if key not in dict_ids and key not in self.index_of:
                 if own is not None:
                     raise MergeError(
-                        f"{origin} references two data blobs of its own ({own.blob_id} and "
-                        f"{b.blob_id}); a layer may have one, plus chunk-dict blobs "
+                        f"{origin} references two data blobs of its own ({identity(own)} and "
+                        f"{key}); a layer may have one, plus chunk-dict blobs "
                         f"(--chunk-dict) and blobs of lower layers")
                 own = b
                 _rewrite_own(desc, b, position, path, options)
-            mapping.append(self.add(b.blob_id, desc, origin))
+            mapping.append(self.add(key, desc, origin))
         self.layer_maps[layer] = mapping
         self.labels[layer] = origin
 
