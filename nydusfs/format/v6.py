@@ -338,9 +338,35 @@ def _encode_dir_block(entries: list[tuple[bytes, int, int]], bs: int, full: bool
     return raw + bytes(bs - len(raw)) if full else raw
 
 
+_DIRENT = struct.Struct("<QHBB")
+
+
 def decode_dir_block(block: Any, base: int) -> list[tuple[bytes, int, int]]:
-    """Entries of one directory block (already cut to its used length); `base` for errors."""
-    return [(name, d.nid, d.file_type) for d, name in decode_dir_records(block, base)]
+    """(name, nid, file type) of the entries of one directory block (already cut to its used
+    length); `base` for errors. The hot path of directory reads: tuples, not records."""
+    raw = bytes(block)
+    size = len(raw)
+    if size < DIRENT_SIZE:
+        return [(name, d.nid, d.file_type) for d, name in decode_dir_records(block, base)]
+    first_off = _DIRENT.unpack_from(raw, 0)[1]
+    count, rem = divmod(first_off, DIRENT_SIZE)
+    if rem or count == 0 or first_off > size:
+        return [(name, d.nid, d.file_type) for d, name in decode_dir_records(block, base)]
+    heads = list(_DIRENT.iter_unpack(raw[:first_off]))
+    out = []
+    for i, (nid, off, ftype, _reserved) in enumerate(heads):
+        end = heads[i + 1][1] if i + 1 < count else size
+        if not first_off <= off < end <= size:
+            return [(name, d.nid, d.file_type) for d, name in decode_dir_records(block, base)]
+        name = raw[off:end]
+        if i + 1 == count:
+            nul = name.find(b"\0")
+            if nul >= 0:
+                name = name[:nul]
+                if not name:
+                    return [(n, d.nid, d.file_type) for d, n in decode_dir_records(block, base)]
+        out.append((name, nid, ftype))
+    return out
 
 
 def decode_dir_records(block: Any, base: int) -> list[tuple[Dirent, bytes]]:
