@@ -156,7 +156,8 @@ def _xattrs(ti: tarfile.TarInfo) -> dict[bytes, bytes]:
 
 
 class Refused(Exception):
-    """The reference finds the layers unusable (a hard link to nothing or to a directory)."""
+    """The reference finds the layers unusable: a hard link to nothing or to a directory, or
+    entries below a non-directory (unpacking fails there)."""
 
 
 class Reference:
@@ -180,7 +181,8 @@ class Reference:
         mode "lookup": None if anything is missing or not a directory; "follow": missing
         directories are made (also where a dangling symlink points), None if a non-directory
         is in the way or symlinks loop; "make": as "follow", but a symlink that cannot be
-        followed, or any other non-directory in the way, is replaced by a directory."""
+        followed, or any other non-directory in the way, refuses the layers (unpacking fails
+        there with ENOTDIR or ELOOP)."""
         done: list[bytes] = []
         todo = list(parts)
         hops = 0
@@ -206,8 +208,7 @@ class Reference:
             elif node is None or node.kind != "dir":
                 if mode != "make":
                     return None
-                self._delete(key)
-                self.fs[key] = RNode("dir", IMPLICIT_MODE)
+                raise Refused(f"{_path(key)!r} is a {node.kind} below which the layer adds entries")
             done.append(name)
         return tuple(done)
 
@@ -239,8 +240,7 @@ class Reference:
         for parts, ti, data in entries:
             own.update(parts[:i] for i in range(1, len(parts) + 1))
             if parts and parts[-1].startswith(WH):
-                self._resolve(parts[:-1], "make")   # a marker still implies its parents
-                continue
+                continue            # a marker acts on lower entries only and creates nothing
             meta = dict(mode=ti.mode & 0o7777, uid=ti.uid, gid=ti.gid, mtime=_mtime(ti),
                         xattrs=_xattrs(ti))
             if not parts:

@@ -12,7 +12,9 @@ Choices where upstream differs (docs/merge.md):
 - markers are also dropped from the lowest layer (upstream keeps them as plain files);
 - a directory that a layer only implied, over a lower symlink, is a symlinked parent in the
   layer's tar paths: its entries go where the symlink leads (inside the image, missing
-  directories created), as umoci and containerd unpack them, instead of replacing the symlink.
+  directories created), as umoci and containerd unpack them, instead of replacing the symlink;
+- a directory a layer only implied over a lower non-directory (or a symlink that loops or ends at
+  one) is an error, as unpacking fails there; upstream replaces the lower entry.
 
 Non-directory nodes are never modified: a hard-link group is one Node under several names,
 so replacing one name leaves the other names of the group together.
@@ -21,7 +23,9 @@ so replacing one name leaves the other names of the group together.
 from __future__ import annotations
 
 import dataclasses
+import os
 
+from ..errors import MergeError
 from ..format.whiteout import OPAQUE, OVERLAY_OPAQUE_XATTR, PREFIX
 from ..tree.node import LOWER_LINK_XATTR, Node, new_dir
 from . import links
@@ -103,7 +107,7 @@ def remove_whiteouts(root: Node, markers: list[tuple[Path, int, bytes]]) -> None
 
 
 def add_entries(lower: Node | None, upper: Node, rules: Rules,
-                substitute: dict[int, Node] | None = None) -> Node:
+                substitute: dict[int, Node] | None = None, label: str = "the layer") -> Node:
     """Phase 2: merge the entries of `upper` (a layer's root; markers are skipped) onto `lower`
     (the merged root, or None for the lowest layer) and return the merged root. `lower` is
     changed in place; `upper` must not be used afterwards. `substitute` maps id(node) of
@@ -118,7 +122,7 @@ def add_entries(lower: Node | None, upper: Node, rules: Rules,
     stack: list[tuple[Node, Node, Path]] = [(root, upper, ())]
     while stack:
         dst, up, path = stack.pop()
-        _merge_dir(root, dst, up, path, rules, stack, swap)
+        _merge_dir(root, dst, up, path, rules, stack, swap, label)
     return root
 
 
@@ -129,11 +133,11 @@ def apply(lower: Node | None, upper: Node, rules: Rules, label: str = "the layer
     if lower is not None:
         remove_whiteouts(lower, wanted.markers)
     swap = links.resolve(lower, wanted.placeholders, label) if wanted.placeholders else None
-    return add_entries(lower, upper, rules, swap)
+    return add_entries(lower, upper, rules, swap, label)
 
 
 def _merge_dir(root: Node, dst: Node, up: Node, path: Path, rules: Rules,
-               stack: list[tuple[Node, Node, Path]], swap: dict[int, Node]) -> None:
+               stack: list[tuple[Node, Node, Path]], swap: dict[int, Node], label: str) -> None:
     kids = dst.children
     assert kids is not None and up.children is not None
     for name, u in up.children.items():
@@ -143,6 +147,8 @@ def _merge_dir(root: Node, dst: Node, up: Node, path: Path, rules: Rules,
         if u.children is None:
             kids[name] = swap.get(id(u), u) if swap else u
             continue
+        if u.implicit and m is None and _only_markers(u, rules):
+            continue            # implied only by whiteouts, which acted in phase 1: adds nothing
         low = kids.get(name)
         if low is not None and low.children is not None and m is None:
             if not u.implicit:
@@ -154,8 +160,34 @@ def _merge_dir(root: Node, dst: Node, up: Node, path: Path, rules: Rules,
             if found is not None:
                 stack.append((found[0], u, found[1]))
                 continue
+        if low is not None and u.implicit and m is None:
+            # the layer only names paths below `name`, which the lower layers made a
+            # non-directory (or a symlink that leads nowhere usable): unpacking the layer onto
+            # the lower ones fails there (ENOTDIR, ELOOP), so the merge refuses it too
+            where = "/" + os.fsdecode(b"/".join(path + (name,)))
+            what = "a symlink that loops or ends at a non-directory" if low.symlink is not None \
+                else "a non-directory"
+            raise MergeError(f"{label}: has entries below {where!r}, which the lower layers made "
+                             f"{what}, and no entry of its own replacing it; unpacking this layer "
+                             "onto the lower ones would fail there")
         merged = kids[name] = _copy_dir(u, _xattrs(u, rules))
         stack.append((merged, u, path + (name,)))
+
+
+def _only_markers(node: Node, rules: Rules) -> bool:
+    """An implied directory holding nothing but whiteout markers (at any depth): unpacking it
+    creates nothing, not even the directory (a whiteout of a path that is not there is a no-op)."""
+    stack = [node]
+    while stack:
+        d = stack.pop()
+        for name, child in (d.children or {}).items():
+            m = rules.marker(name, child)
+            if m is not None and m[0] != OPAQUE_DIR:
+                continue
+            if child.children is None or not child.implicit or m is not None:
+                return False
+            stack.append(child)
+    return True
 
 
 def _xattrs(node: Node, rules: Rules) -> dict[bytes, bytes]:
