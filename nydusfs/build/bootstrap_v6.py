@@ -57,8 +57,14 @@ def _dir_size(e: Entry, entries: list[Entry]) -> int:
     """Size of the dirent blocks; depends on names only, so it is known before nids."""
     names = [b".", b".."] + [k.name for k in entries[e.child_index - 1:e.child_index - 1 + e.child_count]]
     names.sort()
-    blocks = v6.encode_dir_blocks([(n, 0, 0) for n in names], BS)
-    return (len(blocks) - 1) * BS + len(blocks[-1])
+    full = used = 0
+    for n in names:  # the packing rule of v6.encode_dir_blocks, without encoding
+        need = v6.DIRENT_SIZE + len(n)
+        if used and used + need > BS:
+            full += 1
+            used = 0
+        used += need
+    return full * BS + used
 
 
 def _allocation_order(entries: list[Entry]) -> list[Entry]:

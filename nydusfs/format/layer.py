@@ -219,7 +219,11 @@ def open_bootstrap(path: str | os.PathLike) -> tuple[Any, LayerLayout, Any]:
         raise FormatError("Nydus bootstrap or layer", expected="a readable file",
                           found=e.strerror, file=name) from None
     try:
-        layout = detect(fd, name)
+        try:
+            layout = detect(fd, name)
+        except OSError as e:  # a directory, an unreadable device...
+            raise FormatError("Nydus bootstrap or layer", expected="a readable file",
+                              found=e.strerror, file=name) from None
         if layout.kind == "tarball":
             return extract_from_tarball(fd, name), layout, None
         if layout.bootstrap is None:

@@ -9,6 +9,7 @@ exactly `SIZE` bytes and one item per field.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import re
 import struct
 from typing import Any, ClassVar, TypeVar
@@ -27,6 +28,7 @@ class Record:
     FORMAT: ClassVar[str]
     _struct: ClassVar[struct.Struct]
     _names: ClassVar[tuple[str, ...]]
+    _fields_of: ClassVar[Any]          # operator.attrgetter of every field, in struct order
     _offsets: ClassVar[dict[str, int]]
     _sizes: ClassVar[dict[str, int]]
 
@@ -44,7 +46,7 @@ class Record:
         return cls(*cls._struct.unpack_from(buf, off))
 
     def encode(self) -> bytes:
-        return self._struct.pack(*[getattr(self, n) for n in self._names])
+        return self._struct.pack(*self._fields_of(self))
 
     def replace(self: T, **changes: Any) -> T:
         return dataclasses.replace(self, **changes)
@@ -77,6 +79,7 @@ def record(cls: type[T]) -> type[T]:
     cls._struct = struct.Struct(fmt)
     assert cls._struct.size == cls.SIZE == pos, f"{cls.__name__}: size {cls._struct.size} != {cls.SIZE}"
     cls._names = names
+    cls._fields_of = operator.attrgetter(*names)
     cls._offsets = offsets
     cls._sizes = sizes
     return cls

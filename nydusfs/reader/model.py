@@ -87,3 +87,23 @@ def dev_to_disk(dev: int) -> int:
 
     major, minor = os.major(dev), os.minor(dev)
     return ((minor & 0xFF) | ((major & 0xFFF) << 8) | ((minor & ~0xFF) << 12)) & 0xFFFFFFFF
+
+
+PLACEHOLDER_ID = "x" * 64
+
+
+def stem_owners(entries: list[tuple[str, int]], stem: str) -> set[int]:
+    """Which blobs (given as (stored id, features)) take the file-name stem as their id.
+
+    Upstream gives it to every blob with INLINED_FS_META (not SEPARATE): the blob whose data
+    and bootstrap share one file is only known by that file's name. When several blobs carry
+    the flag (a chunk-dict blob copied without clearing it), only the ones with the placeholder
+    id - or else the last one - take the stem, so two blobs never end up with one id."""
+    if not stem:
+        return set()
+    flagged = [i for i, (raw_id, features) in enumerate(entries)
+               if features & 0x2 and not features & 0x10]
+    if len(flagged) <= 1:
+        return set(flagged)
+    placeholders = {i for i in flagged if entries[i][0] == PLACEHOLDER_ID}
+    return placeholders or {flagged[-1]}

@@ -15,7 +15,7 @@ from ..format.layer import LayerLayout
 from ..format.record import align, u32_array
 from ..format.v5 import ChunkInfo, V5ExtBlobEntry, V5Inode, V5SuperBlock
 from .base import Image, names_file
-from .model import BlobInfo, Inode, decode_mark, dev_from_disk
+from .model import BlobInfo, Inode, decode_mark, dev_from_disk, stem_owners
 
 MAX_TABLE_VALUE = 1 << 29
 _XATTR = int(InodeFlagsV5.XATTR)  # a plain int: IntFlag arithmetic is slow per inode
@@ -51,11 +51,15 @@ class ImageV5(Image):
         self.ext_blob_entries = ext
         self.raw_blob_entries = raw_blobs
         self.blobs = []
+        texts = [raw_id.decode("utf-8", "surrogateescape") for _, _, raw_id in raw_blobs]
+        flags = [ext[i].features if i < len(ext) else BlobFeatures.V5_NO_EXT_BLOB_TABLE
+                 for i in range(len(raw_blobs))]
+        stemmed = stem_owners(list(zip(texts, flags)), stem)
         for i, (ra_off, ra_size, raw_id) in enumerate(raw_blobs):
             e = ext[i] if i < len(ext) else None
-            features = e.features if e else BlobFeatures.V5_NO_EXT_BLOB_TABLE
-            text_id = raw_id.decode("utf-8", "surrogateescape")
-            blob_id = stem if (features & BlobFeatures.INLINED_FS_META and stem) else text_id
+            features = flags[i]
+            text_id = texts[i]
+            blob_id = stem if i in stemmed else text_id
             self.blobs.append(BlobInfo(
                 index=i, blob_id=blob_id, raw_id=text_id, compressor=self.compressor,
                 digester=self.digester, chunk_size=self.chunk_size,

@@ -16,7 +16,7 @@ from ..format.v5 import CHUNK_INFO_SIZE, ChunkInfo
 from ..format.v6 import (ChunkAddr, DeviceSlot, ErofsSuperBlock, InodeCompact, InodeExtended,
                          V6BlobEntry, V6SuperBlockExt)
 from .base import Image, names_file
-from .model import BlobInfo, Inode, decode_mark, dev_from_disk
+from .model import BlobInfo, Inode, decode_mark, dev_from_disk, stem_owners
 
 
 _FILE_OFFSET = ChunkInfo._names.index("file_offset")
@@ -54,11 +54,13 @@ class ImageV6(Image):
         self.blob_entries = [V6BlobEntry.decode(buf, ext.s_blob_table_offset + i * v6.BLOB_ENTRY_SIZE)
                              for i in range(n_blobs)]
         self.blobs = []
+        stemmed = stem_owners([(cstr(e.blob_id).decode("utf-8", "surrogateescape"), e.features)
+                               for e in self.blob_entries], stem)
         for i, e in enumerate(self.blob_entries):
             _check_blob_entry(e, i, ext.s_blob_table_offset + i * v6.BLOB_ENTRY_SIZE)
             raw_id = cstr(e.blob_id).decode("utf-8", "surrogateescape")
             features = e.features
-            blob_id = stem if (features & 0x2 and not features & 0x10 and stem) else raw_id
+            blob_id = stem if i in stemmed else raw_id
             self.blobs.append(BlobInfo(
                 index=i, blob_id=blob_id, raw_id=raw_id,
                 compressor=COMPRESSOR_NAMES.get(e.compression_algo, f"unknown({e.compression_algo})"),

@@ -5,17 +5,25 @@ from __future__ import annotations
 import stat
 
 from ..errors import FormatError
-from ..format.flags import SuperFlags
+from ..format.flags import BlobFeatures, SuperFlags
 from ..reader import Image
 from ..reader.model import BlobInfo
 from .node import BlobDesc, Node, Tree
 
 
 def blob_desc(b: BlobInfo) -> BlobDesc:
+    """The blob-table entry of a blob re-listed in another bootstrap (merge, chunk dict, parent).
+
+    Its id is the resolved one, so INLINED_FS_META is cleared, as upstream does for blobs taken
+    from a parent or a dict: that flag tells readers to take the id from the file name, which
+    is only right in the layer file that holds the blob."""
+    features = b.features & 0x7FFF_FFFF
+    if not features & BlobFeatures.SEPARATE:
+        features &= ~BlobFeatures.INLINED_FS_META
     d = BlobDesc(blob_id=b.blob_id, compressor=b.compressor, digester=b.digester,
                  chunk_size=b.chunk_size, chunk_count=b.chunk_count,
                  compressed_size=b.compressed_size, uncompressed_size=b.uncompressed_size,
-                 features=b.features & 0x7FFF_FFFF, readahead_offset=b.readahead_offset,
+                 features=int(features), readahead_offset=b.readahead_offset,
                  readahead_size=b.readahead_size)
     if b.v6 is not None:
         e = b.v6
