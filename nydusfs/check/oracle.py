@@ -322,8 +322,7 @@ def _tar_member(cs: Changeset, tf: tarfile.TarFile, ti: tarfile.TarInfo, hash_al
     if kind is None:
         raise LayerError(cs.source, f"unsupported tar entry type {ti.type!r}", member=name,
                          offset=ti.offset)
-    xattrs = {_b(k[len("SCHILY.xattr."):]): _b(v) for k, v in ti.pax_headers.items()
-              if k.startswith("SCHILY.xattr.")}
+    xattrs = _pax_xattrs(ti.pax_headers)
     node = Node(kind, mode=ti.mode & 0o7777, uid=ti.uid, gid=ti.gid, mtime_ns=_mtime_ns(ti),
                 xattrs=xattrs)
     if kind == "dir":
@@ -447,3 +446,20 @@ def build(changesets: list[Changeset]) -> Node:
 def reference(layers: list[str], hash_algo: str | None = "blake3") -> Node:
     """The tree the layers (lowest first) hold once applied."""
     return build([read_layer(p, hash_algo) for p in layers])
+
+
+def _pax_xattrs(pax: dict[str, str]) -> dict[bytes, bytes]:
+    """xattrs of a PAX header: `SCHILY.xattr.NAME=value` (GNU tar, Go, containerd) and
+    `LIBARCHIVE.xattr.NAME=base64` (bsdtar; NAME percent-encoded)."""
+    import base64
+    import urllib.parse
+
+    out = {}
+    for k, v in pax.items():
+        if k.startswith("SCHILY.xattr."):
+            out[_b(k[len("SCHILY.xattr."):])] = _b(v)
+        elif k.startswith("LIBARCHIVE.xattr."):
+            raw = _b(v)
+            out[urllib.parse.unquote_to_bytes(k[len("LIBARCHIVE.xattr."):])] = \
+                base64.b64decode(raw + b"=" * (-len(raw) % 4))
+    return out
