@@ -9,7 +9,7 @@ from corpus import Layer, pattern
 from stacks import build_layers
 
 from nydusfs.merge import MergeOptions, merge
-from nydusfs.merge.options import parse_patterns
+from nydusfs.util.prefetch import parse_patterns
 from nydusfs.merge.output import commit
 from nydusfs.reader import open_image
 

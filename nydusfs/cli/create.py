@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
 from ..errors import UsageError
+from ..util.prefetch import parse_chunk_dict, parse_patterns, read_pattern_source
 
 HELP = "convert one OCI layer tar (tar, tar.gz, tar.zst, or - for stdin) into a Nydus layer"
 DESCRIPTION = """\
@@ -88,7 +88,7 @@ def register(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def _patterns(args: argparse.Namespace) -> list[bytes]:
+def _patterns(args: argparse.Namespace, warn: Any) -> list[bytes]:
     if args.prefetch_policy == "none":
         return []
     src = args.prefetch_files
@@ -96,47 +96,24 @@ def _patterns(args: argparse.Namespace) -> list[bytes]:
         if args.source == "-":
             raise UsageError("SOURCE is stdin, so prefetch patterns need --prefetch-files FILE")
         src = "-"
-    if src == "-":
-        raw = sys.stdin.buffer.read()
-    else:
-        try:
-            with open(src, "rb") as f:
-                raw = f.read()
-        except OSError as e:
-            raise UsageError(f"cannot read prefetch patterns from {src}: {e.strerror}") from None
-    out = []
-    for line in raw.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        if not line.startswith(b"/"):
-            raise UsageError(f"prefetch pattern {os.fsdecode(line)!r} is not an absolute path")
-        out.append(line)
-    return out
-
-
-def _chunk_dict(value: str | None) -> str | None:
-    if value is None:
-        return None
-    kind, sep, path = value.partition("=")
-    if not sep:
-        return value
-    if kind != "bootstrap":
-        raise UsageError(f"--chunk-dict supports bootstrap=FILE, not {kind}=")
-    return path
+    patterns, warnings = parse_patterns(read_pattern_source(src))
+    for w in warnings:
+        if warn:
+            warn(w)
+    return patterns
 
 
 def run(args: argparse.Namespace) -> int:
     from ..build.create import CreateOptions, create  # heavy: only when creating
 
+    warn = None if args.quiet else (lambda m: print(f"nydusfs create: warning: {m}", file=sys.stderr))
     opts = CreateOptions(
         fs_version=args.fs_version, compressor=args.compressor, digester=args.digester,
         chunk_size=args.chunk_size, whiteout_spec=args.whiteout_spec, blob_offset=args.blob_offset,
-        chunk_dict=_chunk_dict(args.chunk_dict), prefetch_policy=args.prefetch_policy,
-        prefetch_patterns=_patterns(args), aligned_chunk=args.aligned_chunk, layout=args.layout,
+        chunk_dict=parse_chunk_dict(args.chunk_dict), prefetch_policy=args.prefetch_policy,
+        prefetch_patterns=_patterns(args, warn), aligned_chunk=args.aligned_chunk, layout=args.layout,
         output=args.output, bootstrap=args.bootstrap, blob=args.blob, blob_dir=args.blob_dir,
         workers=args.workers)
-    warn = None if args.quiet else (lambda m: print(f"nydusfs create: warning: {m}", file=sys.stderr))
     show_progress = not args.quiet and sys.stderr.isatty()
     if show_progress:
         from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from ..errors import UsageError
+
 
 HELP = "merge per-layer bootstraps (lowest first) into one image bootstrap"
 DESCRIPTION = """\
@@ -81,8 +81,8 @@ def register(sub: Any) -> None:
 
 
 def options_from(args: argparse.Namespace, stdin: Any = None) -> Any:
-    from ..merge.options import (MergeOptions, parse_chunk_dict, parse_patterns, split_list,
-                                 split_sizes)
+    from ..merge.options import MergeOptions, split_list, split_sizes
+    from ..util.prefetch import parse_chunk_dict, parse_patterns, read_pattern_source
 
     opts = MergeOptions(
         parent_bootstrap=args.parent_bootstrap, chunk_dict=parse_chunk_dict(args.chunk_dict),
@@ -96,19 +96,8 @@ def options_from(args: argparse.Namespace, stdin: Any = None) -> Any:
     opts.validate(args.sources)
     warnings: list[str] = []
     if args.prefetch_policy == "fs":
-        opts.prefetch_patterns, warnings = parse_patterns(_read_patterns(args.prefetch_files, stdin))
+        opts.prefetch_patterns, warnings = parse_patterns(read_pattern_source(args.prefetch_files, stdin))
     return opts, warnings
-
-
-def _read_patterns(name: str, stdin: Any) -> bytes:
-    if name == "-":
-        stream = stdin or sys.stdin
-        return stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
-    try:
-        with open(name, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise UsageError(f"--prefetch-files: cannot read {name}: {e.strerror}") from None
 
 
 def run(args: argparse.Namespace) -> int:
