@@ -24,7 +24,9 @@ dump --verify failures); 2 bad input, usage error or missing file; 130 interrupt
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every verb, or of `only` one (each verb's imports cost start-up time,
+    which matters for `mount`, whose readiness is measured from the process start)."""
     parser = argparse.ArgumentParser(
         prog="nydusfs",
         description="Create, merge, mount, check and dump Nydus (RAFS v5/v6) container images.",
@@ -35,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for verb in VERBS:
+        if only is not None and verb != only:
+            continue
         if importlib.util.find_spec(f"{__name__}.{verb}") is None:
             continue
         module = importlib.import_module(f".{verb}", __name__)
@@ -43,8 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    verb = next((w for w in words if not w.startswith("-")), None)
+    parser = build_parser(verb if verb in VERBS else None)
+    args = parser.parse_args(words)
     try:
         return int(args.run(args) or 0)
     except NydusfsError as e:
