@@ -33,3 +33,15 @@ def is_root() -> bool:
 
 
 needs_root = pytest.mark.skipif(not is_root(), reason="needs root (FUSE, loop devices, mount)")
+
+
+@pytest.fixture
+def mounts(tmp_path: pathlib.Path):
+    """FUSE mounts made by a test, always taken down afterwards (tests/mount_helpers.py)."""
+    from mount_helpers import Mounts
+
+    m = Mounts(tmp_path)
+    try:
+        yield m
+    finally:
+        m.cleanup()

@@ -20,14 +20,6 @@ pytestmark = needs_root
 CHUNK = "0x1000"     # small chunks: multi-chunk files from a few KiB
 
 
-@pytest.fixture
-def mounts(tmp_path: pathlib.Path):
-    m = Mounts(tmp_path)
-    try:
-        yield m
-    finally:
-        m.cleanup()
-
 
 def build_with_cli(layers: list[Layer], work: pathlib.Path, version: int,
                    compressor: str = "zstd") -> tuple[pathlib.Path, pathlib.Path]:

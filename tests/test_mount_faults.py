@@ -20,14 +20,6 @@ pytestmark = needs_root
 CHUNK = 0x4000
 
 
-@pytest.fixture
-def mounts(tmp_path: pathlib.Path):
-    m = Mounts(tmp_path)
-    try:
-        yield m
-    finally:
-        m.cleanup()
-
 
 def two_blob_image(tmp: pathlib.Path, version: int, compressor: str = "zstd") -> Built:
     """Files a* in blob 0, b* in blob 1, directories and symlinks need no blob at all."""

@@ -17,14 +17,6 @@ from nydusfs.reader import open_image
 pytestmark = needs_root
 
 
-@pytest.fixture
-def mounts(tmp_path: pathlib.Path):
-    m = Mounts(tmp_path)
-    try:
-        yield m
-    finally:
-        m.cleanup()
-
 
 def parse_result(path: pathlib.Path) -> tuple[list, list[str]]:
     """The `tree -a -J -v` JSON and the sorted md5sum lines of an upstream `.result` file."""

@@ -22,14 +22,6 @@ pytestmark = needs_root
 CAP = bytes.fromhex("0100000200200000000000000000000000000000")   # cap_net_bind_service, v2
 
 
-@pytest.fixture
-def mounts(tmp_path: pathlib.Path):
-    m = Mounts(tmp_path)
-    try:
-        yield m
-    finally:
-        m.cleanup()
-
 
 def rich_image(version: int, compressor: str = "zstd", digester: str = "blake3",
                explicit_uid_gid: bool = True) -> ImageBuilder:

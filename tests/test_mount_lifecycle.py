@@ -21,14 +21,6 @@ from nydusfs.fuse.mounts import (default_pid_file, mount_entry, process_alive, r
 pytestmark = needs_root
 
 
-@pytest.fixture
-def mounts(tmp_path: pathlib.Path):
-    m = Mounts(tmp_path)
-    try:
-        yield m
-    finally:
-        m.cleanup()
-
 
 @pytest.fixture
 def built(tmp_path: pathlib.Path) -> Built:

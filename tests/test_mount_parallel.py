@@ -24,14 +24,6 @@ READERS = 8
 CHUNK = 0x10000
 
 
-@pytest.fixture
-def mounts(tmp_path: pathlib.Path):
-    m = Mounts(tmp_path)
-    try:
-        yield m
-    finally:
-        m.cleanup()
-
 
 def image(version: int, compressor: str) -> ImageBuilder:
     b = ImageBuilder(version=version, compressor=compressor, chunk_size=CHUNK)

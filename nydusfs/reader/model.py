@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import stat
 from typing import Any
+
+from ..util.modes import FileKind
 
 # nydusfs keeps one private mark in reserved inode bytes that other readers ignore: a directory
 # that a layer only implied (its tar had no entry for it), so that a merge keeps the lower
@@ -26,7 +27,7 @@ def encode_mark(flags: int, size: int) -> bytes:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Inode:
+class Inode(FileKind):
     """One inode as the image describes it. `ino` is the reader's inode number: the RAFS v5
     inode number, or the RAFS v6 nid (what the kernel and nydusd show as st_ino)."""
 
@@ -42,18 +43,6 @@ class Inode:
     implicit: bool          # directory created only to hold children (see MARK_IMPLICIT_DIR)
     offset: int             # file offset of the on-disk inode record
     record: Any             # the decoded on-disk record
-
-    @property
-    def is_dir(self) -> bool:
-        return stat.S_ISDIR(self.mode)
-
-    @property
-    def is_reg(self) -> bool:
-        return stat.S_ISREG(self.mode)
-
-    @property
-    def is_symlink(self) -> bool:
-        return stat.S_ISLNK(self.mode)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Iterator
 
 from ..format.blob import DEFAULT_CHUNK_SIZE
 from ..format.v5 import ChunkInfo
+from ..util.modes import FileKind
 
 # A hard link whose target is not in its own layer (a file of a lower layer) cannot be resolved
 # by `create`; it is stored as an empty file carrying this private xattr (value: the target path
@@ -21,7 +22,7 @@ LOWER_LINK_XATTR = b"trusted.nydusfs.lowerlink"
 
 
 @dataclasses.dataclass(slots=True, eq=False)
-class Node:
+class Node(FileKind):
     mode: int
     uid: int = 0
     gid: int = 0
@@ -35,18 +36,6 @@ class Node:
     children: dict[bytes, "Node"] | None = None     # directories only
     layer: int = 0                                  # index of the layer the node came from
     implicit: bool = False                          # directory only implied by its children
-
-    @property
-    def is_dir(self) -> bool:
-        return stat.S_ISDIR(self.mode)
-
-    @property
-    def is_reg(self) -> bool:
-        return stat.S_ISREG(self.mode)
-
-    @property
-    def is_symlink(self) -> bool:
-        return stat.S_ISLNK(self.mode)
 
     def sorted_children(self) -> list[tuple[bytes, "Node"]]:
         assert self.children is not None
