@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     boot = os.path.join(work, "image.boot")
     _must(_step("merge the layer bootstraps (lowest first)", ["merge", *layer_files, "--bootstrap", boot]),
           "merge")
-    _must(_step("dump the merged bootstrap's blob table", ["dump", boot, "--blob-dir", nydus_dir,
-                                                             "--path", "/usr/bin/tool"]), "dump")
+    _must(_step("dump one inode of the merged image, with its chunks",
+                ["dump", boot, "--blob-dir", nydus_dir, "--path", "/usr/bin/tool"]), "dump")
     proc = _step("check the image against the original OCI layers",
                  ["check", boot, "--blob-dir", nydus_dir, "--layers", *tars])
     _must(proc, "check")
