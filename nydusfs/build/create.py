@@ -17,7 +17,7 @@ from ..errors import LayerError, UsageError
 from ..format.blob import COMPRESSOR_IDS, TAR_BLOCK, compress, encode_ci_v1, valid_chunk_size
 from ..format.flags import BlobFeatures, SuperFlags
 from ..format.record import align
-from ..tree.node import BlobDesc, Node, Tree
+from ..tree.node import BlobDesc, Node, Tree, non_directories
 from ..util.streams import open_decompressed
 from .blobfile import BlobFile, meta_header, sha256, toc_entry
 from .bootstrap_v5 import write_v5
@@ -407,17 +407,13 @@ def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, temp
 
 
 def _remap_own(root: Node, index: int) -> None:
+    """Give the chunks of the blob just built their index in the blob table."""
     seen: set[int] = set()
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        for child in (node.children or {}).values():
-            if child.is_dir:
-                stack.append(child)
-            elif child.is_reg and id(child) not in seen:
-                seen.add(id(child))
-                child.chunks[:] = [c.replace(blob_index=index) if c.blob_index == OWN_BLOB else c
-                                   for c in child.chunks]
+    for child in non_directories(root):
+        if child.is_reg and id(child) not in seen:
+            seen.add(id(child))
+            child.chunks[:] = [c.replace(blob_index=index) if c.blob_index == OWN_BLOB else c
+                               for c in child.chunks]
 
 
 def _blob_readahead(tree: Tree, desc: BlobDesc, patterns: list[bytes], blob_offset: int) -> None:

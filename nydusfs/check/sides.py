@@ -17,7 +17,7 @@ from ..format.blob import new_hasher
 from ..format.v6 import InodeCompact
 from ..reader import Image, file_kind
 from .compare import Difference, Entry
-from .oracle import FS_KINDS, READ
+from .oracle import FS_KINDS, READ, hash_file
 
 Tick = Callable[[int], None]
 
@@ -114,17 +114,11 @@ def _dir_problems(image: Image, path: bytes, ino: int) -> list[Difference]:
 # --- a mounted tree (nydusfs's own mount, or any other) -------------------------------------------
 
 def path_digest(full: bytes, algo: str) -> bytes | str:
-    h = new_hasher(algo)
+    """Content digest of a file of the mounted tree, or the read error as text (a difference)."""
     try:
-        with open(full, "rb", buffering=0) as f:
-            while True:
-                block = f.read(READ)
-                if not block:
-                    break
-                h.update(block)
+        return hash_file(full, algo)
     except OSError as e:
         return f"{errno.errorcode.get(e.errno or 0, e.errno)}: {e.strerror}"
-    return h.digest()
 
 
 def _xattrs(full: bytes) -> dict[bytes, bytes]:

@@ -110,9 +110,9 @@ def split_path(path: bytes) -> list[bytes]:
     return [p for p in path.split(b"/") if p and p != b"."]
 
 
-def count_links(root: Node) -> dict[int, int]:
-    """Number of names of each non-directory node, keyed by id(node)."""
-    counts: dict[int, int] = {}
+def non_directories(root: Node) -> Iterator[Node]:
+    """Every non-directory node below `root`, once per name (a hard link comes up once per
+    name; callers that want each inode once keep a set of ids)."""
     stack = [root]
     while stack:
         node = stack.pop()
@@ -120,5 +120,12 @@ def count_links(root: Node) -> dict[int, int]:
             if child.is_dir:
                 stack.append(child)
             else:
-                counts[id(child)] = counts.get(id(child), 0) + 1
+                yield child
+
+
+def count_links(root: Node) -> dict[int, int]:
+    """Number of names of each non-directory node, keyed by id(node)."""
+    counts: dict[int, int] = {}
+    for child in non_directories(root):
+        counts[id(child)] = counts.get(id(child), 0) + 1
     return counts
