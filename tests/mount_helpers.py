@@ -19,8 +19,8 @@ import sys
 import time
 from typing import Any, Iterator
 
-from nydusfs.build.bootstrap_v5 import write_v5
-from nydusfs.build.bootstrap_v6 import write_v6
+from nydusfs.write.bootstrap_v5 import write_v5
+from nydusfs.write.bootstrap_v6 import write_v6
 from nydusfs.format.blob import compress, digest
 from nydusfs.format.flags import BlobFeatures, ChunkFlags
 from nydusfs.format.v5 import ChunkInfo

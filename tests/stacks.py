@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from corpus import MTIME, Layer, pattern
 
-from nydusfs.build.create import CreateOptions, create
+from nydusfs.create.pipeline import CreateOptions, create
 from nydusfs.reader import open_image
 
 CHUNK = 0x1000           # small chunks: multi-chunk files from a few KiB of data

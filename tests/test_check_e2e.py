@@ -16,8 +16,8 @@ import pytest
 import corpus
 from conftest import needs_root
 from corpus import MTIME, Layer, pattern
-from nydusfs.build.bootstrap_v5 import write_v5
-from nydusfs.build.bootstrap_v6 import write_v6
+from nydusfs.write.bootstrap_v5 import write_v5
+from nydusfs.write.bootstrap_v6 import write_v6
 from nydusfs.check import CheckOptions, run_check
 from nydusfs.check.compare import Difference
 from nydusfs.cli import main

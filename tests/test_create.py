@@ -14,7 +14,7 @@ import tarfile
 import pytest
 
 import corpus
-from nydusfs.build.create import CreateOptions, create
+from nydusfs.create.pipeline import CreateOptions, create
 from nydusfs.cli import main
 from nydusfs.format.blob import digest
 from nydusfs.format.flags import BlobFeatures, SuperFlags

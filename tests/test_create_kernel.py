@@ -13,7 +13,7 @@ import pytest
 
 import corpus
 from conftest import needs_root
-from nydusfs.build.create import CreateOptions, create
+from nydusfs.create.pipeline import CreateOptions, create
 from tarview import tar_view
 
 

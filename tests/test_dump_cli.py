@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from conftest import fixture_path
-from nydusfs.build.bootstrap_v5 import write_v5
-from nydusfs.build.bootstrap_v6 import write_v6
+from nydusfs.write.bootstrap_v5 import write_v5
+from nydusfs.write.bootstrap_v6 import write_v6
 from nydusfs.cli import main
 from nydusfs.format.flags import SuperFlags
 from nydusfs.reader import open_image

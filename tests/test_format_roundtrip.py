@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import fixture_path
-from nydusfs.build.bootstrap_v5 import write_v5
-from nydusfs.build.bootstrap_v6 import write_v6
+from nydusfs.write.bootstrap_v5 import write_v5
+from nydusfs.write.bootstrap_v6 import write_v6
 from nydusfs.format import v6
 from nydusfs.format.v5 import ChunkInfo
 from nydusfs.reader import open_image

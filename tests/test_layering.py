@@ -14,7 +14,7 @@ from conftest import FIXTURES, fixture_path
 CORE = ["nydusfs.format", "nydusfs.format.v5", "nydusfs.format.v6", "nydusfs.format.blob",
         "nydusfs.format.layer", "nydusfs.format.flags", "nydusfs.format.whiteout",
         "nydusfs.reader", "nydusfs.reader.regions", "nydusfs.tree", "nydusfs.tree.load",
-        "nydusfs.build.bootstrap_v5", "nydusfs.build.bootstrap_v6", "nydusfs.dump", "nydusfs.errors"]
+        "nydusfs.write.bootstrap_v5", "nydusfs.write.bootstrap_v6", "nydusfs.dump", "nydusfs.errors"]
 FORBIDDEN = ["pyfuse3", "trio", "rich"]
 
 
@@ -44,8 +44,8 @@ def test_using_the_core_loads_no_ui_or_fuse_module():
         from nydusfs.reader import open_image
         from nydusfs.reader.regions import reencode
         from nydusfs.tree.load import load_tree
-        from nydusfs.build.bootstrap_v5 import write_v5
-        from nydusfs.build.bootstrap_v6 import write_v6
+        from nydusfs.write.bootstrap_v5 import write_v5
+        from nydusfs.write.bootstrap_v6 import write_v6
         F = {fixtures!r}
         for rel, blobs in [("repeatable/sha256-nocompress-repeatable", ["repeatable/blobs"]),
                            ("bootstrap/rafs-v6-2.2.boot", ["blobs"]),
@@ -61,6 +61,13 @@ def test_using_the_core_loads_no_ui_or_fuse_module():
                 (write_v5 if im.version == 5 else write_v6)(tree)
     """)
     assert forbidden_in(fresh_modules(code)) == []
+
+
+def test_merge_does_not_import_the_create_package():
+    """merge shares the writers in nydusfs.write with create, not create's own modules."""
+    modules = fresh_modules("import nydusfs.merge, nydusfs.cli.merge")
+    assert "nydusfs.merge" in modules
+    assert sorted(m for m in modules if m.startswith("nydusfs.create")) == []
 
 
 def test_the_check_itself_can_fail():

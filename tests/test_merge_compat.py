@@ -8,8 +8,8 @@ import pytest
 from corpus import Layer, pattern
 from stacks import CHUNK, build_bootstraps, build_layers, differences, reference, snapshot_image
 
-from nydusfs.build.bootstrap_v5 import write_v5
-from nydusfs.build.bootstrap_v6 import write_v6
+from nydusfs.write.bootstrap_v5 import write_v5
+from nydusfs.write.bootstrap_v6 import write_v6
 from nydusfs.errors import MergeError
 from nydusfs.format.flags import SuperFlags
 from nydusfs.merge import MergeOptions, merge

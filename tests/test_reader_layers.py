@@ -13,7 +13,7 @@ import pytest
 
 from conftest import fixture_path
 from nydusfs import dump as model
-from nydusfs.build.bootstrap_v5 import write_v5
+from nydusfs.write.bootstrap_v5 import write_v5
 from nydusfs.errors import BlobError, FormatError
 from nydusfs.format import blob
 from nydusfs.format.flags import BlobFeatures

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import FIXTURES, fixture_path
 from nydusfs import dump as model
-from nydusfs.build.bootstrap_v5 import write_v5
-from nydusfs.build.bootstrap_v6 import write_v6
+from nydusfs.write.bootstrap_v5 import write_v5
+from nydusfs.write.bootstrap_v6 import write_v6
 from nydusfs.errors import FormatError, NydusfsError
 from nydusfs.format import blob
 from nydusfs.reader import open_image

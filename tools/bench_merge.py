@@ -34,8 +34,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nydusfs.build.bootstrap_v5 import write_v5  # noqa: E402
-from nydusfs.build.bootstrap_v6 import write_v6  # noqa: E402
+from nydusfs.write.bootstrap_v5 import write_v5  # noqa: E402
+from nydusfs.write.bootstrap_v6 import write_v6  # noqa: E402
 from nydusfs.format.v5 import ChunkInfo  # noqa: E402
 from nydusfs.merge import MergeOptions, merge  # noqa: E402
 from nydusfs.merge.output import commit  # noqa: E402
@@ -68,7 +68,7 @@ def timed_merge(sources: list[pathlib.Path], out: pathlib.Path, profile: bool = 
 # --- realistic ----------------------------------------------------------------------------
 
 def realistic(args: argparse.Namespace) -> dict:
-    from nydusfs.build.create import CreateOptions, create
+    from nydusfs.create.pipeline import CreateOptions, create
 
     image = CACHE / "images" / "realistic"
     meta = json.loads((image / "image.json").read_text())

@@ -27,8 +27,8 @@ import sys
 import tempfile
 import time
 
-from nydusfs.build.bootstrap_v5 import write_v5
-from nydusfs.build.bootstrap_v6 import write_v6
+from nydusfs.write.bootstrap_v5 import write_v5
+from nydusfs.write.bootstrap_v6 import write_v6
 from nydusfs.format.v5 import ChunkInfo
 from nydusfs.reader import open_image
 from nydusfs.tree.node import BlobDesc, Node, Tree, new_dir

@@ -104,7 +104,7 @@ def _patterns(args: argparse.Namespace, warn: Any) -> list[bytes]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..build.create import CreateOptions, create  # heavy: only when creating
+    from ..create.pipeline import CreateOptions, create  # heavy: only when creating
 
     warn = None if args.quiet else (lambda m: print(f"nydusfs create: warning: {m}", file=sys.stderr))
     opts = CreateOptions(

@@ -17,8 +17,8 @@ import time
 from typing import Any, Sequence
 
 from .. import __version__
-from ..build.bootstrap_v5 import write_v5
-from ..build.bootstrap_v6 import write_v6
+from ..write.bootstrap_v5 import write_v5
+from ..write.bootstrap_v6 import write_v6
 from ..tree.load import load_tree
 from ..tree.node import Node, Tree
 from . import compat, prefetch

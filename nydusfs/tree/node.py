@@ -1,4 +1,4 @@
-"""The in-memory filesystem tree shared by build (create) and merge.
+"""The in-memory filesystem tree shared by create and merge.
 
 A directory maps names (bytes) to nodes. A hard link is the *same* Node object under several
 names, so nlink is simply the number of references, a link group split by an upper layer keeps

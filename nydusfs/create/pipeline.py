@@ -19,9 +19,9 @@ from ..format.flags import BlobFeatures, SuperFlags
 from ..format.record import align
 from ..tree.node import BlobDesc, Node, Tree, non_directories
 from ..util.streams import open_decompressed
-from .blobfile import BlobFile, meta_header, sha256, toc_entry
-from .bootstrap_v5 import write_v5
-from .bootstrap_v6 import write_v6
+from ..write.blobfile import BlobFile, meta_header, sha256, toc_entry
+from ..write.bootstrap_v5 import write_v5
+from ..write.bootstrap_v6 import write_v6
 from .chunker import OWN_BLOB, Chunker, DictChunks
 from .layer_tree import LayerTree, overlayfs_to_oci
 from .tarstream import TarStream

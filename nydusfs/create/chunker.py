@@ -19,7 +19,7 @@ from ..format.blob import MAX_CHUNKS_PER_BLOB, compress, digest
 from ..format.flags import ChunkFlags
 from ..format.record import align
 from ..format.v5 import ChunkInfo
-from .blobfile import BlobFile
+from ..write.blobfile import BlobFile
 
 OWN_BLOB = -1          # blob_index placeholder for chunks of the blob being built
 ALIGNMENT = 4096
