@@ -5,7 +5,6 @@ exactly that difference with exit status 1, and the manifest rule holds."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import pathlib
@@ -14,7 +13,7 @@ import stat
 import pytest
 
 import corpus
-from conftest import needs_root
+from conftest import needs_fuse
 from corpus import MTIME, Layer, pattern
 from nydusfs.write.bootstrap_v5 import write_v5
 from nydusfs.write.bootstrap_v6 import write_v6
@@ -56,10 +55,6 @@ def check(boot: str, blobs: str, tars: list[str], **kw) -> list[Difference]:
 
 def exact(diffs: list[Difference]) -> set[tuple[bytes, str]]:
     return {(d.path, d.field) for d in diffs}
-
-
-def have_mount() -> bool:
-    return importlib.util.find_spec("nydusfs.cli.mount") is not None and os.path.exists("/dev/fuse")
 
 
 # --- a stack with deletions, type changes, links across layers -----------------------------------
@@ -165,8 +160,7 @@ def _layers(which: str) -> list[Layer]:
         [f() for _, f in sorted(corpus.EDGE_CASES.items())]
 
 
-@needs_root
-@pytest.mark.skipif(not have_mount(), reason="nydusfs mount (FUSE) not available")
+@needs_fuse
 @pytest.mark.parametrize("version,which", MOUNTED_CASES)
 def test_through_mount_checks_clean(tmp_path, version, which):
     boot, blobs, tars = build(tmp_path, _layers(which), version)
@@ -177,8 +171,7 @@ def test_through_mount_checks_clean(tmp_path, version, which):
     assert leftovers == []
 
 
-@needs_root
-@pytest.mark.skipif(not have_mount(), reason="nydusfs mount (FUSE) not available")
+@needs_fuse
 def test_through_mount_sees_a_flipped_blob_byte(tmp_path):
     boot, blobs, tars = build(tmp_path, [corpus.regular_files()])
     paths = flip_chunk_of(boot, blobs, b"/d/text")
@@ -187,8 +180,7 @@ def test_through_mount_sees_a_flipped_blob_byte(tmp_path):
     assert exact(diffs) == {(p, "content") for p in paths}
 
 
-@needs_root
-@pytest.mark.skipif(not have_mount(), reason="nydusfs mount (FUSE) not available")
+@needs_fuse
 def test_mounted_option_compares_any_mounted_tree(tmp_path):
     from nydusfs.check.mount import mounted
 

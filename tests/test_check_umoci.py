@@ -5,23 +5,20 @@ layers. The image is assembled with umoci itself (init, new, raw add-layer)."""
 from __future__ import annotations
 
 import pathlib
-import shutil
 import subprocess
 import time
 
-import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import corpus
-from conftest import needs_root
+from conftest import needs_root, needs_tool
 from corpus import Layer
 from nydusfs.check import CheckOptions, oracle, run_check
 from nydusfs.errors import LayerError
 from test_check_e2e import stack
 
-pytestmark = [needs_root,
-              pytest.mark.skipif(shutil.which("umoci") is None, reason="umoci not installed (apt install umoci)")]
+pytestmark = [needs_root, needs_tool("umoci")]
 
 
 def umoci(*args: str) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 import subprocess
 
 import pytest
 
 import corpus
-from conftest import needs_root
+from conftest import needs_root, needs_tool
 from nydusfs.create.pipeline import CreateOptions, create
 from tarview import tar_view
 
@@ -85,9 +84,8 @@ def test_kernel_erofs_mount_equals_the_tar(tmp_path, chunk_size):
 
 
 @needs_root
+@needs_tool("fsck.erofs", "erofs-utils")
 def test_fsck_erofs_accepts_v6_output(tmp_path):
-    if shutil.which("fsck.erofs") is None:
-        pytest.fail("fsck.erofs (erofs-utils) is not installed")
     src = corpus.everything().write(tmp_path / "layer.tar")
     boot, blob = tmp_path / "l.boot", tmp_path / "l.blob"
     create(str(src), CreateOptions(bootstrap=str(boot), blob=str(blob), compressor="none",
