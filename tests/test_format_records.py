@@ -7,7 +7,7 @@ import random
 import struct
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from nydusfs.errors import FormatError
 from nydusfs.format import blob, record, v5, v6
@@ -21,8 +21,7 @@ RECORDS = [V5SuperBlock, V5Inode, ChunkInfo, V5ExtBlobEntry, ErofsSuperBlock, V6
            DeviceSlot, V6BlobEntry, InodeCompact, InodeExtended, Dirent, ChunkAddr,
            XattrIbodyHeader, BlobMetaHeader, TocEntry]
 
-SETTINGS = settings(max_examples=150, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(max_examples=150, deadline=None)
 
 
 def field_codes(cls: type[record.Record]) -> list[str]:

@@ -14,7 +14,7 @@ import stat
 import tempfile
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from conftest import fixture_path
 from nydusfs.write.bootstrap_v5 import write_v5
@@ -173,7 +173,7 @@ def write_and_open(tree: Tree, version: int, tmpdir: str):
     return raw, open_image(path)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 1 << 32), entries=st.integers(1, 60), nblobs=st.integers(1, 3),
        version=st.sampled_from([5, 6]))
 def test_writer_bootstraps_reencode_and_read_back(seed, entries, nblobs, version):

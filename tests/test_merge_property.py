@@ -18,7 +18,7 @@ import tempfile
 
 import pytest
 from corpus import Layer
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from stacks import CHUNK, Refused, build_layers, differences, reference, snapshot_image
 
@@ -131,7 +131,7 @@ def _directories_first(layer: Layer) -> Layer:
     return layer
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None)
 @given(stack=st.lists(st.lists(op, min_size=2, max_size=12), min_size=2, max_size=5),
        version=st.sampled_from([5, 6]), layout=st.sampled_from(["A", "B"]))
 def test_merge_equals_reference(stack: list[list[tuple]], version: int, layout: str) -> None:

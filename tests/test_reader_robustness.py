@@ -16,7 +16,7 @@ import tarfile
 import tempfile
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from conftest import FIXTURES, fixture_path
 from nydusfs import dump as model
@@ -190,8 +190,7 @@ def test_mutated_image_gives_only_nydusfs_errors(case, workdir):
     target = os.path.join(workdir, case, os.path.basename(rel or case))
     os.makedirs(os.path.dirname(target), exist_ok=True)
 
-    @settings(max_examples=examples, deadline=None, derandomize=DERANDOMIZE, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(max_examples=examples, deadline=None, derandomize=DERANDOMIZE, database=None)
     @given(mutations(spans))
     def check(edits):
         data = apply(raw, edits, spans)
@@ -214,8 +213,7 @@ def test_mutated_blob_gives_only_blob_errors(case, workdir):
     blob_dir = os.path.join(workdir, f"blobs-{case}")
     os.makedirs(blob_dir, exist_ok=True)
 
-    @settings(max_examples=150, deadline=None, derandomize=DERANDOMIZE, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(max_examples=150, deadline=None, derandomize=DERANDOMIZE, database=None)
     @given(mutations([]))
     def check(edits):
         tmp = os.path.join(blob_dir, name + ".tmp")
