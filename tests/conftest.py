@@ -106,3 +106,18 @@ def mounts(tmp_path: pathlib.Path):
         yield m
     finally:
         m.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def server_logs_are_clean(request: pytest.FixtureRequest):
+    """Any warning or error logged by a mount server of the test fails it, unless the test
+    declared it with `mounts.expect_log(regex)` (runs after the mounts are taken down, so that
+    the logs are complete)."""
+    if "mounts" not in request.fixturenames:
+        yield
+        return
+    made = request.getfixturevalue("mounts")   # set up after this fixture, so torn down before:
+    yield                                       # the servers have stopped and their logs are complete
+    problems = made.log_verdict()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)

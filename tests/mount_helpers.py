@@ -12,6 +12,7 @@ import errno
 import hashlib
 import os
 import pathlib
+import re
 import signal
 import stat
 import subprocess
@@ -72,13 +73,48 @@ class Mount:
         return self.log()
 
 
+# a server log line: "<date> <time> nydusfs[<pid>] <LEVEL> <message>"
+LOG_LINE = re.compile(r"^\S+ \S+ nydusfs\[\d+\] (?P<level>[A-Z]+) (?P<message>.*)$")
+PROBLEM_LEVELS = {"WARNING", "ERROR", "CRITICAL"}
+
+
+def logged_problems(log: str) -> list[str]:
+    """Warning and error lines of a server log, and any traceback line (which follows an error
+    line only with --debug, but is never expected)."""
+    out = []
+    for line in log.splitlines():
+        m = LOG_LINE.match(line)
+        if (m and m.group("level") in PROBLEM_LEVELS) or line.startswith("Traceback"):
+            out.append(line)
+    return out
+
+
 class Mounts:
-    """Mount factory for one test; `cleanup()` undoes everything it made."""
+    """Mount factory for one test; `cleanup()` undoes everything it made.
+
+    Every warning or error a server logs fails the test (`unexpected_log_lines`, checked by an
+    autouse fixture in conftest.py after cleanup) unless the test declared it beforehand with
+    `expect_log(regex)`; a declared pattern that no line matched fails the test as well.
+    """
 
     def __init__(self, tmp: pathlib.Path) -> None:
         self.tmp = tmp
         self.made: list[Mount] = []
         self.count = 0
+        self.expected: list[re.Pattern[str]] = []
+
+    def expect_log(self, pattern: str) -> None:
+        """Declare a warning or error this test makes the server log (a regex on the line)."""
+        self.expected.append(re.compile(pattern))
+
+    def log_verdict(self) -> list[str]:
+        """Problems of the servers' logs: unexpected lines, and expectations nothing met."""
+        lines = [line for m in self.made for line in logged_problems(m.log())]
+        unexpected = [f"unexpected server log line: {line}" for line in lines
+                      if not any(p.search(line) for p in self.expected)]
+        unmet = [f"expected a server log line matching {p.pattern!r}, none was logged"
+                 for p in self.expected if not any(p.search(line) for line in lines)]
+        return unexpected + unmet
 
     def _new(self, mountpoint: str | os.PathLike | None) -> Mount:
         self.count += 1

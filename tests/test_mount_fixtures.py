@@ -81,7 +81,6 @@ def test_repeatable_tree_and_md5_equal_result(mounts: Mounts, boot: str, result:
     assert sort_tree(got) == sort_tree(root)
     assert counts(str(m.path)) == (report["directories"], report["files"])
     assert md5_lines(m.path) == expected_md5
-    assert "ERROR" not in m.log()
 
 
 def test_repeatable_every_field_matches_reader(mounts: Mounts) -> None:
@@ -110,7 +109,6 @@ def test_v6_fixture_sizes_and_verified_data(mounts: Mounts) -> None:
     assert os.stat(m.path).st_ino == 1
     with open_image(boot, [fixture_path("blobs")]) as image:
         assert compare_with_reader(image, m.path) == 3
-    assert "ERROR" not in m.log()
 
 
 def test_layer_file_with_inlined_bootstrap(mounts: Mounts) -> None:
@@ -129,6 +127,9 @@ def test_metadata_only_image_walks_and_data_fails_with_eio(mounts: Mounts, boot:
     """3517-entry images whose blob upstream never published: the whole tree is served from the
     bootstrap; reading file data fails with EIO, logged once for the blob, and the mount lives."""
     path = fixture_path(boot)
+    with open_image(path) as image:
+        mounts.expect_log(rf"ERROR (read: inode \d+|prefetch): blob {image.blobs[0].blob_id}: "
+                          r"blob file not found")
     m = mounts.mount(path)
     with open_image(path) as image:
         # v5 sets EXPLICIT_UID_GID: owners as stored; v6 does not: the server's own ids

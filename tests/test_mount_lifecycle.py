@@ -185,6 +185,7 @@ def test_prefetch_warms_the_listed_files(mounts: Mounts, built: Built) -> None:
 
 def test_prefetch_of_a_missing_blob_is_logged_once(mounts: Mounts, built: Built) -> None:
     built.blob_files[0].rename(built.blob_files[0].with_name("elsewhere"))
+    mounts.expect_log(rf"ERROR prefetch: blob {built.tree.blobs[0].blob_id}: blob file not found")
     m = mounts.mount(built.bootstrap, "--blob-dir", built.blob_dir)
     log = m.wait_log("prefetch done")
     assert log.count(built.tree.blobs[0].blob_id) == 1, log
