@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 
@@ -96,41 +98,137 @@ def test_every_fixture_dumps_as_tables(rel, capsys):  # the tarballs hold the ac
     assert out.rstrip().endswith(f"{count} inodes")
 
 
+# Values pinned below, each with where it comes from; test_pinned_values_come_from_independent_
+# readers derives every one of them again without nydusfs: dump.erofs (erofs-utils), struct reads
+# at the offsets of the upstream record definitions (tables in test_known_answers.py), the
+# zstandard and blake3 libraries on the blob bytes, and upstream's own expected-output file.
+V6_BOOT = "bootstrap/rafs-v6-2.2.boot"
+V6_PINNED = {
+    "magic": 0xE0F5E1E2,          # dump.erofs -s "Filesystem magic number"
+    "root_nid": 128,              # dump.erofs -s "Filesystem root nid"
+    "inos": 3,                    # dump.erofs -s "Filesystem inode count"
+    "s_flags": 0x194,             # u64 at 1152 (RafsV6SuperBlockExt.s_flags): INLINED_CHUNK_DIGEST
+                                  # 0x100 | COMPRESSION_ZSTD 0x80 | EXPLICIT_UID_GID 0x10 | HASH_BLAKE3 0x4
+    "chunk_size": 0x100000,       # u32 at 1152 + 20 (s_chunk_size)
+    "chunk_count": 2,             # u32 at blob table + 72 (RafsV6Blob.chunk_count)
+    "blob_toc_size": 1024,        # u32 at blob table + 104 (RafsV6Blob.blob_toc_size)
+    "device": {"blocks": 9, "mapped_blkaddr": 512},   # u32s at 1408 + 64, + 68 (RafsV6Device)
+    "lib.rs": (133, 0o100644, 16931, 1, 1676819553, 628661334),   # dump.erofs --path=/lib.rs:
+                                  # NID, regular file + Access, Size, Links, Timestamp (UTC)
+    "chunk0": (0, 4828, 16931),   # zstd frame at blob offset 0, 4828 bytes -> 16931 bytes whose
+                                  # blake3 is the chunk digest
+}
+V5_BOOT = "repeatable/sha256-nocompress-repeatable"
+V5_PINNED = {
+    "s_magic": 0x52414653,        # u32 at 0 (RafsV5SuperBlock.s_magic)
+    "s_flags": 9,                 # u64 at 16: COMPRESSION_NONE 0x1 | HASH_SHA256 0x8
+    "s_inodes_count": 51,         # u64 at 24
+    "root-1": "/////////////////",   # upstream's sha256-nocompress-repeatable.result
+    "hardlink": (5, 3),           # i_ino (at 40) and i_nlink (at 88) of the three regular-file
+                                  # records named foo / test.sh
+    "head-hole-1": 3,             # i_child_count (at 96): chunk records of the file
+}
+
+
 def test_v6_json_values(capsys):
-    doc = dump_json(capsys, fixture_path("bootstrap/rafs-v6-2.2.boot"))
+    doc = dump_json(capsys, fixture_path(V6_BOOT))
     sb = doc["superblock"]
-    assert (sb["magic"], sb["root_nid"], sb["inos"], sb["s_flags"]) == (0xE0F5E1E2, 128, 3, 0x194)
-    assert (sb["compressor"], sb["digester"], sb["chunk_size"]) == ("zstd", "blake3", 0x100000)
+    want = V6_PINNED
+    assert (sb["magic"], sb["root_nid"], sb["inos"], sb["s_flags"]) == (
+        want["magic"], want["root_nid"], want["inos"], want["s_flags"])
+    assert (sb["compressor"], sb["digester"], sb["chunk_size"]) == ("zstd", "blake3", want["chunk_size"])
     (b,) = doc["blobs"]
-    assert b["blob_id"] == V6_BLOB and b["chunk_count"] == 2
-    assert b["device"] == {"blocks": 9, "mapped_blkaddr": 512}
-    assert "HAS_TOC" in b["features_decoded"] and b["blob_toc_size"] == 1024
+    assert b["blob_id"] == V6_BLOB and b["chunk_count"] == want["chunk_count"]
+    assert b["device"] == want["device"]
+    assert "HAS_TOC" in b["features_decoded"] and b["blob_toc_size"] == want["blob_toc_size"]
     lib = next(i for i in doc["inodes"] if i["path"] == "/lib.rs")
-    assert (lib["ino"], lib["mode"], lib["size"], lib["nlink"]) == (133, 0o100644, 16931, 1)
-    assert (lib["mtime"], lib["mtime_nsec"], lib["symlink"], lib["xattrs"]) == (1676819553, 628661334, None, {})
+    assert (lib["ino"], lib["mode"], lib["size"], lib["nlink"], lib["mtime"], lib["mtime_nsec"]) == want["lib.rs"]
+    assert (lib["symlink"], lib["xattrs"]) == (None, {})
     (c,) = lib["chunks"]
-    with open_image(fixture_path("bootstrap/rafs-v6-2.2.boot")) as im:
+    with open_image(fixture_path(V6_BOOT)) as im:
         (chunk,) = im.chunks(133)
     assert c["digest"] == chunk.block_id.hex() and c["blob_id"] == V6_BLOB
-    assert (c["compressed_offset"], c["compressed_size"], c["uncompressed_size"]) == (0, 4828, 16931)
+    assert (c["compressed_offset"], c["compressed_size"], c["uncompressed_size"]) == want["chunk0"]
     assert c["flags_decoded"] == ["COMPRESSED"]
 
 
 def test_v5_json_values_and_symlinks(capsys):
-    doc = dump_json(capsys, fixture_path("repeatable/sha256-nocompress-repeatable"))
+    doc = dump_json(capsys, fixture_path(V5_BOOT))
     sb = doc["superblock"]
-    assert (sb["s_magic"], sb["s_flags"], sb["s_inodes_count"]) == (0x52414653, 9, 51)
+    want = V5_PINNED
+    assert (sb["s_magic"], sb["s_flags"], sb["s_inodes_count"]) == (
+        want["s_magic"], want["s_flags"], want["s_inodes_count"])
     assert sb["flags_decoded"] == ["COMPRESSION_NONE", "HASH_SHA256"]
     by_path = {i["path"]: i for i in doc["inodes"]}
-    assert by_path["/symlink-test/root-1"]["symlink"] == "/////////////////"
+    assert by_path["/symlink-test/root-1"]["symlink"] == want["root-1"]
     assert by_path["/symlink-test/root-1"]["mode"] == stat.S_IFLNK | 0o777
     links = [by_path[p] for p in ("/hardlink-test/foo", "/hardlink-test/test.sh", "/normal-file-test/test.sh")]
-    assert {n["ino"] for n in links} == {5} and {n["nlink"] for n in links} == {3}
-    assert len(by_path["/normal-file-test/holefiles/head-hole-1"]["chunks"]) == 3
+    assert {(n["ino"], n["nlink"]) for n in links} == {want["hardlink"]}
+    assert len(by_path["/normal-file-test/holefiles/head-hole-1"]["chunks"]) == want["head-hole-1"]
+
+
+def test_pinned_values_come_from_independent_readers():
+    import blake3
+    import zstandard
+    from test_dump_erofs import dump_erofs, field, utc
+
+    # RAFS v6: dump.erofs, struct reads at upstream offsets, zstd + blake3 on the blob
+    boot = fixture_path(V6_BOOT)
+    raw = boot.read_bytes()
+    out = dump_erofs(boot, 1, "-s")
+    assert int(field(out, "Filesystem magic number"), 16) == V6_PINNED["magic"]
+    assert int(field(out, "Filesystem root nid")) == V6_PINNED["root_nid"]
+    assert int(field(out, "Filesystem inode count")) == V6_PINNED["inos"]
+    ext = 1024 + 128
+    assert struct.unpack_from("<Q", raw, ext)[0] == V6_PINNED["s_flags"]
+    assert struct.unpack_from("<I", raw, ext + 20)[0] == V6_PINNED["chunk_size"]
+    table = struct.unpack_from("<Q", raw, ext + 8)[0]
+    assert raw[table:table + 64].decode() == V6_BLOB
+    assert struct.unpack_from("<I", raw, table + 72)[0] == V6_PINNED["chunk_count"]
+    assert struct.unpack_from("<I", raw, table + 104)[0] == V6_PINNED["blob_toc_size"]
+    assert raw[1408:1408 + 64].decode() == V6_BLOB
+    assert dict(zip(("blocks", "mapped_blkaddr"), struct.unpack_from("<II", raw, 1408 + 64))) == V6_PINNED["device"]
+    out = dump_erofs(boot, 1, "--path=/lib.rs")
+    nid, mode, size, nlink, sec, nsec = V6_PINNED["lib.rs"]
+    assert int(field(out, "NID").split()[0]) == nid
+    assert re.search(rb"^Size: %d\s.*regular file$" % size, out, re.M)
+    assert re.search(rb"Links: %d\s" % nlink, out)
+    assert re.search(rb"Access: %04o/" % (mode & 0o777), out)
+    assert field(out, "Timestamp") == utc(sec, nsec)
+    blob = fixture_path(f"blobs/{V6_BLOB}").read_bytes()
+    offset, csize, usize = V6_PINNED["chunk0"]
+    data = zstandard.ZstdDecompressor().decompress(blob[offset:offset + csize], max_output_size=1 << 20)
+    assert len(data) == usize
+    with open_image(boot) as im:
+        assert blake3.blake3(data).digest() == im.chunks(nid)[0].block_id
+
+    # RAFS v5: struct reads at upstream offsets, and upstream's expected output file
+    raw = fixture_path(V5_BOOT).read_bytes()
+    assert struct.unpack_from("<IQQ", raw, 0)[0] == V5_PINNED["s_magic"]
+    assert struct.unpack_from("<Q", raw, 16)[0] == V5_PINNED["s_flags"]
+    assert struct.unpack_from("<Q", raw, 24)[0] == V5_PINNED["s_inodes_count"]
+    result = fixture_path(V5_BOOT + ".result").read_text()
+    assert '{"type":"link","name":"root-1","target":"%s"' % V5_PINNED["root-1"] in result
+    table, entries = struct.unpack_from("<Q", raw, 32)[0], struct.unpack_from("<I", raw, 56)[0]
+    records = {}
+    for i in range(entries):
+        at = struct.unpack_from("<I", raw, table + 4 * i)[0] << 3
+        if at:
+            name = raw[at + 128:at + 128 + struct.unpack_from("<H", raw, at + 100)[0]]
+            mode = struct.unpack_from("<I", raw, at + 60)[0]
+            if stat.S_ISREG(mode):
+                records.setdefault(name, []).append(
+                    (struct.unpack_from("<Q", raw, at + 40)[0], struct.unpack_from("<I", raw, at + 88)[0],
+                     struct.unpack_from("<I", raw, at + 96)[0]))
+    links = records[b"foo"] + records[b"test.sh"]
+    assert len(links) == 3 and {(ino, nlink) for ino, nlink, _ in links} == {V5_PINNED["hardlink"]}
+    assert [count for _ino, _nlink, count in records[b"head-hole-1"]] == [V5_PINNED["head-hole-1"]]
 
 
 def test_path_shows_one_inode(capsys):
     doc = dump_json(capsys, fixture_path("bootstrap/rafs-v6-2.2.boot"), "--path", "/sync_io.rs")
+    # 13400: dump.erofs --path=/sync_io.rs "Size", and the zstd frame after chunk 0 decompresses
+    # to it (test_pinned_values_come_from_independent_readers checks chunk 0 the same way)
     assert doc["path"] == "/sync_io.rs" and doc["size"] == 13400 and len(doc["chunks"]) == 1
     assert "verify" not in doc
     rc, out, _ = run(capsys, fixture_path("bootstrap/rafs-v6-2.2.boot"), "--path", "/sync_io.rs")
@@ -160,7 +258,7 @@ def corrupt_blob_dir(tmp_path):
     d = tmp_path / "blobs"
     d.mkdir()
     raw = bytearray(fixture_path(f"blobs/{V6_BLOB}").read_bytes())
-    raw[4828 + 100] ^= 0xFF  # inside chunk 1 (sync_io.rs)
+    raw[4828 + 100] ^= 0xFF  # inside chunk 1 (sync_io.rs): chunk 0's frame is 4828 bytes (V6_PINNED)
     (d / V6_BLOB).write_bytes(raw)
     return d
 
@@ -272,5 +370,6 @@ def test_layer_file_finds_its_bootstrap(tmp_path, capsys):
     shutil.copyfile(fixture_path("toc/2fa78cad554b75ac91a4a125ed148d0ddeb25efa4aaa8bd80e5dc292690a4dca"), layer)
     doc = dump_json(capsys, layer, "--verify")
     assert doc["layout"] == "B" and doc["verify"] == {"failures": []}
+    # the names dump.erofs --ls lists for the layer's bootstrap (test_dump_erofs.test_toc_layer_fixture)
     assert [i["path"] for i in doc["inodes"]] == ["/", "/error.rs", "/lib.rs", "/logger.rs"]
     assert doc["blobs"][0]["file"] == str(layer)
