@@ -416,3 +416,50 @@ def test_ci_v1_entries_decode_to_upstreams_own_answers():
     # and the encoder writes the last two exactly (no stray bits elsewhere)
     for (uncomp_info, comp_info), want in cases[2:]:
         assert blob.encode_ci_v1(*want) == struct.pack("<QQ", uncomp_info, comp_info)
+
+
+# --- variable-length tables, byte for byte as the upstream writers lay them out ---------------
+
+def test_v5_blob_table_layout():
+    # nydus v5.rs RafsV5BlobTable::store: per entry u32 readahead_offset, u32 readahead_size, the
+    # blob id bytes; a NUL between entries (not after the last); zero padding to 8 bytes
+    entries = [(1, 2, b"aa"), (3, 4, b"bbb")]
+    want = (struct.pack("<II", 1, 2) + b"aa" + b"\0" + struct.pack("<II", 3, 4) + b"bbb")
+    want += bytes(-len(want) % 8)
+    assert v5.encode_blob_table(entries) == want
+    assert v5.decode_blob_table(want, 0, len(want)) == entries
+
+
+def test_v5_xattr_table_layout():
+    # nydus v5.rs RafsXAttrs::store_v5: u64 size of the pairs, then per pair u32 pair size
+    # (name + 1 + value), the name, a NUL, the value; zero padding to 8 bytes
+    pairs = [(b"user.a", b"xy"), (b"trusted.b", b"")]
+    body = (struct.pack("<I", 6 + 1 + 2) + b"user.a\0xy" + struct.pack("<I", 9 + 1) + b"trusted.b\0")
+    want = struct.pack("<Q", len(body)) + body + bytes(-len(body) % 8)
+    assert v5.encode_xattrs(pairs) == want
+    assert v5.decode_xattrs(want, 0) == (pairs, len(want))
+
+
+def test_v6_inline_xattr_layout():
+    # erofs_fs.h: a 12-byte erofs_xattr_ibody_header, then per entry e_name_len (u8),
+    # e_name_index (u8), e_value_size (le16), the name suffix, the value, padded to 4 bytes;
+    # i_xattr_icount = 1 + (area - 12) / 4
+    pairs = [(b"user.k", b"v"), (b"security.capability", b"\x01\x02\x03"),
+             (b"system.posix_acl_access", b"\x02\x00")]
+    e1 = bytes([1, 1]) + struct.pack("<H", 1) + b"k" + b"v" + bytes(2)
+    e2 = bytes([10, 6]) + struct.pack("<H", 3) + b"capability" + b"\x01\x02\x03" + bytes(3)
+    e3 = bytes([0, 2]) + struct.pack("<H", 2) + b"\x02\x00" + bytes(2)
+    want = bytes(12) + e1 + e2 + e3
+    area = v6.encode_xattrs(pairs)
+    assert area == want
+    assert v6.xattr_icount(area) == 1 + (len(want) - 12) // 4
+    assert v6.decode_xattrs(area, 0, v6.xattr_icount(area)) == pairs
+
+
+def test_v6_directory_block_layout():
+    # erofs_fs.h: a block of erofs_dirent (nid le64, nameoff le16, file_type u8, reserved u8)
+    # sorted by name, then the names back to back; nameoff of entry 0 = 12 * count
+    block = v6.encode_dir_blocks([(b".", 36, 2), (b"..", 36, 2), (b"f", 40, 1)], 4096)[0]
+    want = (struct.pack("<QHBB", 36, 36, 2, 0) + struct.pack("<QHBB", 36, 37, 2, 0)
+            + struct.pack("<QHBB", 40, 39, 1, 0) + b"..." + b"f")
+    assert block == want

@@ -331,3 +331,63 @@ def test_memory_stays_bounded_for_big_files(tmp_path):
     size, peak_kib = map(int, got.stdout.split())
     assert size > 192 << 20
     assert peak_kib < 120 * 1024, f"peak RSS {peak_kib} KiB"
+
+
+def test_pax_record_length_counts_itself():
+    """POSIX pax: 'LEN key=value\\n', LEN the record's length including its own digits; checked
+    across the lengths where LEN gains a digit."""
+    from nydusfs.unpack.tar import pax_record
+
+    for n in range(1100):
+        rec = pax_record(b"path", b"x" * n)
+        length, _, rest = rec.partition(b" ")
+        assert int(length) == len(rec) and rest == b"path=" + b"x" * n + b"\n"
+
+
+def test_ustar_fields_at_their_offsets():
+    """POSIX ustar header offsets (name 0, mode 100, uid 108, gid 116, size 124, mtime 136,
+    chksum 148, typeflag 156, linkname 157, magic 257, version 263, devmajor 329, devminor 337),
+    read back here by slicing and by tarfile."""
+    from nydusfs.unpack.tar import CHR, Entry, entry_header
+
+    raw = entry_header(Entry(name=b"./dev/x", kind=CHR, mode=0o4620, uid=7, gid=8,
+                             mtime=1_700_000_000, devmajor=4, devminor=65))
+    assert len(raw) == 512     # nothing needs pax
+    assert raw[0:7] == b"./dev/x" and raw[100:108] == b"0004620\0"
+    assert raw[108:116] == b"0000007\0" and raw[116:124] == b"0000010\0"
+    assert raw[124:136] == b"00000000000\0" and raw[136:148] == b"%011o\0" % 1_700_000_000
+    assert raw[156:157] == b"3" and raw[257:265] == b"ustar\x0000"
+    assert raw[265:297] == bytes(32) and raw[297:329] == bytes(32)        # uname, gname empty
+    assert raw[329:337] == b"0000004\0" and raw[337:345] == b"0000101\0"
+    assert int(raw[148:154], 8) == sum(raw[:148]) + 8 * 32 + sum(raw[156:])
+    ti = tarfile.TarInfo.frombuf(raw, "utf-8", "surrogateescape")
+    assert (ti.name, ti.mode, ti.uid, ti.gid, ti.devmajor, ti.devminor) == ("./dev/x", 0o4620, 7, 8, 4, 65)
+
+
+def test_output_is_all_or_nothing_on_error_and_sigterm(tmp_path):
+    """The output helper: a body that fails, or a SIGTERM while writing, leaves no temp file and
+    the previous OUT as it was; a body that completes replaces it, mode from the umask."""
+    import signal
+
+    from nydusfs.unpack.output import output
+
+    out = tmp_path / "out.tar"
+    out.write_bytes(b"previous")
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(RuntimeError), output(str(out)) as sink:
+        sink.write(b"partial")
+        raise RuntimeError("reader failed")
+    with pytest.raises(SystemExit) as stop, output(str(out)) as sink:
+        sink.write(b"partial")
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == before     # the handler is the caller's again
+    assert out.read_bytes() == b"previous" and os.listdir(tmp_path) == ["out.tar"]
+    old = os.umask(0o027)
+    try:
+        with output(str(out)) as sink:
+            sink.write(b"complete")
+    finally:
+        os.umask(old)
+    assert out.read_bytes() == b"complete" and stat.S_IMODE(out.stat().st_mode) == 0o640
+    assert os.listdir(tmp_path) == ["out.tar"]
