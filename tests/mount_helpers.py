@@ -18,16 +18,22 @@ import stat
 import subprocess
 import sys
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from nydusfs.write.bootstrap_v5 import write_v5
-from nydusfs.write.bootstrap_v6 import write_v6
 from nydusfs.format.blob import compress, digest
 from nydusfs.format.flags import BlobFeatures, ChunkFlags
 from nydusfs.format.v5 import ChunkInfo
-from nydusfs.fuse.mounts import (FSTYPE, default_pid_file, mount_entry, process_alive,
-                                 read_pid_file)
+from nydusfs.fuse.mounts import (
+    FSTYPE,
+    default_pid_file,
+    mount_entry,
+    process_alive,
+    read_pid_file,
+)
 from nydusfs.tree.node import BlobDesc, Node, Tree, new_dir, split_path
+from nydusfs.write.bootstrap_v5 import write_v5
+from nydusfs.write.bootstrap_v6 import write_v6
 
 NYDUSFS = [sys.executable, "-m", "nydusfs"]
 
@@ -154,9 +160,9 @@ class Mounts:
         for m in self.made:
             pid = m.pid
             if is_ours_mounted(m.path):
-                done = subprocess.run(["fusermount3", "-u", "-z", str(m.path)], capture_output=True)
+                done = subprocess.run(["fusermount3", "-u", "-z", str(m.path)], capture_output=True, check=False)
                 if done.returncode != 0 and is_ours_mounted(m.path):
-                    subprocess.run(["umount", "-l", str(m.path)], capture_output=True)
+                    subprocess.run(["umount", "-l", str(m.path)], capture_output=True, check=False)
             if m.proc is not None:
                 try:
                     m.proc.wait(timeout=10)

@@ -7,15 +7,31 @@ import random
 import struct
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nydusfs.errors import FormatError
 from nydusfs.format import blob, record, v5, v6
 from nydusfs.format.blob import BlobMetaHeader, TocEntry
 from nydusfs.format.v5 import ChunkInfo, V5ExtBlobEntry, V5Inode, V5SuperBlock
-from nydusfs.format.v6 import (ChunkAddr, DeviceSlot, Dirent, ErofsSuperBlock, InodeCompact,
-                               InodeExtended, V6BlobEntry, V6SuperBlockExt, XattrIbodyHeader)
-from nydusfs.reader.model import MARK_IMPLICIT_DIR, decode_mark, dev_from_disk, dev_to_disk, encode_mark
+from nydusfs.format.v6 import (
+    ChunkAddr,
+    DeviceSlot,
+    Dirent,
+    ErofsSuperBlock,
+    InodeCompact,
+    InodeExtended,
+    V6BlobEntry,
+    V6SuperBlockExt,
+    XattrIbodyHeader,
+)
+from nydusfs.reader.model import (
+    MARK_IMPLICIT_DIR,
+    decode_mark,
+    dev_from_disk,
+    dev_to_disk,
+    encode_mark,
+)
 
 RECORDS = [V5SuperBlock, V5Inode, ChunkInfo, V5ExtBlobEntry, ErofsSuperBlock, V6SuperBlockExt,
            DeviceSlot, V6BlobEntry, InodeCompact, InodeExtended, Dirent, ChunkAddr,
@@ -108,7 +124,7 @@ def test_short_buffer_is_a_format_error_naming_the_structure(cls):
     assert f"{cls.SIZE} bytes from offset 11" in str(e.value)
     with pytest.raises(FormatError) as e:
         cls.decode(bytes(cls.SIZE), -1)
-    assert e.value.field == list(cls._names)[0]
+    assert e.value.field == next(iter(cls._names))
 
 
 # --- RAFS v5 variable-length parts ------------------------------------------------------------

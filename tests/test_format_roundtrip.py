@@ -14,16 +14,17 @@ import stat
 import tempfile
 
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from conftest import fixture_path
-from nydusfs.write.bootstrap_v5 import write_v5
-from nydusfs.write.bootstrap_v6 import write_v6
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from nydusfs.format import v6
 from nydusfs.format.v5 import ChunkInfo
 from nydusfs.reader import open_image
 from nydusfs.reader.regions import first_difference, reencode, regions
 from nydusfs.tree.node import BlobDesc, Node, Tree, new_dir
+from nydusfs.write.bootstrap_v5 import write_v5
+from nydusfs.write.bootstrap_v6 import write_v6
 
 FIXTURE_BOOTSTRAPS = [
     "bootstrap/rafs-v6-2.2.boot",
@@ -105,8 +106,8 @@ def random_tree(rng: random.Random, entries: int, nblobs: int, cross_dir_links: 
         if n in (b".", b"..") or n in parent.children:
             continue
         kind = rng.choice(["dir", "file", "file", "symlink", "char", "block", "fifo", "sock", "link"])
-        attrs = dict(uid=rng.randrange(1 << 32), gid=rng.randrange(1 << 32),
-                     mtime=rng.randrange(1 << 40), mtime_nsec=rng.randrange(10 ** 9))
+        attrs = {"uid": rng.randrange(1 << 32), "gid": rng.randrange(1 << 32),
+                     "mtime": rng.randrange(1 << 40), "mtime_nsec": rng.randrange(10 ** 9)}
         if kind == "link" and files:
             local = [c for c in parent.children.values() if c.is_reg]
             if not cross_dir_links and not local:
