@@ -56,6 +56,10 @@ def have_fuse() -> bool:
     return os.path.exists("/dev/fuse")
 
 
+def have_loop() -> bool:
+    return os.path.exists("/dev/loop-control")
+
+
 def require_tool(name: str, package: str | None = None) -> str:
     """Absolute path of an external tool the test uses as an independent reader."""
     path = shutil.which(name)
@@ -67,6 +71,7 @@ def require_tool(name: str, package: str | None = None) -> str:
 # Markers, checked in one place (pytest_runtest_setup below):
 needs_root = pytest.mark.needs_root            # root: FUSE mounts, loop devices, mount(8)
 needs_fuse = pytest.mark.needs_fuse            # /dev/fuse (and root)
+needs_loop = pytest.mark.needs_loop            # loop devices (and root): kernel erofs mounts
 
 
 def needs_tool(name: str, package: str | None = None) -> pytest.MarkDecorator:
@@ -76,15 +81,18 @@ def needs_tool(name: str, package: str | None = None) -> pytest.MarkDecorator:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "needs_root: needs root (FUSE, loop devices, mount)")
     config.addinivalue_line("markers", "needs_fuse: needs /dev/fuse and root")
+    config.addinivalue_line("markers", "needs_loop: needs loop devices and root")
     config.addinivalue_line("markers", "needs_tool(name, package): needs an external tool")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    wants_root = item.get_closest_marker("needs_root") or item.get_closest_marker("needs_fuse")
+    wants_root = any(item.get_closest_marker(m) for m in ("needs_root", "needs_fuse", "needs_loop"))
     if wants_root and not is_root():
         unavailable("not running as root (FUSE, loop devices, mount)")
     if item.get_closest_marker("needs_fuse") and not have_fuse():
         unavailable("/dev/fuse is missing")
+    if item.get_closest_marker("needs_loop") and not have_loop():
+        unavailable("/dev/loop-control is missing (no loop devices)")
     for mark in item.iter_markers("needs_tool"):
         require_tool(*mark.args)
 

@@ -8,12 +8,12 @@ import os
 import stat
 import subprocess
 
-import pytest
-
 import corpus
-from conftest import needs_root, needs_tool
-from nydusfs.create.pipeline import CreateOptions, create
+import pytest
+from conftest import needs_loop, needs_root, needs_tool
 from tarview import tar_view
+
+from nydusfs.create.pipeline import CreateOptions, create
 
 
 @contextlib.contextmanager
@@ -56,7 +56,7 @@ def kernel_view(root) -> dict[bytes, dict]:
     return out
 
 
-@needs_root
+@needs_loop
 @pytest.mark.parametrize("chunk_size", [0x1000, 0x10000, 0x100000])
 def test_kernel_erofs_mount_equals_the_tar(tmp_path, chunk_size):
     layer = corpus.everything()
