@@ -328,15 +328,46 @@ def test_field_names_and_order_match_the_table(cls):
     assert [f.name for f in dataclasses.fields(cls)] == [row[0] for row in TABLES[cls][1]]
 
 
-@pytest.mark.parametrize("cls", TABLES, ids=IDS.get)
-def test_encode_puts_each_field_at_its_upstream_offset(cls):
-    values = distinct_values(cls)
+def misplaced_fields(cls: type[record.Record], table_of: type[record.Record]) -> list[str]:
+    """Fields of `cls` that a record with a distinct value in every field does not encode at
+    the offset the upstream table of `table_of` gives."""
+    values = distinct_values(table_of)
     raw = cls(**values).encode()
-    assert len(raw) == TABLES[cls][0]
-    for ours, upstream, off, size in TABLES[cls][1]:
+    out = []
+    for ours, upstream, off, size in TABLES[table_of][1]:
         v = values[ours]
         want = v if isinstance(v, bytes) else v.to_bytes(size, "little")
-        assert raw[off:off + size] == want, f"{cls.__name__}.{ours} ({upstream}) not at {off}..{off + size}"
+        if raw[off:off + size] != want:
+            out.append(f"{cls.__name__}.{ours} ({upstream}) not at {off}..{off + size}")
+    return out
+
+
+@pytest.mark.parametrize("cls", TABLES, ids=IDS.get)
+def test_encode_puts_each_field_at_its_upstream_offset(cls):
+    assert len(cls(**distinct_values(cls)).encode()) == TABLES[cls][0]
+    assert misplaced_fields(cls, cls) == []
+
+
+def swapped(cls: type[record.Record], i: int) -> type[record.Record]:
+    """`cls` with fields i and i+1 swapped, in the declaration and in the struct format alike
+    (a valid record of the same size: the mistake a typo in a record definition makes)."""
+    fields = [(f.name, f.type) for f in dataclasses.fields(cls)]
+    codes: list[str] = []
+    for count, code in record._CODE.findall(cls.FORMAT[1:]):
+        codes.extend([f"{count or 1}s"] if code == "s" else [code] * int(count or 1))
+    fields[i], fields[i + 1] = fields[i + 1], fields[i]
+    codes[i], codes[i + 1] = codes[i + 1], codes[i]
+    body = {"__annotations__": dict(fields), "__module__": __name__, "STRUCTURE": cls.STRUCTURE,
+            "SIZE": cls.SIZE, "FORMAT": "<" + "".join(codes)}
+    return record.record(type(f"{cls.__name__}Swap{i}", (record.Record,), body))
+
+
+@pytest.mark.parametrize("cls", TABLES, ids=IDS.get)
+def test_every_swap_of_two_neighbouring_fields_is_caught(cls):
+    """Any record with any two neighbouring fields swapped fails the check above (without
+    fixtures): so does any other reordering, which is a series of such swaps."""
+    for i in range(len(TABLES[cls][1]) - 1):
+        assert misplaced_fields(swapped(cls, i), cls), f"{cls.__name__}: swapping field {i} and {i + 1}"
 
 
 @pytest.mark.parametrize("cls", TABLES, ids=IDS.get)
