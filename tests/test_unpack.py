@@ -25,6 +25,7 @@ from conftest import needs_root, needs_tool
 from mount_helpers import nydusfs
 from stacks import STACKS, Entry
 
+from nydusfs.check import CheckOptions, run_check
 from nydusfs.merge import merge as merge_layers
 from nydusfs.reader import open_image
 from nydusfs.unpack import unpack as unpack_image
@@ -210,6 +211,17 @@ def test_gnu_tar_extracts_it_to_the_reference_tree(tmp_path, unpacked, name, ver
     assert warnings == []
     got = disk_snapshot(extracted)
     assert stacks.differences(got, stacks.reference(layers)) == []
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("name", list(STACKS))
+def test_check_finds_the_tar_equal_to_the_bootstrap(unpacked, name, version):
+    """nydusfs check's OCI oracle (written apart from merge and unpack) applies the one tar and
+    compares every field with the bootstrap and its blobs."""
+    _layers, boot, blobs, out = unpacked(name, version)
+    result = run_check(CheckOptions(bootstrap=str(boot), layers=[str(out)], blob_dirs=[str(blobs)]))
+    assert result.differences == []
+    assert result.expected_paths == result.found_paths > 1
 
 
 @pytest.mark.parametrize("version", VERSIONS)
