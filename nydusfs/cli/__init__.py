@@ -16,7 +16,7 @@ from typing import Sequence
 from .. import __version__
 from ..errors import NydusfsError
 
-VERBS = ("create", "merge", "mount", "umount", "check", "dump", "unpack", "demo")
+VERBS = ("create", "merge", "mount", "umount", "check", "dump", "unpack", "explore", "diff", "demo")
 
 EPILOG = """\
 Exit status: 0 success; 1 the command ran and found problems (check differences,

@@ -1,0 +1,318 @@
+"""What every layer did, where every file comes from, and what space is wasted.
+
+The layers are applied lowest first with the check oracle's OCI rules; the visible tree is
+snapshotted before a layer, after its whiteouts and after its entries, and the snapshots are
+compared. A node object stands for one version of a path (a hard link is the same object under
+several names), so "which layer wrote this" is "which layer's changeset holds this object".
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+from typing import Iterable
+
+from ..check.oracle import Changeset, Node, Parts, apply, new_root
+from .layers import LayerInput
+
+ADDED, MODIFIED, TYPE_CHANGED = "added", "modified", "type-changed"
+DELETED, HIDDEN, REPLACED = "deleted", "hidden", "replaced"
+MARKS = (ADDED, MODIFIED, TYPE_CHANGED, DELETED, HIDDEN, REPLACED)
+WRITES = (ADDED, MODIFIED, TYPE_CHANGED)
+MAX_HOPS = 255
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Seen:
+    """A path as one snapshot sees it."""
+
+    node: int                     # id() of the oracle node: one version of the path
+    kind: str
+    size: int
+    attrs: tuple[object, ...]     # directories: attributes (a later layer may change them)
+    target: bytes | None          # symlinks, to resolve whiteout paths
+
+
+Snapshot = dict[bytes, Seen]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Change:
+    path: bytes
+    mark: str
+    kind: str                     # the kind after the change (before it, for removals)
+    size: int                     # regular files: bytes after (before, for removals)
+
+
+@dataclasses.dataclass(slots=True)
+class Waste:
+    layer: int
+    path: bytes                   # as the layer wrote it
+    size: int
+    reason: str                   # "overwritten in layer 3", "deleted in layer 2", ...
+
+
+@dataclasses.dataclass(slots=True)
+class LayerReport:
+    index: int
+    name: str
+    created_by: str | None
+    source_size: int | None
+    nydus_size: int | None
+    entries: int                  # entries and whiteouts the layer holds
+    file_bytes: int = 0           # regular-file bytes the layer ships
+    wasted_bytes: int = 0         # of those, bytes not visible in the final image
+    changes: list[Change] = dataclasses.field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        c = collections.Counter(ch.mark for ch in self.changes)
+        return {m: c.get(m, 0) for m in MARKS}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Version:
+    layer: int
+    mark: str
+    kind: str
+    size: int
+
+
+@dataclasses.dataclass(slots=True)
+class Dedup:
+    """Bytes referenced against bytes stored once, by content (files) or by chunk digest."""
+
+    total: int = 0
+    unique: int = 0
+
+    @property
+    def ratio(self) -> float:
+        return self.total / self.unique if self.unique else 1.0
+
+
+@dataclasses.dataclass(slots=True)
+class Analysis:
+    layers: list[LayerReport]
+    provenance: dict[bytes, list[Version]]       # every path any layer touched -> its history
+    final: Snapshot
+    root: Node
+    waste: list[Waste]
+    file_dedup_layers: list[Dedup]
+    file_dedup: Dedup
+    chunk_dedup_layers: list[Dedup] | None       # Nydus layers only
+    chunk_dedup: Dedup | None
+
+    @property
+    def shipped_bytes(self) -> int:
+        return sum(layer.file_bytes for layer in self.layers)
+
+    @property
+    def wasted_bytes(self) -> int:
+        return sum(layer.wasted_bytes for layer in self.layers)
+
+    @property
+    def efficiency(self) -> float:
+        """Share of the regular-file bytes the layers ship that the final image shows."""
+        shipped = self.shipped_bytes
+        return 1.0 - self.wasted_bytes / shipped if shipped else 1.0
+
+    def writer(self, path: bytes) -> int | None:
+        """The layer that wrote the visible version of `path` (None: not in the image, or a
+        directory only implied by its children)."""
+        if path not in self.final:
+            return None
+        for v in reversed(self.provenance.get(path, [])):
+            if v.mark in WRITES:
+                return v.layer
+        return None
+
+
+# --- snapshots ---------------------------------------------------------------------------------
+
+def snapshot(root: Node) -> Snapshot:
+    out: Snapshot = {}
+    stack: list[tuple[bytes, Node]] = [(b"/", root)]
+    while stack:
+        path, node = stack.pop()
+        attrs: tuple[object, ...] = ()
+        if node.kind == "dir":
+            xattrs = tuple(sorted(node.xattrs.items())) if node.xattrs else ()
+            attrs = (node.mode, node.uid, node.gid, node.mtime_ns, xattrs)
+        out[path] = Seen(id(node), node.kind, node.size, attrs, node.target)
+        if node.children:
+            base = b"" if path == b"/" else path
+            stack.extend((base + b"/" + name, child) for name, child in node.children.items())
+    return out
+
+
+def _join(parts: Iterable[bytes]) -> bytes:
+    return b"/" + b"/".join(parts)
+
+
+def _resolve(snap: Snapshot, parts: Parts) -> bytes | None:
+    """The path a directory path names in `snap`, symlinks followed inside the root (as the
+    oracle joins whiteout paths)."""
+    trail: list[bytes] = []
+    todo = list(parts)
+    hops = 0
+    while todo:
+        p = todo.pop(0)
+        if p in (b"", b"."):
+            continue
+        if p == b"..":
+            if trail:
+                trail.pop()
+            continue
+        seen = snap.get(_join(trail + [p]))
+        if seen is not None and seen.kind == "symlink" and seen.target:
+            hops += 1
+            if hops > MAX_HOPS:
+                return None
+            if seen.target.startswith(b"/"):
+                trail = []
+            todo = seen.target.split(b"/") + todo
+            continue
+        trail.append(p)
+    return _join(trail)
+
+
+def _parents(path: bytes) -> Iterable[bytes]:
+    """`path` and each directory above it, nearest first (the root last)."""
+    while True:
+        yield path
+        if path == b"/":
+            return
+        path = path.rsplit(b"/", 1)[0] or b"/"
+
+
+# --- the walk ------------------------------------------------------------------------------------
+
+def analyze(layers: list[LayerInput]) -> Analysis:
+    root = new_root()
+    before = snapshot(root)
+    reports: list[LayerReport] = []
+    provenance: dict[bytes, list[Version]] = collections.defaultdict(list)
+    shipped: list[tuple[int, bytes, Node]] = []          # (layer, path, node) of file entries
+    left: dict[int, str] = {}                            # id(node) -> why it left the view
+
+    for i, layer in enumerate(layers):
+        cs = layer.changeset
+        report = LayerReport(i, layer.name, layer.created_by, layer.source_size, layer.nydus_size,
+                             entries=len(cs.members) + len(cs.whiteouts))
+        explicit, opaque = set(), set()
+        for parent, target, _name, _off in cs.whiteouts:
+            d = _resolve(before, parent)
+            if d is None:
+                continue
+            if target is None:
+                opaque.add(d)
+            else:
+                explicit.add((d if d != b"/" else b"") + b"/" + target)
+        apply(root, Changeset(cs.source, whiteouts=cs.whiteouts))
+        middle = snapshot(root)
+        apply(root, Changeset(cs.source, members=cs.members))
+        after = snapshot(root)
+
+        for m in cs.members:
+            if m.node is not None and m.node.kind == "file":
+                report.file_bytes += m.node.size
+                shipped.append((i, _join(m.path), m.node))
+
+        changes = report.changes
+        for path, now in after.items():
+            was = before.get(path)
+            if was is None:
+                changes.append(Change(path, ADDED, now.kind, now.size))
+            elif was.node != now.node:
+                mark = MODIFIED if was.kind == now.kind else TYPE_CHANGED
+                changes.append(Change(path, mark, now.kind, now.size))
+            elif was.attrs != now.attrs:
+                changes.append(Change(path, MODIFIED, now.kind, now.size))
+        for path, was in before.items():
+            if path in after:
+                continue
+            if path in middle:
+                mark = REPLACED
+            elif any(p in explicit for p in _parents(path)):
+                mark = DELETED
+            elif any(p in opaque for p in list(_parents(path))[1:]):
+                mark = HIDDEN
+            else:
+                mark = DELETED
+            changes.append(Change(path, mark, was.kind, was.size))
+        changes.sort(key=lambda c: c.path)
+
+        gone = {now.node for now in after.values()}
+        marks = {c.path: c.mark for c in changes}
+        for path, was in before.items():
+            if was.kind == "file" and was.node not in gone and was.node not in left:
+                left[was.node] = f"{marks.get(path, REPLACED)} in layer {i}"
+        for c in changes:
+            provenance[c.path].append(Version(i, c.mark, c.kind, c.size))
+        reports.append(report)
+        before = after
+
+    visible = {seen.node for seen in before.values()}
+    waste: list[Waste] = []
+    for i, path, node in shipped:
+        if id(node) in visible:
+            continue
+        reason = left.get(id(node), f"overwritten in layer {i}")
+        waste.append(Waste(i, path, node.size, reason.replace(MODIFIED, "overwritten")))
+        reports[i].wasted_bytes += node.size
+    waste.sort(key=lambda w: (-w.size, w.layer, w.path))
+
+    file_layers, file_all = _file_dedup(layers)
+    chunk_layers, chunk_all = _chunk_dedup(layers)
+    return Analysis(reports, dict(provenance), before, root, waste, file_layers, file_all,
+                    chunk_layers, chunk_all)
+
+
+def _file_dedup(layers: list[LayerInput]) -> tuple[list[Dedup], Dedup]:
+    per: list[Dedup] = []
+    seen_all: set[bytes] = set()
+    total = Dedup()
+    for layer in layers:
+        d = Dedup()
+        seen: set[bytes] = set()
+        for m in layer.changeset.members:
+            n = m.node
+            if n is None or n.kind != "file" or n.digest is None:
+                continue
+            d.total += n.size
+            total.total += n.size
+            if n.digest not in seen:
+                seen.add(n.digest)
+                d.unique += n.size
+            if n.digest not in seen_all:
+                seen_all.add(n.digest)
+                total.unique += n.size
+        per.append(d)
+    return per, total
+
+
+def _chunk_dedup(layers: list[LayerInput]) -> tuple[list[Dedup] | None, Dedup | None]:
+    if not layers or not all(layer.nydus for layer in layers):
+        return None, None
+    per: list[Dedup] = []
+    seen_all: set[bytes] = set()
+    total = Dedup()
+    for layer in layers:
+        d = Dedup()
+        seen: set[bytes] = set()
+        for refs in layer.chunks.values():
+            for r in refs:
+                d.total += r.uncompressed
+                total.total += r.uncompressed
+                if r.digest not in seen:
+                    seen.add(r.digest)
+                    d.unique += r.uncompressed
+                if r.digest not in seen_all:
+                    seen_all.add(r.digest)
+                    total.unique += r.uncompressed
+        per.append(d)
+    return per, total
+
+
+def show(path: bytes) -> str:
+    return os.fsdecode(path)
