@@ -14,7 +14,7 @@ import os
 from typing import Iterable
 
 from ..check.oracle import Changeset, Node, Parts, apply, new_root
-from .layers import LayerInput
+from .layers import ChunkRef, LayerInput
 
 ADDED, MODIFIED, TYPE_CHANGED = "added", "modified", "type-changed"
 DELETED, HIDDEN, REPLACED = "deleted", "hidden", "replaced"
@@ -101,6 +101,7 @@ class Analysis:
     file_dedup: Dedup
     chunk_dedup_layers: list[Dedup] | None       # Nydus layers only
     chunk_dedup: Dedup | None
+    chunks: dict[int, tuple[ChunkRef, ...]]      # id(visible node) -> its chunks (Nydus layers)
 
     @property
     def shipped_bytes(self) -> int:
@@ -264,8 +265,10 @@ def analyze(layers: list[LayerInput]) -> Analysis:
 
     file_layers, file_all = _file_dedup(layers)
     chunk_layers, chunk_all = _chunk_dedup(layers)
+    # visible nodes only: they live on in `root`, so their ids stay theirs
+    chunks = {k: v for layer in layers for k, v in layer.chunks.items() if k in visible}
     return Analysis(reports, dict(provenance), before, root, waste, file_layers, file_all,
-                    chunk_layers, chunk_all)
+                    chunk_layers, chunk_all, chunks)
 
 
 def _file_dedup(layers: list[LayerInput]) -> tuple[list[Dedup], Dedup]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import dataclasses
+import functools
 import hashlib
 import os
 
@@ -102,8 +103,8 @@ def nydus_side(name: str, image: Image, content: str = "chunks", workers: int | 
             hashing = Hashing(pool)
             for path, ino in inos.items():
                 size = entries[path].size or 0
-                hashing.submit(entries[path].link,
-                               lambda ino=ino, size=size: image_digest(image, ino, size, "blake3"), size)
+                hashing.submit(entries[path].link, functools.partial(image_digest, image, ino, size, "blake3"),
+                               size)
             hashing.fill(entries)
     return Side(name, entries, chunks)
 

@@ -13,12 +13,10 @@ import hashlib
 import os
 import stat
 
-from ..check.oracle import Changeset, Node, clean, read_layer
+from ..check.oracle import FS_KINDS, Changeset, Node, clean, read_layer
 from ..reader import Image, open_image
 from ..tree.node import LOWER_LINK_XATTR
 
-KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink", stat.S_IFCHR: "char",
-         stat.S_IFBLK: "block", stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -96,7 +94,7 @@ def image_changes(image: Image, name: str, created_by: str | None = None) -> Lay
 
 def _node(image: Image, ino: int, layer: LayerInput) -> Node:
     n = image.inode(ino)
-    kind = KINDS.get(stat.S_IFMT(n.mode), "unknown")
+    kind = FS_KINDS.get(stat.S_IFMT(n.mode), "unknown")
     node = Node(kind, mode=stat.S_IMODE(n.mode), uid=n.uid, gid=n.gid,
                 mtime_ns=n.mtime * 1_000_000_000 + n.mtime_nsec,
                 xattrs={k: v for k, v in image.xattrs(ino) if k != LOWER_LINK_XATTR})

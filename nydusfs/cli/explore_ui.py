@@ -1,0 +1,226 @@
+"""The interactive browser of `nydusfs explore` (Textual): layers, a tree, details.
+
+Everything shown comes from nydusfs/explore/browse.py; this module only lays it out. Names
+from the image go into widgets as rich Text made safe by `shown`, never as markup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer, Input, Label, ListItem, ListView, Static, Tree
+from textual.widgets.tree import TreeNode
+
+from ..explore.analysis import Analysis
+from ..explore.browse import MERGED, Browser, Item
+from .explore import size_text
+from .show import shown
+
+MARK_STYLE = {"added": "green", "modified": "yellow", "type-changed": "magenta", "deleted": "red",
+              "hidden": "red", "replaced": "red"}
+MARK_SIGN = {"added": "+", "modified": "~", "type-changed": "T", "deleted": "-", "hidden": "h",
+             "replaced": "r"}
+
+HELP = """\
+keys: tab/shift+tab next/previous pane · up/down move · enter/space expand or collapse ·
+c changes only · s sort by size/name · / search (glob, enter to jump) · e expand all here ·
+? this help · q quit
+marks: + added  ~ modified  T type changed  - deleted by whiteout  h hidden by an opaque
+directory  r removed with a replaced parent.  In the merged view a mark tells how the visible
+version came, with the layer that wrote it."""
+
+
+def label(item: Item) -> Text:
+    t = Text()
+    if item.mark:
+        t.append(f"{MARK_SIGN.get(item.mark, ' ')} ", style=MARK_STYLE.get(item.mark, ""))
+    else:
+        t.append("  ")
+    t.append(shown(item.name.decode("utf-8", "surrogateescape")), style="bold" if item.is_dir else "")
+    if item.is_dir:
+        t.append("/")
+    extra = size_text(item.size) if item.size or item.kind == "file" else ""
+    if item.layer is not None and item.mark:
+        extra += f"  L{item.layer}"
+    if extra:
+        t.append(f"  {extra.strip()}", style="dim")
+    return t
+
+
+class ExploreApp(App[None]):
+    TITLE = "nydusfs explore"
+    CSS = """
+    #layers { width: 40; border: round $accent; }
+    #tree { width: 1fr; border: round $accent; }
+    #details { width: 48; border: round $accent; padding: 0 1; }
+    #search { dock: top; display: none; }
+    #search.visible { display: block; }
+    #help { dock: bottom; height: auto; display: none; background: $panel; padding: 0 1; }
+    #help.visible { display: block; }
+    """
+    BINDINGS = [
+        Binding("q", "quit", "quit"),
+        Binding("c", "changes_only", "changes only"),
+        Binding("s", "sort", "sort by size"),
+        Binding("slash", "search", "search"),
+        Binding("e", "expand_all", "expand all"),
+        Binding("question_mark", "help", "help"),
+    ]
+
+    def __init__(self, analysis: Analysis) -> None:
+        super().__init__()
+        self.browser = Browser(analysis)
+        self.analysis = analysis
+        self.view = MERGED
+        self.changes_only = False
+        self.by_size = False
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="glob, e.g. *.so or /usr/lib/*", id="search")
+        with Horizontal():
+            yield ListView(*self._layer_items(), id="layers")
+            yield Tree(Text("/"), id="tree")
+            with Vertical(id="details"):
+                yield Static(id="info")
+        yield Static(Text(HELP), id="help")
+        yield Footer()
+
+    def _layer_items(self) -> list[ListItem]:
+        s = self.analysis
+        items = [ListItem(Label(Text(f"merged image\n  {len(s.final)} entries", style="bold")))]
+        for r in s.layers:
+            c = r.counts()
+            text = Text(f"L{r.index} ", style="bold")
+            text.append(shown(r.name[:20]))
+            text.append(f"\n  +{c['added']} ~{c['modified']} -{c['deleted'] + c['hidden'] + c['replaced']}"
+                        f"  {size_text(r.source_size if r.source_size is not None else r.nydus_size)}"
+                        f"  wasted {size_text(r.wasted_bytes)}", style="dim")
+            if r.created_by:
+                text.append("\n  " + shown(r.created_by[:60]), style="italic dim")
+            items.append(ListItem(Label(text)))
+        return items
+
+    def on_mount(self) -> None:
+        s = self.analysis
+        self.query_one("#layers").border_title = "layers"
+        self.query_one("#layers").border_subtitle = (f"efficiency {100 * s.efficiency:.1f}% · "
+                                                     f"wasted {size_text(s.wasted_bytes)}")
+        self.query_one("#tree").border_title = "tree"
+        self.query_one("#details").border_title = "details"
+        self._reload()
+        self.query_one("#tree", Tree).focus()
+
+    # --- the tree ---------------------------------------------------------------------------------
+    def _reload(self) -> None:
+        tree = self.query_one("#tree", Tree)
+        tree.clear()
+        title = "merged image" if self.view == MERGED else f"layer {self.view}: {self.analysis.layers[self.view].name}"
+        tree.root.set_label(Text(shown(title)))
+        tree.root.data = b"/"
+        self._fill(tree.root, b"/")
+        tree.root.expand()
+        tree.move_cursor(tree.root)
+        self._show(b"/")
+
+    def _fill(self, node: TreeNode[Any], path: bytes | None) -> None:
+        node.remove_children()
+        for item in self.browser.children(self.view, path or b"/", self.changes_only, self.by_size):
+            if item.is_dir:
+                child = node.add(label(item), data=item.path)
+                child.add_leaf(Text("…"), data=None)       # filled when expanded
+            else:
+                node.add_leaf(label(item), data=item.path)
+
+    def on_tree_node_expanded(self, event: Tree.NodeExpanded[Any]) -> None:
+        node = event.node
+        if node.data is not None and node.children and node.children[0].data is None:
+            self._fill(node, node.data)
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[Any]) -> None:
+        if event.node.data is not None:
+            self._show(event.node.data)
+
+    def _show(self, path: bytes) -> None:
+        text = Text()
+        for key, value in self.browser.details(path):
+            text.append(f"{key}: ", style="bold")
+            text.append(shown(value) + "\n")
+        self.query_one("#info", Static).update(text)
+
+    # --- layers -------------------------------------------------------------------------------------
+    def on_list_view_highlighted(self, event: ListView.Highlighted) -> None:
+        lv = self.query_one("#layers", ListView)
+        index = lv.index if lv.index is not None else 0
+        view = MERGED if index == 0 else index - 1
+        if view != self.view:
+            self.view = view
+            self._reload()
+
+    # --- actions ------------------------------------------------------------------------------------
+    def action_changes_only(self) -> None:
+        self.changes_only = not self.changes_only
+        self._reload()
+        self.notify("changes only" if self.changes_only else "all entries")
+
+    def action_sort(self) -> None:
+        self.by_size = not self.by_size
+        self._reload()
+        self.notify("sorted by size" if self.by_size else "sorted by name")
+
+    def action_expand_all(self) -> None:
+        tree = self.query_one("#tree", Tree)
+        node = tree.cursor_node or tree.root
+        stack = [node]
+        budget = 5000                                  # keep the screen responsive on huge trees
+        while stack and budget > 0:
+            n = stack.pop()
+            if n.allow_expand:
+                if n.children and n.children[0].data is None:
+                    self._fill(n, n.data)
+                n.expand()
+                budget -= len(n.children)
+                stack.extend(n.children)
+
+    def action_help(self) -> None:
+        self.query_one("#help", Static).toggle_class("visible")
+
+    def action_search(self) -> None:
+        box = self.query_one("#search", Input)
+        box.add_class("visible")
+        box.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        box = event.input
+        box.remove_class("visible")
+        hits = self.browser.search(self.view, event.value, limit=1) if event.value else []
+        if not hits:
+            self.notify(f"no match for {shown(event.value)!s}", severity="warning")
+            self.query_one("#tree", Tree).focus()
+            return
+        self.select(hits[0])
+
+    def select(self, path: bytes) -> None:
+        """Expand the tree down to `path` and put the cursor on it."""
+        tree = self.query_one("#tree", Tree)
+        node = tree.root
+        walked = b""
+        for part in [p for p in path.split(b"/") if p]:
+            walked += b"/" + part
+            if node.children and node.children[0].data is None:
+                self._fill(node, node.data)
+            node.expand()
+            found = next((c for c in node.children if c.data == walked), None)
+            if found is None:
+                break
+            node = found
+        tree.focus()
+        # the node's line is known once the tree has laid out its new children
+        self.call_after_refresh(tree.move_cursor, node)
+        self._show(node.data if node.data is not None else b"/")
+
+
+def run_ui(analysis: Analysis) -> None:
+    ExploreApp(analysis).run()
