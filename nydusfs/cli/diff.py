@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from .explore import size_text
+from .show import console as make_console
 from .show import shown
 
 HELP = "show what changed between two images, and what an update costs a node holding the first"
@@ -64,11 +65,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print(doc: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    console = Console(highlight=False)
+    console = make_console()
     marks = {"added": "+", "removed": "-", "changed": "~"}
     for c in doc["changes"]:
         fields = f"  ({', '.join(c['fields'])})" if c["fields"] else ""

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from .mount import parse_size
+from .show import console as make_console
 from .show import shown
 
 HELP = "see what every layer of an image did, where each file comes from and what space is wasted"
@@ -96,11 +97,10 @@ def size_text(n: int | None) -> str:
 
 
 def _print_report(doc: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    console = Console(highlight=False)
+    console = make_console()
     t = Table(title="layers")
     for col in ("#", "layer", "created by", "entries", "source", "nydus", "added", "modified",
                 "type", "deleted", "hidden", "replaced", "wasted"):
@@ -133,10 +133,9 @@ def _print_report(doc: dict[str, Any]) -> None:
 
 
 def _print_rules(rules: list[Any]) -> int:
-    from rich.console import Console
     from rich.text import Text
 
-    console = Console(highlight=False)
+    console = make_console()
     failed = 0
     for r in rules:
         word = "PASS" if r.passed else "FAIL"

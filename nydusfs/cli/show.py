@@ -5,7 +5,10 @@ Text, never as markup."""
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+from typing import Any
 
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\\\\\udc80-\udcff]")
 
@@ -20,3 +23,13 @@ def _escape(m: re.Match[str]) -> str:
 
 def shown(text: str) -> str:
     return _UNSAFE.sub(_escape, text)
+
+
+def console(stderr: bool = False) -> Any:
+    """A rich console: the terminal's width on a terminal; wide rows for files and pipes
+    (unless COLUMNS says otherwise), so tables are not squeezed into 80 columns."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=200 if wide else None, highlight=False)
