@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from ..check.oracle import Changeset, Node, Parts, apply, new_root
 from .layers import ChunkRef, LayerInput
@@ -23,9 +23,8 @@ WRITES = (ADDED, MODIFIED, TYPE_CHANGED)
 MAX_HOPS = 255
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Seen:
-    """A path as one snapshot sees it."""
+class Seen(NamedTuple):
+    """A path as one snapshot sees it (a tuple: there is one per path per snapshot)."""
 
     node: int                     # id() of the oracle node: one version of the path
     kind: str
@@ -37,8 +36,7 @@ class Seen:
 Snapshot = dict[bytes, Seen]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
     path: bytes
     mark: str
     kind: str                     # the kind after the change (before it, for removals)
@@ -70,8 +68,7 @@ class LayerReport:
         return {m: c.get(m, 0) for m in MARKS}
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Version:
+class Version(NamedTuple):
     layer: int
     mark: str
     kind: str
@@ -209,8 +206,10 @@ def analyze(layers: list[LayerInput]) -> Analysis:
                 opaque.add(d)
             else:
                 explicit.add((d if d != b"/" else b"") + b"/" + target)
-        apply(root, Changeset(cs.source, whiteouts=cs.whiteouts))
-        middle = snapshot(root)
+        middle = before
+        if cs.whiteouts:
+            apply(root, Changeset(cs.source, whiteouts=cs.whiteouts))
+            middle = snapshot(root)
         apply(root, Changeset(cs.source, members=cs.members))
         after = snapshot(root)
 

@@ -46,6 +46,7 @@ class Browser:
         self.a = analysis
         self._layer_index: dict[int, dict[bytes, list[Change]]] = {}
         self._sizes: dict[tuple[int, bytes], int] = {}
+        self._layer_totals: dict[int, dict[bytes, int]] = {}
         self._links: dict[int, list[bytes]] | None = None
         self._chunk_users: dict[bytes, list[bytes]] | None = None
 
@@ -123,12 +124,25 @@ class Browser:
                     total += n.size
                 stack.extend((n.children or {}).values())
         else:
-            prefix = path + b"/" if path != b"/" else b"/"
-            total = sum(c.size for c in self.a.layers[view].changes
-                        if c.kind == "file" and c.mark in WRITES
-                        and (c.path == path or c.path.startswith(prefix)))
+            total = self._layer_sizes(view).get(path, 0)
         self._sizes[key] = total
         return total
+
+    def _layer_sizes(self, layer: int) -> dict[bytes, int]:
+        """path -> bytes of the files the layer writes at or below it, in one pass."""
+        sizes = self._layer_totals.get(layer)
+        if sizes is None:
+            sizes = {}
+            for c in self.a.layers[layer].changes:
+                if c.kind == "file" and c.mark in WRITES:
+                    p = c.path
+                    while True:
+                        sizes[p] = sizes.get(p, 0) + c.size
+                        if p == b"/":
+                            break
+                        p = _parent(p)
+            self._layer_totals[layer] = sizes
+        return sizes
 
     def search(self, view: int, pattern: str, limit: int = 1000) -> list[bytes]:
         """Paths of the view whose path (or name) matches the glob, in path order."""
