@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import time
 from typing import Any
 
-import pytest
+from conftest import require_tool
 from corpus import Layer, pattern
 from stacks import STACKS, build_layers
 
@@ -163,8 +162,7 @@ def _screen(session: str) -> str:
 
 
 def test_real_command_in_tmux(tmp_path: pathlib.Path) -> None:
-    if shutil.which("tmux") is None:
-        pytest.fail("tmux is not installed (tools/setup-env installs it)")
+    require_tool("tmux")
     _, tars = three_layers(tmp_path)
     session = f"nydusfs-explore-{os.getpid()}"
     cmd = " ".join([sys.executable, "-m", "nydusfs", "explore", *tars])
