@@ -117,6 +117,10 @@ class LayerError(NydusfsError):
         super().__init__(f"{where}: {message}")
 
 
+class ParentNotADirError(LayerError):
+    """A tar member whose parent path crosses a non-directory of the same layer."""
+
+
 class BlobError(NydusfsError):
     """A data blob is missing, short, or holds a chunk that does not decode or verify."""
 
@@ -139,6 +143,10 @@ class MergeError(NydusfsError):
     """Layers that cannot be merged (flags that disagree, several own blobs...)."""
 
     errno = _errno.EINVAL
+
+
+class MountError(NydusfsError):
+    """Mounting, serving or unmounting failed (the message says where and why)."""
 
 
 class NotFoundError(NydusfsError, FileNotFoundError):

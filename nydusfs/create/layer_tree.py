@@ -18,7 +18,7 @@ import os
 import stat
 from typing import Callable
 
-from ..errors import LayerError
+from ..errors import LayerError, ParentNotADirError
 from ..format import v6, whiteout
 from ..tree.node import LOWER_LINK_XATTR, Node, new_dir, split_path
 from .tarstream import Entry
@@ -61,10 +61,6 @@ def storable_xattrs(xattrs: dict[bytes, bytes]) -> tuple[dict[bytes, bytes], lis
     return kept, dropped
 
 
-class _ParentNotADirectory(LayerError):
-    pass
-
-
 class LayerTree:
     def __init__(self, source: str, warn: Callable[[str], None] = lambda m: None) -> None:
         self.source = source
@@ -102,7 +98,7 @@ class LayerTree:
                 pending = [p for p in target.split(b"/") if p and p != b"."] + pending
                 continue
             elif not child.is_dir:
-                raise _ParentNotADirectory(self.source, f"parent {b'/'.join(resolved + [name])!r} is "
+                raise ParentNotADirError(self.source, f"parent {b'/'.join(resolved + [name])!r} is "
                                            "not a directory", member=entry.name, offset=entry.offset)
             resolved.append(name)
         return self._walk(resolved)
@@ -137,7 +133,7 @@ class LayerTree:
             return self.root
         try:
             parent = self._parent(parts, entry)
-        except _ParentNotADirectory:
+        except ParentNotADirError:
             if not parts[-1].startswith(whiteout.PREFIX):
                 raise
             # a whiteout below a path this layer turned into a file: the file already hides

@@ -14,14 +14,10 @@ import tempfile
 import time
 import urllib.parse
 
-from ..errors import NydusfsError
+from ..errors import MountError
 
 FSTYPE = "fuse.nydusfs"
 MNT_DETACH = 2
-
-
-class MountError(NydusfsError):
-    """Mounting, serving or unmounting failed (the message says where and why)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
