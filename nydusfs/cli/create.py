@@ -8,6 +8,8 @@ import sys
 from typing import Any
 
 from ..errors import UsageError
+from ..format.choices import (FS_VERSIONS, WRITABLE_COMPRESSORS, Compressor, Digester, LayerFileLayout,
+                              PrefetchPolicy, WhiteoutSpec)
 from ..util.prefetch import parse_chunk_dict, parse_patterns, read_pattern_source
 
 HELP = "convert one OCI layer tar (tar, tar.gz, tar.zst, or - for stdin) into a Nydus layer"
@@ -47,7 +49,7 @@ def register(sub: Any) -> None:
     p.add_argument("source", metavar="SOURCE", help="layer tar / tar.gz / tar.zst, or - for stdin")
     out = p.add_argument_group("output")
     out.add_argument("-o", "--output", metavar="OUT", help="write a Nydus layer file")
-    out.add_argument("--layout", choices=("A", "B"), default="A",
+    out.add_argument("--layout", choices=LayerFileLayout.values(), default=LayerFileLayout.A,
                      help="Nydus layer file layout (default: A, a standard tar)")
     out.add_argument("--bootstrap", metavar="FILE", help="write the bootstrap to FILE")
     out.add_argument("--blob", metavar="FILE", help="write the data blob to FILE")
@@ -56,10 +58,10 @@ def register(sub: Any) -> None:
                      help="write what was built (version, compressor, blob id and size, counts, "
                           "timings) as JSON to FILE (- for stdout)")
     fmt = p.add_argument_group("format")
-    fmt.add_argument("--fs-version", type=int, choices=(5, 6), default=6, help="RAFS version (default: 6)")
-    fmt.add_argument("--compressor", choices=("none", "lz4_block", "zstd"), default="zstd",
+    fmt.add_argument("--fs-version", type=int, choices=FS_VERSIONS, default=6, help="RAFS version (default: 6)")
+    fmt.add_argument("--compressor", choices=Compressor.values(WRITABLE_COMPRESSORS), default="zstd",
                      help="chunk compression (default: zstd, level 3)")
-    fmt.add_argument("--digester", choices=("blake3", "sha256"), default="blake3",
+    fmt.add_argument("--digester", choices=Digester.values(), default="blake3",
                      help="chunk and inode digest (default: blake3)")
     fmt.add_argument("--chunk-size", type=_int, default=0x100000,
                      help="chunk size, a power of two from 0x1000 to 0x1000000 (default: 0x100000)")
@@ -70,13 +72,13 @@ def register(sub: Any) -> None:
     fmt.add_argument("--blob-offset", type=_int, default=None,
                      help="add N to every chunk's compressed offset, for a blob that will sit at "
                           "offset N of an outer file (layout A uses 1024 by itself)")
-    fmt.add_argument("--whiteout-spec", choices=("oci", "overlayfs", "none"), default="oci",
+    fmt.add_argument("--whiteout-spec", choices=WhiteoutSpec.values(), default=WhiteoutSpec.OCI,
                      help="whiteout convention of the layer (default: oci); see above")
     fmt.add_argument("--chunk-dict", metavar="bootstrap=FILE",
                      help="chunks whose digest is in this bootstrap are not stored again and "
                           "point at the dictionary's blob")
     pf = p.add_argument_group("prefetch")
-    pf.add_argument("--prefetch-policy", choices=("fs", "blob", "none"), default="none",
+    pf.add_argument("--prefetch-policy", choices=PrefetchPolicy.values(), default=PrefetchPolicy.NONE,
                     help="fs: prefetch table of the listed paths; blob: blob readahead range over "
                          "their data; none (default)")
     pf.add_argument("--prefetch-files", metavar="FILE",
@@ -89,7 +91,7 @@ def register(sub: Any) -> None:
 
 
 def _patterns(args: argparse.Namespace, warn: Any) -> list[bytes]:
-    if args.prefetch_policy == "none":
+    if args.prefetch_policy == PrefetchPolicy.NONE:
         return []
     src = args.prefetch_files
     if src is None:

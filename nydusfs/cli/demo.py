@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from .. import sample
+from ..format.choices import FS_VERSIONS, WRITABLE_COMPRESSORS, Compressor
 
 HELP = "run create, merge, dump, check and mount on the built-in sample image"
 DESCRIPTION = """\
@@ -29,8 +30,8 @@ def register(sub: Any) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", metavar="DIR",
                    help="where to write the sample and the image (default: a new temporary directory, kept)")
-    p.add_argument("--fs-version", type=int, choices=(5, 6), default=6, help="RAFS version (default: 6)")
-    p.add_argument("--compressor", choices=("none", "lz4_block", "zstd"), default="zstd",
+    p.add_argument("--fs-version", type=int, choices=FS_VERSIONS, default=6, help="RAFS version (default: 6)")
+    p.add_argument("--compressor", choices=Compressor.values(WRITABLE_COMPRESSORS), default="zstd",
                    help="chunk compression (default: zstd)")
     p.add_argument("--no-mount", action="store_true", help="skip the FUSE mount steps")
     p.set_defaults(run=run)

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from ..format.choices import PrefetchPolicy, WhiteoutSpec
+
 
 
 HELP = "merge per-layer bootstraps (lowest first) into one image bootstrap"
@@ -48,14 +50,14 @@ def register(sub: Any) -> None:
     p.add_argument("--chunk-dict", metavar="bootstrap=FILE",
                    help="the chunk dict the layers were built with: its blobs may be referenced "
                         "by any layer besides the layer's own blob (default: none)")
-    p.add_argument("--prefetch-policy", choices=("fs", "blob", "none"), default="none",
+    p.add_argument("--prefetch-policy", choices=PrefetchPolicy.values(), default=PrefetchPolicy.NONE,
                    help="fs: build the prefetch table from the patterns; blob and none keep "
                         "only the blobs' readahead ranges as the layers stored them "
                         "(default: %(default)s)")
     p.add_argument("--prefetch-files", metavar="FILE", default="-",
                    help="absolute paths to prefetch, one per line, `/` for the whole image; read "
                         "with --prefetch-policy fs (default: stdin)")
-    p.add_argument("--whiteout-spec", choices=("oci", "overlayfs", "none"), default="oci",
+    p.add_argument("--whiteout-spec", choices=WhiteoutSpec.values(), default=WhiteoutSpec.OCI,
                    help="whiteout markers of the sources: oci (.wh. names; what create writes, "
                         "also for overlayfs input), overlayfs (0/0 character devices and "
                         "trusted.overlay.opaque=y directories, as in bootstraps built from "
@@ -95,7 +97,7 @@ def options_from(args: argparse.Namespace, stdin: Any = None) -> Any:
         keep_blob_ids=args.keep_blob_ids)
     opts.validate(args.sources)
     warnings: list[str] = []
-    if args.prefetch_policy == "fs":
+    if args.prefetch_policy == PrefetchPolicy.FS:
         opts.prefetch_patterns, warnings = parse_patterns(read_pattern_source(args.prefetch_files, stdin))
     return opts, warnings
 

@@ -14,7 +14,10 @@ import time
 from typing import Any, BinaryIO, Callable
 
 from ..errors import LayerError, UsageError
-from ..format.blob import COMPRESSOR_IDS, TAR_BLOCK, compress, encode_ci_v1, valid_chunk_size
+from ..format.blob import (COMPRESSOR_IDS, DEFAULT_CHUNK_SIZE, PLACEHOLDER_BLOB_ID, TAR_BLOCK, TOC_FLAGS,
+                           compress, encode_ci_v1, valid_chunk_size)
+from ..format.choices import (FS_VERSIONS, WRITABLE_COMPRESSORS, Compressor, Digester, LayerFileLayout,
+                              PrefetchPolicy, WhiteoutSpec)
 from ..format.flags import BlobFeatures, SuperFlags
 from ..format.record import align
 from ..tree.node import BlobDesc, Node, Tree, non_directories
@@ -26,23 +29,22 @@ from .chunker import OWN_BLOB, Chunker, DictChunks
 from .layer_tree import LayerTree, overlayfs_to_oci
 from .tarstream import TarStream
 
-PLACEHOLDER_ID = "x" * 64
 LAYOUT_A_BLOB_OFFSET = 1024
 
 
 @dataclasses.dataclass
 class CreateOptions:
     fs_version: int = 6
-    compressor: str = "zstd"
-    digester: str = "blake3"
-    chunk_size: int = 0x100000
-    whiteout_spec: str = "oci"
+    compressor: str = Compressor.ZSTD
+    digester: str = Digester.BLAKE3
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    whiteout_spec: str = WhiteoutSpec.OCI
     blob_offset: int | None = None
     chunk_dict: str | None = None
-    prefetch_policy: str = "none"
+    prefetch_policy: str = PrefetchPolicy.NONE
     prefetch_patterns: list[bytes] = dataclasses.field(default_factory=list)
     aligned_chunk: bool = False
-    layout: str = "A"
+    layout: str = LayerFileLayout.A
     output: str | None = None          # a Nydus layer file
     bootstrap: str | None = None       # or separate outputs
     blob: str | None = None
@@ -124,19 +126,15 @@ class _Temps:
 
 
 def validate(opts: CreateOptions) -> None:
-    if opts.fs_version not in (5, 6):
+    if opts.fs_version not in FS_VERSIONS:
         raise UsageError(f"--fs-version must be 5 or 6, not {opts.fs_version}")
-    if opts.compressor not in ("none", "lz4_block", "zstd"):
-        raise UsageError(f"--compressor must be none, lz4_block or zstd, not {opts.compressor!r}")
-    if opts.digester not in ("blake3", "sha256"):
-        raise UsageError(f"--digester must be blake3 or sha256, not {opts.digester!r}")
+    Compressor.parse("--compressor", opts.compressor, WRITABLE_COMPRESSORS)
+    Digester.parse("--digester", opts.digester)
     if not valid_chunk_size(opts.chunk_size):
         raise UsageError(f"--chunk-size must be a power of two between 0x1000 and 0x1000000, "
                          f"not 0x{opts.chunk_size:x}")
-    if opts.whiteout_spec not in ("oci", "overlayfs", "none"):
-        raise UsageError(f"--whiteout-spec must be oci, overlayfs or none, not {opts.whiteout_spec!r}")
-    if opts.prefetch_policy not in ("fs", "blob", "none"):
-        raise UsageError(f"--prefetch-policy must be fs, blob or none, not {opts.prefetch_policy!r}")
+    WhiteoutSpec.parse("--whiteout-spec", opts.whiteout_spec)
+    PrefetchPolicy.parse("--prefetch-policy", opts.prefetch_policy)
     separate = bool(opts.bootstrap or opts.blob or opts.blob_dir)
     if opts.output and separate:
         raise UsageError("give either -o OUT (a Nydus layer file) or --bootstrap/--blob/--blob-dir")
@@ -148,15 +146,14 @@ def validate(opts: CreateOptions) -> None:
         raise UsageError("--bootstrap needs --blob FILE or --blob-dir DIR for the data")
     if opts.blob and opts.blob_dir:
         raise UsageError("give --blob FILE or --blob-dir DIR, not both")
-    if opts.layout not in ("A", "B"):
-        raise UsageError(f"--layout must be A or B, not {opts.layout!r}")
-    if opts.output and opts.layout == "A" and opts.blob_offset not in (None, LAYOUT_A_BLOB_OFFSET):
+    LayerFileLayout.parse("--layout", opts.layout)
+    if opts.output and opts.layout == LayerFileLayout.A and opts.blob_offset not in (None, LAYOUT_A_BLOB_OFFSET):
         raise UsageError("layout A puts the blob at offset 1024; --blob-offset cannot change that")
-    if opts.layout == "B" and opts.output and opts.blob_offset:
+    if opts.layout == LayerFileLayout.B and opts.output and opts.blob_offset:
         raise UsageError("layout B starts the blob at offset 0; --blob-offset does not apply")
     if opts.blob_offset is not None and opts.blob_offset < 0:
         raise UsageError("--blob-offset must not be negative")
-    if opts.aligned_chunk and opts.blob_offset and opts.compressor == "none" and opts.fs_version == 6:
+    if opts.aligned_chunk and opts.blob_offset and opts.compressor == Compressor.NONE and opts.fs_version == 6:
         raise UsageError("--aligned-chunk lays the blob out for the kernel, which needs --blob-offset 0")
 
 
@@ -250,15 +247,15 @@ def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, temp
     layout = opts.layout if layer_file else "separate"
     if layer_file:
         out_fd, out_tmp = temps.open(os.path.dirname(opts.output) or ".", opts.output, "layer")
-        base = TAR_BLOCK * 2 if layout == "A" else 0
+        base = TAR_BLOCK * 2 if layout == LayerFileLayout.A else 0
         blob = BlobFile(out_fd, base)
-        blob_offset = base if layout == "A" else 0
+        blob_offset = base if layout == LayerFileLayout.A else 0
     else:
         blob_target_dir = opts.blob_dir or os.path.dirname(opts.blob) or "."  # type: ignore[arg-type]
         blob_fd, blob_tmp = temps.open(blob_target_dir, opts.blob, "blob")
         blob = BlobFile(blob_fd, 0)
         blob_offset = opts.blob_offset or 0
-    kernel_layout = v6 and opts.aligned_chunk and opts.compressor == "none"
+    kernel_layout = v6 and opts.aligned_chunk and opts.compressor == Compressor.NONE
 
     dict_used: dict[int, int] = {}      # dict blob number -> index in our blob table
     table: list[BlobDesc] = []
@@ -298,7 +295,7 @@ def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, temp
     for name, count in sorted(layer.dropped_xattrs.items()):
         warn(f"dropped xattr {name!r} on {count} entr{'y' if count == 1 else 'ies'}: RAFS keeps only "
              "user., trusted., security. and POSIX ACL xattrs (values up to 64 KiB)")
-    if opts.whiteout_spec == "overlayfs":
+    if opts.whiteout_spec == WhiteoutSpec.OVERLAYFS:
         overlayfs_to_oci(layer.root)
     t_read = time.monotonic()
 
@@ -312,15 +309,15 @@ def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, temp
     features = int(BlobFeatures.CAP_TAR_TOC)
     if v6 or opts.aligned_chunk:
         features |= BlobFeatures.ALIGNED
-    desc = BlobDesc(blob_id=PLACEHOLDER_ID, compressor=opts.compressor, digester=opts.digester,
+    desc = BlobDesc(blob_id=PLACEHOLDER_BLOB_ID, compressor=opts.compressor, digester=opts.digester,
                     chunk_size=opts.chunk_size, chunk_count=len(own),
                     uncompressed_size=chunker.uncompressed_size, features=features)
     if own_index is not None:
         table.append(desc)
     tree.blobs = table
-    if opts.prefetch_policy == "fs":
+    if opts.prefetch_policy == PrefetchPolicy.FS:
         tree.prefetch = list(opts.prefetch_patterns)
-    elif opts.prefetch_policy == "blob" and own_index is not None:
+    elif opts.prefetch_policy == PrefetchPolicy.BLOB and own_index is not None:
         if v6:
             warn("--prefetch-policy blob: RAFS v6 blob tables have no readahead range; nothing recorded")
         else:
@@ -331,31 +328,32 @@ def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, temp
         if kernel_layout:
             blob.pad_to(4096)  # the kernel reads whole blocks of the blob device
         data_size = desc.compressed_size = blob.size
-        if layout == "B":
+        if layout == LayerFileLayout.B:
             running = blob.hash.copy()
             running.update(blob.section_header(b"image.blob", data_size))
-            toc.append(toc_entry(b"image.blob", 0x1, running.digest(), 0, data_size,
+            toc.append(toc_entry(b"image.blob", TOC_FLAGS[Compressor.NONE], running.digest(), 0, data_size,
                                  chunker.uncompressed_size))
             if not v6:  # v5 records the position at bootstrap time, header included
                 desc.features |= BlobFeatures.INLINED_FS_META | BlobFeatures.HAS_TAR_HEADER
                 desc.compressed_size = blob.size
         if v6:
             _write_blob_meta(blob, desc, own, blob_offset, layout, toc, opts.compressor)
-            if layout == "B":
+            if layout == LayerFileLayout.B:
                 tree.extra_flags |= SuperFlags.INLINED_CHUNK_DIGEST
-        if kernel_layout and layout != "B":
+        if kernel_layout and layout != LayerFileLayout.B:
             blob.pad_to(4096)  # loop devices drop a trailing partial sector
 
     # the bootstrap
-    if layout == "B":
+    if layout == LayerFileLayout.B:
         if own_index is not None:
-            desc.blob_id = PLACEHOLDER_ID
+            desc.blob_id = PLACEHOLDER_BLOB_ID
         boot, missing = (write_v6 if v6 else write_v5)(tree)
         boot_offset = blob.size
         if v6:
-            stored, compressed = compress(boot, "zstd")
+            stored, compressed = compress(boot, Compressor.ZSTD)
             blob.write(stored)
-            toc.append(toc_entry(b"image.boot", 0x2 if compressed else 0x1, sha256(boot),
+            toc.append(toc_entry(b"image.boot",
+                                 TOC_FLAGS[Compressor.ZSTD if compressed else Compressor.NONE], sha256(boot),
                                  boot_offset, len(stored), len(boot)))
             blob.section_header(b"image.boot", len(stored))
             toc_data = b"".join(toc)
@@ -378,7 +376,7 @@ def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, temp
 
     blob_path: str | None = None
     if layer_file:
-        if layout == "A":
+        if layout == LayerFileLayout.A:
             _pack_layout_a(out_fd, blob.size if own_index is not None else None, boot)
         out_path = opts.output
     else:
@@ -444,7 +442,7 @@ def _write_blob_meta(blob: BlobFile, desc: BlobDesc, own: list, blob_offset: int
                                    c.uncompressed_size) for c in own)
     stored, compressed = compress(ci_raw, compressor)
     ci_compressor = COMPRESSOR_IDS[compressor] if compressed else 0
-    if layout == "B":
+    if layout == LayerFileLayout.B:
         desc.features |= (BlobFeatures.HAS_TAR_HEADER | BlobFeatures.HAS_TOC | BlobFeatures.INLINED_FS_META
                           | BlobFeatures.INLINED_CHUNK_DIGEST)
     ci_off = blob.write(stored)
@@ -455,15 +453,18 @@ def _write_blob_meta(blob: BlobFile, desc: BlobDesc, own: list, blob_offset: int
     desc.ci_offset = blob_offset + ci_off
     desc.ci_compressed_size = len(stored)
     desc.ci_uncompressed_size = len(ci_raw)
-    if layout == "B":
+    if layout == LayerFileLayout.B:
         blob.section_header(b"blob.meta", len(stored) + len(header))
-        toc.append(toc_entry(b"blob.meta", 0x1 if not compressed else {3: 0x2, 1: 0x4}[ci_compressor],
+        meta_flags = TOC_FLAGS[Compressor(compressor) if compressed else Compressor.NONE]
+        toc.append(toc_entry(b"blob.meta", meta_flags,
                              sha256(ci_raw), ci_off, len(stored), len(ci_raw)))
-        toc.append(toc_entry(b"blob.meta.header", 0x1, sha256(header), header_off, len(header), len(header)))
+        toc.append(toc_entry(b"blob.meta.header", TOC_FLAGS[Compressor.NONE], sha256(header), header_off,
+                             len(header), len(header)))
         digests = b"".join(c.block_id for c in own)
         dig_off = blob.write(digests, hashed=False)
         blob.section_header(b"blob.digest", len(digests))
-        toc.append(toc_entry(b"blob.digest", 0x1, sha256(digests), dig_off, len(digests), len(digests)))
+        toc.append(toc_entry(b"blob.digest", TOC_FLAGS[Compressor.NONE], sha256(digests), dig_off,
+                             len(digests), len(digests)))
 
 
 def _tar_header(name: str, size: int, kind: bytes) -> bytes:

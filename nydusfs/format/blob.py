@@ -18,6 +18,7 @@ import lz4.block as _lz4
 import zstandard as _zstd
 
 from ..errors import FormatError
+from .choices import Compressor, Digester
 from .record import Record, cstr, record
 
 DEFAULT_CHUNK_SIZE = 0x100000
@@ -29,10 +30,13 @@ BLOB_META_MAGIC = 0xB10BB10B
 BLOB_META_HEADER_SIZE = 4096
 TOC_ENTRY_SIZE = 128
 TAR_BLOCK = 512
+PLACEHOLDER_BLOB_ID = "x" * 64   # stored for a blob whose digest was unknown when it was written
+GZIP_MAGIC = b"\x1f\x8b"               # first bytes of a gzip stream
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"       # first bytes of a zstd frame
 
-COMPRESSOR_IDS = {"none": 0, "lz4_block": 1, "gzip": 2, "zstd": 3}
+COMPRESSOR_IDS = {Compressor.NONE: 0, Compressor.LZ4_BLOCK: 1, Compressor.GZIP: 2, Compressor.ZSTD: 3}
 COMPRESSOR_NAMES = {v: k for k, v in COMPRESSOR_IDS.items()}
-DIGESTER_IDS = {"blake3": 0, "sha256": 1}
+DIGESTER_IDS = {Digester.BLAKE3: 0, Digester.SHA256: 1}
 DIGESTER_NAMES = {v: k for k, v in DIGESTER_IDS.items()}
 
 
@@ -200,10 +204,12 @@ class TocEntry(Record):
     @property
     def compressor(self) -> str:
         kind = self.flags & 0xF
-        return {0x1: "none", 0x2: "zstd", 0x4: "lz4_block"}.get(kind, f"unknown(0x{kind:x})")
+        return TOC_COMPRESSORS.get(kind, f"unknown(0x{kind:x})")
 
 
-TOC_FLAGS = {"none": 0x1, "zstd": 0x2, "lz4_block": 0x4}
+# the compression of a ToC entry's section (the low bits of `flags`)
+TOC_FLAGS = {Compressor.NONE: 0x1, Compressor.ZSTD: 0x2, Compressor.LZ4_BLOCK: 0x4}
+TOC_COMPRESSORS = {v: k for k, v in TOC_FLAGS.items()}
 
 
 # --- the 512-byte GNU tar headers that follow each section of a layout-B blob

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 import functools
 
+from .choices import Compressor, Digester
+
 
 class SuperFlags(enum.IntFlag):
     """RafsSuperFlags (`s_flags` of v5 and of the v6 extended superblock)."""
@@ -69,37 +71,29 @@ class InodeFlagsV5(enum.IntFlag):
 
 
 # Compression algorithms: names as on the nydus-image command line, ids as in v6 blob tables.
-COMPRESSORS = ("none", "lz4_block", "gzip", "zstd")
 COMPRESSOR_FLAG = {
-    "none": SuperFlags.COMPRESSION_NONE,
-    "lz4_block": SuperFlags.COMPRESSION_LZ4,
-    "gzip": SuperFlags.COMPRESSION_GZIP,
-    "zstd": SuperFlags.COMPRESSION_ZSTD,
+    Compressor.NONE: SuperFlags.COMPRESSION_NONE,
+    Compressor.LZ4_BLOCK: SuperFlags.COMPRESSION_LZ4,
+    Compressor.GZIP: SuperFlags.COMPRESSION_GZIP,
+    Compressor.ZSTD: SuperFlags.COMPRESSION_ZSTD,
 }
-DIGESTERS = ("blake3", "sha256")
-DIGESTER_FLAG = {"blake3": SuperFlags.HASH_BLAKE3, "sha256": SuperFlags.HASH_SHA256}
+DIGESTER_FLAG = {Digester.BLAKE3: SuperFlags.HASH_BLAKE3, Digester.SHA256: SuperFlags.HASH_SHA256}
 CIPHERS = ("none", "aes128-xts", "aes256-xts", "aes256-gcm")
 
 
-def compressor_of(flags: int) -> str:
+def compressor_of(flags: int) -> Compressor:
     """Upstream decoding precedence: none, lz4, gzip, zstd, else lz4_block."""
-    if flags & SuperFlags.COMPRESSION_NONE:
-        return "none"
-    if flags & SuperFlags.COMPRESSION_LZ4:
-        return "lz4_block"
-    if flags & SuperFlags.COMPRESSION_GZIP:
-        return "gzip"
-    if flags & SuperFlags.COMPRESSION_ZSTD:
-        return "zstd"
-    return "lz4_block"
+    for name, flag in COMPRESSOR_FLAG.items():
+        if flags & flag:
+            return name
+    return Compressor.LZ4_BLOCK
 
 
-def digester_of(flags: int) -> str:
-    if flags & SuperFlags.HASH_BLAKE3:
-        return "blake3"
-    if flags & SuperFlags.HASH_SHA256:
-        return "sha256"
-    return "blake3"
+def digester_of(flags: int) -> Digester:
+    for name, flag in DIGESTER_FLAG.items():
+        if flags & flag:
+            return name
+    return Digester.BLAKE3
 
 
 def flag_names(flags: int, kind: type[enum.IntFlag]) -> list[str]:

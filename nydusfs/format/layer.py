@@ -19,12 +19,11 @@ from typing import Any
 
 from ..errors import FormatError
 from . import v5, v6
-from .blob import TAR_BLOCK, TOC_ENTRY_SIZE, TocEntry, decompress, parse_blob_tar_header, tar_checksum_ok
+from .blob import (GZIP_MAGIC, TAR_BLOCK, TOC_ENTRY_SIZE, ZSTD_MAGIC, TocEntry, decompress,
+                   parse_blob_tar_header, tar_checksum_ok)
 
 BOOT_NAMES = (b"image.boot", b"image/image.boot")
 BLOB_NAMES = (b"image.blob", b"image/image.blob")
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 MAX_TOC_SIZE = 1 << 20
 
 

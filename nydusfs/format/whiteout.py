@@ -7,7 +7,6 @@ import stat
 PREFIX = b".wh."
 OPAQUE = b".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = b"trusted.overlay.opaque"
-SPECS = ("oci", "overlayfs", "none")
 
 
 def is_opaque_marker(name: bytes) -> bool:

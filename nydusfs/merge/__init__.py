@@ -17,6 +17,7 @@ import time
 from typing import Any, Sequence
 
 from .. import __version__
+from ..format.choices import PrefetchPolicy
 from ..write.bootstrap_v5 import write_v5
 from ..write.bootstrap_v6 import write_v6
 from ..tree.load import load_tree
@@ -135,7 +136,7 @@ def merge(sources: Sequence[str | os.PathLike], options: MergeOptions | None = N
     timings["blobs"] = time.perf_counter() - start
     warnings: list[str] = []
     chosen: list[bytes] = []
-    if opts.prefetch_policy == "fs":
+    if opts.prefetch_policy == PrefetchPolicy.FS:
         chosen, more = prefetch.select(root, opts.prefetch_patterns)
         warnings += more
     tree = Tree(root=root, version=last.version, compressor=last.compressor,

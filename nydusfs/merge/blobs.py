@@ -14,6 +14,7 @@ import dataclasses
 from typing import Iterator
 
 from ..errors import FormatError, MergeError
+from ..format.blob import PLACEHOLDER_BLOB_ID
 from ..format.flags import BlobFeatures
 from ..format.v5 import ChunkInfo
 from ..reader import BlobInfo, name_stem
@@ -23,7 +24,6 @@ from .options import MergeOptions, digest_bytes, strip_algo
 
 V6_MAX_BLOBS = 255          # RAFS v6 chunk indexes hold the blob index in one byte
 V6_MAX_BLOB_ID = 64         # device slot tag
-PLACEHOLDER_ID = "x" * 64   # stored for a blob whose digest was unknown when it was written
 
 
 def identity(b: BlobInfo) -> str:
@@ -31,7 +31,7 @@ def identity(b: BlobInfo) -> str:
     stands for the file the bootstrap was read from (the reader then reports the file-name
     stem). The reader also reports the stem for other blobs with inlined metadata, such as a
     chunk-dict blob listed by a layer file, which would make two blobs one."""
-    return b.blob_id if b.raw_id in ("", PLACEHOLDER_ID) else b.raw_id
+    return b.blob_id if b.raw_id in ("", PLACEHOLDER_BLOB_ID) else b.raw_id
 
 
 def _desc(b: BlobInfo) -> BlobDesc:

@@ -7,20 +7,18 @@ import os
 from typing import Sequence
 
 from ..errors import UsageError
-
-PREFETCH_POLICIES = ("none", "fs", "blob")
-# The whiteout convention of the sources (overlay.py). `create` rewrites overlayfs markers as
-# OCI ones, so `overlayfs` is for bootstraps built elsewhere from overlayfs upper directories.
-WHITEOUT_SPECS = ("oci", "overlayfs", "none")
+from ..format.choices import PrefetchPolicy, WhiteoutSpec
 
 
 @dataclasses.dataclass
 class MergeOptions:
     parent_bootstrap: str | None = None
     chunk_dict: str | None = None
-    prefetch_policy: str = "none"
+    prefetch_policy: str = PrefetchPolicy.NONE
     prefetch_patterns: list[bytes] = dataclasses.field(default_factory=list)
-    whiteout_spec: str = "oci"
+    # the whiteout convention of the sources (overlay.py). `create` rewrites overlayfs markers as
+    # OCI ones, so `overlayfs` is for bootstraps built elsewhere from overlayfs upper directories.
+    whiteout_spec: str = WhiteoutSpec.OCI
     # one item per source, or None
     blob_digests: list[str] | None = None
     original_blob_ids: list[str] | None = None
@@ -32,12 +30,8 @@ class MergeOptions:
     def validate(self, sources: Sequence[str | os.PathLike]) -> None:
         if not sources:
             raise UsageError("merge needs at least one source bootstrap")
-        if self.prefetch_policy not in PREFETCH_POLICIES:
-            raise UsageError(f"--prefetch-policy: expected one of {', '.join(PREFETCH_POLICIES)}, "
-                             f"found {self.prefetch_policy!r}")
-        if self.whiteout_spec not in WHITEOUT_SPECS:
-            raise UsageError(f"--whiteout-spec: expected one of {', '.join(WHITEOUT_SPECS)}, "
-                             f"found {self.whiteout_spec!r}")
+        PrefetchPolicy.parse("--prefetch-policy", self.prefetch_policy)
+        WhiteoutSpec.parse("--whiteout-spec", self.whiteout_spec)
         for flag, values in (("--blob-digests", self.blob_digests),
                              ("--original-blob-ids", self.original_blob_ids),
                              ("--blob-sizes", self.blob_sizes),

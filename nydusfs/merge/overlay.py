@@ -26,6 +26,7 @@ import dataclasses
 import os
 
 from ..errors import MergeError
+from ..format.choices import WhiteoutSpec
 from ..format.whiteout import OPAQUE, OVERLAY_OPAQUE_XATTR, PREFIX
 from ..tree.node import LOWER_LINK_XATTR, Node, new_dir
 from . import links
@@ -44,9 +45,9 @@ class Rules:
     """Which whiteout convention is recognised: `oci` (.wh. names), `overlayfs` (0/0
     character devices and trusted.overlay.opaque=y directories) or `none`."""
 
-    def __init__(self, spec: str = "oci") -> None:
-        self.oci = spec == "oci"
-        self.overlayfs = spec == "overlayfs"
+    def __init__(self, spec: str = WhiteoutSpec.OCI) -> None:
+        self.oci = spec == WhiteoutSpec.OCI
+        self.overlayfs = spec == WhiteoutSpec.OVERLAYFS
 
     def marker(self, name: bytes, node: Node) -> tuple[int, bytes] | None:
         """(kind, the name it applies to), or None for an ordinary entry."""

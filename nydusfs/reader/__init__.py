@@ -9,13 +9,14 @@ import os
 from typing import Iterable
 
 from ..errors import FormatError
+from ..format.flags import BlobFeatures
+from ..format.v6 import EROFS_MAGIC, SUPERBLOCK_OFFSET
 from ..format.layer import is_v5_bootstrap, open_bootstrap
 from .base import Image, file_kind
 from .blobs import BlobStore
 from .model import BlobInfo, Inode
 from .v5 import ImageV5
 from .v6 import ImageV6
-
 __all__ = ["open_image", "Image", "Inode", "BlobInfo", "BlobStore", "file_kind", "name_stem"]
 
 
@@ -39,7 +40,7 @@ def open_image(bootstrap: str | os.PathLike, blob_dirs: Iterable[str | os.PathLi
     try:
         if is_v5_bootstrap(head):
             image: Image = ImageV5(name, buf, layout, keepalive, stem)
-        elif len(buf) >= 1028 and int.from_bytes(bytes(buf[1024:1028]), "little") == 0xE0F5E1E2:
+        elif bytes(buf[SUPERBLOCK_OFFSET:SUPERBLOCK_OFFSET + 4]) == EROFS_MAGIC.to_bytes(4, "little"):
             image = ImageV6(name, buf, layout, keepalive, stem)
         else:
             raise FormatError("RAFS bootstrap", field="magic", offset=0, expected="RAFS v5 or v6 magic",
@@ -63,7 +64,7 @@ def _own_blob_indexes(image: Image, blob_size: int) -> list[int]:
     """Blobs of a layer file that live in the file itself: the inlined-meta blob, else the one
     blob whose recorded size is the layer's image.blob size (else the last: a per-layer
     bootstrap lists dict blobs before its own)."""
-    inlined = [b.index for b in image.blobs if b.features & 0x2]
+    inlined = [b.index for b in image.blobs if b.features & BlobFeatures.INLINED_FS_META]
     if inlined:
         return inlined
     sized = [b.index for b in image.blobs if b.compressed_size == blob_size]

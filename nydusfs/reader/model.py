@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..format.blob import PLACEHOLDER_BLOB_ID
+from ..format.flags import BlobFeatures
 from ..util.modes import FileKind
 
 # nydusfs keeps one private mark in reserved inode bytes that other readers ignore: a directory
@@ -78,7 +80,6 @@ def dev_to_disk(dev: int) -> int:
     return ((minor & 0xFF) | ((major & 0xFFF) << 8) | ((minor & ~0xFF) << 12)) & 0xFFFFFFFF
 
 
-PLACEHOLDER_ID = "x" * 64
 
 
 def stem_owners(entries: list[tuple[str, int]], stem: str) -> set[int]:
@@ -91,8 +92,8 @@ def stem_owners(entries: list[tuple[str, int]], stem: str) -> set[int]:
     if not stem:
         return set()
     flagged = [i for i, (raw_id, features) in enumerate(entries)
-               if features & 0x2 and not features & 0x10]
+               if features & BlobFeatures.INLINED_FS_META and not features & BlobFeatures.SEPARATE]
     if len(flagged) <= 1:
         return set(flagged)
-    placeholders = {i for i in flagged if entries[i][0] == PLACEHOLDER_ID}
+    placeholders = {i for i in flagged if entries[i][0] == PLACEHOLDER_BLOB_ID}
     return placeholders or {flagged[-1]}

@@ -17,7 +17,7 @@ def blob_desc(b: BlobInfo) -> BlobDesc:
     Its id is the resolved one, so INLINED_FS_META is cleared, as upstream does for blobs taken
     from a parent or a dict: that flag tells readers to take the id from the file name, which
     is only right in the layer file that holds the blob."""
-    features = b.features & 0x7FFF_FFFF
+    features = b.features & ~BlobFeatures.V5_NO_EXT_BLOB_TABLE
     if not features & BlobFeatures.SEPARATE:
         features &= ~BlobFeatures.INLINED_FS_META
     d = BlobDesc(blob_id=b.blob_id, compressor=b.compressor, digester=b.digester,

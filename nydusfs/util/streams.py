@@ -9,8 +9,8 @@ from __future__ import annotations
 import io
 from typing import BinaryIO
 
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+from ..format.blob import GZIP_MAGIC, ZSTD_MAGIC
+
 READ_SIZE = 1 << 20
 
 
