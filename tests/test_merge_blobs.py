@@ -11,14 +11,14 @@ from stacks import CHUNK, build_bootstraps, build_layers, differences, reference
 
 from nydusfs.errors import MergeError, UsageError
 from nydusfs.merge import MergeOptions, merge
-from nydusfs.merge.output import commit
+from nydusfs.util.output import write_outputs
 from nydusfs.reader import open_image
 
 
 def write_merged(tmp: pathlib.Path, sources: list, options: MergeOptions | None = None,
                  name: str = "merged.boot") -> pathlib.Path:
     out = tmp / name
-    commit([(str(out), merge(sources, options).bootstrap())])
+    write_outputs([(str(out), merge(sources, options).bootstrap())])
     return out
 
 

@@ -105,10 +105,14 @@ def test_existing_output_is_kept_on_failure(tmp_path: pathlib.Path, capsys: pyte
     assert code == 2 and out.read_bytes() == b"previous"
 
 
-def test_output_can_replace_a_source(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_output_equal_to_an_input_is_a_usage_error(tmp_path: pathlib.Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     src = build_layers(LAYERS, tmp_path)
     boot = tmp_path / "merged"
     assert run(["--bootstrap", str(boot), str(src[0])], capsys)[0] == 0
-    assert run(["--bootstrap", str(boot), "--parent-bootstrap", str(boot), str(src[1])], capsys)[0] == 0
-    assert not differences(snapshot_image(boot, [tmp_path / "layers"]), reference(LAYERS))
-    assert _leftovers(tmp_path) == []
+    before = boot.read_bytes()
+    code, _, err = run(["--bootstrap", str(boot), "--parent-bootstrap", str(boot), str(src[1])], capsys)
+    assert code == 2 and "is also an input (--parent-bootstrap" in err and len(err.splitlines()) == 1
+    code, _, err = run(["--bootstrap", str(src[1]), str(src[0]), str(src[1])], capsys)
+    assert code == 2 and "is also an input (SOURCE 2" in err
+    assert boot.read_bytes() == before and _leftovers(tmp_path) == []

@@ -13,7 +13,7 @@ from nydusfs.write.bootstrap_v6 import write_v6
 from nydusfs.errors import MergeError
 from nydusfs.format.flags import SuperFlags
 from nydusfs.merge import MergeOptions, merge
-from nydusfs.merge.output import commit
+from nydusfs.util.output import write_outputs
 from nydusfs.reader import open_image
 from nydusfs.tree.load import load_tree
 
@@ -67,7 +67,7 @@ def test_v6_layers_may_differ_in_compressor_and_digester(tmp_path: pathlib.Path,
     key = next(iter(setting))
     assert getattr(result.tree, key) == setting[key]
     out = tmp_path / "m.boot"
-    commit([(str(out), result.bootstrap())])
+    write_outputs([(str(out), result.bootstrap())])
     with open_image(out) as image:
         assert getattr(image, key) == setting[key]
         assert [b.compressor for b in image.blobs] == [setting.get("compressor", "zstd")]
@@ -90,7 +90,7 @@ def test_superblock_flags_follow_the_sources(tmp_path: pathlib.Path, version: in
     layers = [Layer().file("x", b"x", xattrs={b"user.a": b"1"}), Layer().whiteout("x").file("y", b"y")]
     paths = build_layers(layers, tmp_path, version=version, compressor="none", digester="sha256")
     out = tmp_path / "m.boot"
-    commit([(str(out), merge(paths).bootstrap())])
+    write_outputs([(str(out), merge(paths).bootstrap())])
     with open_image(out) as image:
         assert (image.version, image.compressor, image.digester, image.chunk_size) == \
             (version, "none", "sha256", CHUNK)

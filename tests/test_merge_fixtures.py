@@ -11,7 +11,7 @@ from stacks import build_layers, snapshot_image
 
 from nydusfs.errors import MergeError
 from nydusfs.merge import MergeOptions, merge
-from nydusfs.merge.output import commit
+from nydusfs.util.output import write_outputs
 
 CASES = {
     "v5": ("repeatable/sha256-nocompress-repeatable", "repeatable/blobs"),
@@ -23,7 +23,7 @@ CASES = {
 def test_a_single_upstream_layer_merges_to_the_same_tree(tmp_path: pathlib.Path, case: str) -> None:
     boot, blobs = (fixture_path(p) for p in CASES[case])
     out = tmp_path / "merged.boot"
-    commit([(str(out), merge([boot], MergeOptions(keep_blob_ids=True)).bootstrap())])
+    write_outputs([(str(out), merge([boot], MergeOptions(keep_blob_ids=True)).bootstrap())])
     assert snapshot_image(out, [blobs]) == snapshot_image(boot, [blobs])
 
 
@@ -44,7 +44,7 @@ def test_upstream_v6_layer_under_a_nydusfs_layer(tmp_path: pathlib.Path) -> None
     (upper,) = build_layers([top], tmp_path, chunk_size=0x100000)
     out = tmp_path / "merged.boot"
     ids = ["be7d77eeb719f70884758d1aa800ed0fb09d701aaec469964e9d54325f0d5fef", upper.name]
-    commit([(str(out), merge([boot, upper], MergeOptions(original_blob_ids=ids)).bootstrap())])
+    write_outputs([(str(out), merge([boot, upper], MergeOptions(original_blob_ids=ids)).bootstrap())])
     snap = snapshot_image(out, [blobs, tmp_path / "layers"])
     assert victim not in snap and snap[b"/added"].content == b"new"
     assert {p: e for p, e in snap.items() if p not in (b"/", b"/added")} == \

@@ -9,7 +9,7 @@ from stacks import STACKS, build_layers
 
 from nydusfs.check import CheckOptions, run_check
 from nydusfs.merge import merge
-from nydusfs.merge.output import commit
+from nydusfs.util.output import write_outputs
 
 
 @pytest.mark.parametrize("name", sorted(STACKS))
@@ -18,7 +18,7 @@ def test_check_finds_no_difference(tmp_path: pathlib.Path, name: str, version: i
     stack = STACKS[name]()
     sources = build_layers(stack.layers, tmp_path, version=version)
     out = tmp_path / "merged.boot"
-    commit([(str(out), merge(sources).bootstrap())])
+    write_outputs([(str(out), merge(sources).bootstrap())])
     tars = [str(tmp_path / f"layer{i}.tar") for i in range(len(stack.layers))]
     result = run_check(CheckOptions(bootstrap=str(out), layers=tars,
                                     blob_dirs=[str(tmp_path / "layers")], workers=1))

@@ -10,7 +10,7 @@ from stacks import build_layers
 
 from nydusfs.merge import MergeOptions, merge
 from nydusfs.util.prefetch import parse_patterns
-from nydusfs.merge.output import commit
+from nydusfs.util.output import write_outputs
 from nydusfs.reader import open_image
 
 LAYERS = [Layer().dir("etc").file("etc/conf", b"c").file("bin/sh", pattern(5000, 1)).file("empty", b""),
@@ -21,7 +21,7 @@ def prefetch_paths(tmp: pathlib.Path, version: int, patterns: list[bytes], polic
     src = build_layers(LAYERS, tmp, version=version)
     result = merge(src, MergeOptions(prefetch_policy=policy, prefetch_patterns=patterns))
     out = tmp / "m.boot"
-    commit([(str(out), result.bootstrap())])
+    write_outputs([(str(out), result.bootstrap())])
     with open_image(out) as image:
         by_ino = {}
         for path, ino in image.walk():

@@ -24,7 +24,7 @@ from stacks import CHUNK, Refused, build_layers, differences, reference, snapsho
 
 from nydusfs.errors import LayerError, MergeError
 from nydusfs.merge import merge
-from nydusfs.merge.output import commit
+from nydusfs.util.output import write_outputs
 
 NAMES = [b"a", b"b\xff"]   # few names: layers keep hitting each other's paths
 path = st.lists(st.sampled_from(NAMES), min_size=1, max_size=3).map(tuple)
@@ -148,6 +148,6 @@ def test_merge_equals_reference(stack: list[list[tuple]], version: int, layout: 
             return
         data = merge(build_layers(layers, work, version=version, layout=layout)).bootstrap()
         out = work / "merged.boot"
-        commit([(str(out), data)])
+        write_outputs([(str(out), data)])
         diffs = differences(snapshot_image(out, [work / "layers"]), want)
         assert not diffs, "\n".join(diffs)

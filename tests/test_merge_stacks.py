@@ -10,13 +10,13 @@ from stacks import STACKS, assert_facts, build_bootstraps, build_layers, differe
 
 from nydusfs.errors import MergeError
 from nydusfs.merge import MergeOptions, merge
-from nydusfs.merge.output import commit
+from nydusfs.util.output import write_outputs
 
 
 def merged_snapshot(sources: list[pathlib.Path], out: pathlib.Path, blob_dir: pathlib.Path,
                     options: MergeOptions | None = None):
     result = merge(sources, options)
-    commit([(str(out), result.bootstrap())])
+    write_outputs([(str(out), result.bootstrap())])
     return snapshot_image(out, [blob_dir]), result
 
 

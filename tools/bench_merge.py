@@ -38,7 +38,7 @@ from nydusfs.write.bootstrap_v5 import write_v5  # noqa: E402
 from nydusfs.write.bootstrap_v6 import write_v6  # noqa: E402
 from nydusfs.format.v5 import ChunkInfo  # noqa: E402
 from nydusfs.merge import MergeOptions, merge  # noqa: E402
-from nydusfs.merge.output import commit  # noqa: E402
+from nydusfs.util.output import write_outputs  # noqa: E402
 from nydusfs.tree.node import BlobDesc, Node, Tree, new_dir  # noqa: E402
 
 CACHE = pathlib.Path(os.environ.get("NYDUSFS_BENCH_CACHE", REPO / "tools" / ".cache"))
@@ -55,7 +55,7 @@ def timed_merge(sources: list[pathlib.Path], out: pathlib.Path, profile: bool = 
         prof.enable()
     result = merge(sources, MergeOptions())
     data = result.bootstrap()
-    commit([(str(out), data)])
+    write_outputs([(str(out), data)])
     if prof:
         prof.disable()
         pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(25)

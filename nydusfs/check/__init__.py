@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from ..errors import LayerError, UsageError
 from ..reader import Image, open_image
+from ..util.signals import main_thread_only
 from . import oracle
 from .compare import FIELDS, PRECISIONS, Difference, Entry, Options, compare, counts, flatten, show_bytes
 from .manifest import blob_differences
@@ -138,8 +139,9 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
 
     image: Image | None = open_image(opts.bootstrap, opts.blob_dirs) if opts.bootstrap else None
     layer_pool = cf.ThreadPoolExecutor(max_workers=min(len(opts.layers), _workers(opts.workers)),
-                                       thread_name_prefix="check-layer")
-    hash_pool = cf.ThreadPoolExecutor(max_workers=_workers(opts.workers), thread_name_prefix="check-hash")
+                                       thread_name_prefix="check-layer", initializer=main_thread_only)
+    hash_pool = cf.ThreadPoolExecutor(max_workers=_workers(opts.workers), thread_name_prefix="check-hash",
+                                      initializer=main_thread_only)
     try:
         sizes = [os.path.getsize(p) for p in opts.layers if not os.path.isdir(p)]
         progress.total("layers", sum(sizes) if len(sizes) == len(opts.layers) else None)

@@ -17,6 +17,7 @@ import time
 from typing import Iterator
 
 from ..errors import NydusfsError
+from ..util.signals import sigterm_exits
 
 MOUNT_TIMEOUT = 60.0
 
@@ -27,6 +28,13 @@ def _ours(mnt: str) -> bool:
 
 @contextlib.contextmanager
 def mounted(bootstrap: str, blob_dirs: list[str], timeout: float = MOUNT_TIMEOUT) -> Iterator[str]:
+    with sigterm_exits():  # a SIGTERM takes the mount, its server and the directory down too
+        with _mounted(bootstrap, blob_dirs, timeout) as mnt:
+            yield mnt
+
+
+@contextlib.contextmanager
+def _mounted(bootstrap: str, blob_dirs: list[str], timeout: float) -> Iterator[str]:
     mnt = tempfile.mkdtemp(prefix="nydusfs-check-")
     log = tempfile.TemporaryFile()
     cmd = [sys.executable, "-m", "nydusfs", "mount", os.fspath(bootstrap), mnt, "--foreground"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import textwrap
 import threading
@@ -12,7 +11,7 @@ from typing import Any
 
 from ..check import CheckOptions, CheckResult, run_check
 from ..check.compare import FIELDS, Difference, show_path
-from ..errors import UsageError
+from ..util.output import Outputs, check_paths
 
 HELP = "prove that an image holds exactly what its OCI layers hold; report every difference"
 DESCRIPTION = """\
@@ -85,32 +84,22 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     to_stdout = args.json_out == "-"
-    json_file = None
-    if args.json_out and not to_stdout:
-        try:  # fail before the work, not after it
-            json_file = open(args.json_out, "w", encoding="utf-8")
-        except OSError as e:
-            raise UsageError(f"--json {args.json_out}: {e.strerror}") from None
+    check_paths([("--json", args.json_out)],
+                [("BOOTSTRAP", args.bootstrap), ("--manifest", args.manifest), ("--mounted", args.mounted)]
+                + [("--layers", p) for p in args.layers] + [("--blob-dir", d) for d in args.blob_dir])
     console = Console(stderr=to_stdout, highlight=False)
     err = Console(stderr=True)
-    written = False
-    try:
+    with Outputs() as outputs:  # the report is written whole once the check is made, or not at all
+        json_file = outputs.open(args.json_out, "--json", text=True) if args.json_out and not to_stdout \
+            else sys.stdout
         if err.is_terminal and not args.no_progress:
             with _RichProgress(err) as progress:
                 result = run_check(opts, progress)
         else:
             result = run_check(opts)
         if args.json_out:
-            out = sys.stdout if to_stdout else json_file
-            assert out is not None
-            json.dump(result.to_json(opts), out, indent=1)
-            out.write("\n")
-            written = True
-    finally:
-        if json_file is not None:
-            json_file.close()
-            if not written:  # no half report left behind when the check could not be made
-                os.unlink(args.json_out)
+            json.dump(result.to_json(opts), json_file, indent=1)
+            json_file.write("\n")
     render(console, result, args.examples)
     return 0 if result.equal else 1
 

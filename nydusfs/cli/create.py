@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import UsageError
 from ..format.choices import (FS_VERSIONS, WRITABLE_COMPRESSORS, Compressor, Digester, LayerFileLayout,
                               PrefetchPolicy, WhiteoutSpec)
+from ..util.output import atomic_output, check_paths
 from ..util.prefetch import parse_chunk_dict, parse_patterns, read_pattern_source
 
 HELP = "convert one OCI layer tar (tar, tar.gz, tar.zst, or - for stdin) into a Nydus layer"
@@ -108,6 +109,10 @@ def _patterns(args: argparse.Namespace, warn: Any) -> list[bytes]:
 def run(args: argparse.Namespace) -> int:
     from ..create.pipeline import CreateOptions, create  # heavy: only when creating
 
+    check_paths({"-o": args.output, "--bootstrap": args.bootstrap, "--blob": args.blob,
+                 "--output-json": args.output_json},
+                {"SOURCE": args.source, "--chunk-dict": parse_chunk_dict(args.chunk_dict),
+                 "--prefetch-files": args.prefetch_files})
     warn = None if args.quiet else (lambda m: print(f"nydusfs create: warning: {m}", file=sys.stderr))
     opts = CreateOptions(
         fs_version=args.fs_version, compressor=args.compressor, digester=args.digester,
@@ -136,6 +141,6 @@ def run(args: argparse.Namespace) -> int:
         if args.output_json == "-":
             print(text)
         else:
-            with open(args.output_json, "w") as f:
+            with atomic_output(args.output_json, "--output-json", text=True) as f:
                 f.write(text + "\n")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import stat
@@ -11,6 +12,7 @@ from typing import Any, TextIO
 
 from .. import dump as model
 from ..reader import Image, open_image
+from ..util.output import atomic_output, check_paths
 
 HELP = "show a bootstrap's superblock, blob, prefetch, inode, xattr and chunk tables"
 DESCRIPTION = """\
@@ -32,6 +34,8 @@ def register(sub: Any) -> None:
     p.add_argument("--blob-dir", action="append", default=[], metavar="DIR",
                    help="directory of blob files named by blob id (repeatable); needed by --verify")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write to FILE instead of stdout (whole, or not at all on an error)")
     p.add_argument("--path", metavar="P", help="show only the inode at absolute path P, in full")
     p.add_argument("--no-chunks", action="store_true", help="leave out the per-file chunk tables")
     p.add_argument("--verify", action="store_true",
@@ -40,11 +44,14 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with open_image(args.bootstrap, args.blob_dir) as image:
+    check_paths([("--output", args.output)],
+                [("BOOTSTRAP", args.bootstrap)] + [("--blob-dir", d) for d in args.blob_dir])
+    to_file = atomic_output(args.output, "--output", text=True) if args.output else contextlib.nullcontext(sys.stdout)
+    with open_image(args.bootstrap, args.blob_dir) as image, to_file as out:
         if args.json:
-            failures = _json(image, args, sys.stdout)
+            failures = _json(image, args, out)
         else:
-            failures = _tables(image, args)
+            failures = _tables(image, args, out)
     return 1 if failures else 0
 
 
@@ -109,12 +116,12 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def _tables(image: Image, args: argparse.Namespace) -> int:
+def _tables(image: Image, args: argparse.Namespace, out: TextIO) -> int:
     from rich.console import Console
 
     # a terminal's width when there is one; wide rows for files and pipes (unless COLUMNS says)
-    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    console = Console(width=200 if wide else None)
+    wide = not out.isatty() and "COLUMNS" not in os.environ
+    console = Console(file=out, width=200 if wide else None)
     if args.path:
         ino = image.resolve(args.path)
         _one_inode(console, model.inode(image, os.fsencode(args.path), ino))

@@ -104,9 +104,13 @@ def options_from(args: argparse.Namespace, stdin: Any = None) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from ..merge import merge
-    from ..merge.output import commit
+    from ..util.output import check_paths, write_outputs
 
     opts, warnings = options_from(args)
+    check_paths({"--bootstrap": args.bootstrap, "--output-json": args.output_json},
+                {**{f"SOURCE {i + 1}": s for i, s in enumerate(args.sources)},
+                 "--parent-bootstrap": opts.parent_bootstrap, "--chunk-dict": opts.chunk_dict,
+                 "--prefetch-files": args.prefetch_files if args.prefetch_policy == PrefetchPolicy.FS else None})
     result = merge(args.sources, opts)
     result.warnings[:0] = warnings
     data = result.bootstrap()
@@ -114,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output_json:
         doc = result.summary(args.bootstrap)
         files.append((args.output_json, (json.dumps(doc, indent=2) + "\n").encode()))
-    commit(files)
+    write_outputs(files)
     for w in result.warnings:
         print(f"nydusfs merge: warning: {w}", file=sys.stderr)
     return 0

@@ -19,6 +19,7 @@ from ..format.blob import MAX_CHUNKS_PER_BLOB, compress, digest
 from ..format.flags import ChunkFlags
 from ..format.record import align
 from ..format.v5 import ChunkInfo
+from ..util.signals import main_thread_only
 from ..write.blobfile import BlobFile
 
 OWN_BLOB = -1          # blob_index placeholder for chunks of the blob being built
@@ -50,7 +51,8 @@ class Chunker:
         self.blob_offset = blob_offset
         self.chunk_dict = chunk_dict
         self.on_dict_use = on_dict_use or (lambda i: i)
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 2))
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 2),
+                                                          initializer=main_thread_only)
         self.window = window
         self.pending: collections.deque = collections.deque()
         self.seen: dict[bytes, ChunkInfo] = {}       # digest -> chunk of the own blob

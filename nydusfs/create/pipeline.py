@@ -21,6 +21,7 @@ from ..format.choices import (FS_VERSIONS, WRITABLE_COMPRESSORS, Compressor, Dig
 from ..format.flags import BlobFeatures, SuperFlags
 from ..format.record import align
 from ..tree.node import BlobDesc, Node, Tree, non_directories
+from ..util.output import Outputs
 from ..util.streams import open_decompressed
 from ..write.blobfile import BlobFile, meta_header, sha256, toc_entry
 from ..write.bootstrap_v5 import write_v5
@@ -88,43 +89,6 @@ class CreateResult:
         }
 
 
-class _Temps:
-    """Temporary outputs, renamed into place by `commit` or removed by `discard`."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, int, str | None]] = []
-
-    def open(self, target_dir: str, final: str | None, tag: str) -> tuple[int, str]:
-        os.makedirs(target_dir or ".", exist_ok=True)
-        tmp = os.path.join(target_dir or ".", f".nydusfs-{tag}-{os.getpid()}-{time.monotonic_ns()}.tmp")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-        self.items.append((tmp, fd, final))
-        return fd, tmp
-
-    def set_final(self, tmp: str, final: str) -> None:
-        self.items = [(t, fd, final if t == tmp else f) for t, fd, f in self.items]
-
-    def commit(self) -> None:
-        for tmp, fd, final in self.items:
-            os.fsync(fd)
-            os.close(fd)
-            assert final is not None
-            os.replace(tmp, final)
-        self.items = []
-
-    def discard(self) -> None:
-        for tmp, fd, _ in self.items:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-        self.items = []
-
-
 def validate(opts: CreateOptions) -> None:
     if opts.fs_version not in FS_VERSIONS:
         raise UsageError(f"--fs-version must be 5 or 6, not {opts.fs_version}")
@@ -179,7 +143,9 @@ def load_chunk_dict(path: str, opts: CreateOptions) -> DictChunks:
 def read_input(source: str) -> tuple[BinaryIO, int | None, Callable[[], int]]:
     """(decompressed stream, compressed size or None, bytes-consumed-so-far callback)."""
     if source == "-":
-        raw: BinaryIO = sys.stdin.buffer
+        # unbuffered: a buffered read of a pipe loops in C over partial reads, and a SIGTERM
+        # that arrives during that loop would only be seen after the next read returns
+        raw: BinaryIO = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
         total = None
     else:
         try:
@@ -229,31 +195,27 @@ def create(source: str, opts: CreateOptions, progress: Callable[[int, int | None
             warn(msg)
 
     chunk_dict = load_chunk_dict(opts.chunk_dict, opts) if opts.chunk_dict else None
-    temps = _Temps()
-    try:
-        result = _build(source, opts, chunk_dict, temps, progress, _warn, warnings, t0)
-        temps.commit()
-        return result
-    except BaseException:
-        temps.discard()
-        raise
+    with Outputs() as outputs:
+        return _build(source, opts, chunk_dict, outputs, progress, _warn, warnings, t0)
 
 
-def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, temps: _Temps,
+def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, outputs: Outputs,
            progress: Callable[[int, int | None], None] | None, warn: Callable[[str], None],
            warnings: list[str], t0: float) -> CreateResult:
     v6 = opts.fs_version == 6
     layer_file = opts.output is not None
     layout = opts.layout if layer_file else "separate"
     if layer_file:
-        out_fd, out_tmp = temps.open(os.path.dirname(opts.output) or ".", opts.output, "layer")
+        out_fd = outputs.open(opts.output, "-o").fileno()  # type: ignore[arg-type]
         base = TAR_BLOCK * 2 if layout == LayerFileLayout.A else 0
         blob = BlobFile(out_fd, base)
         blob_offset = base if layout == LayerFileLayout.A else 0
     else:
-        blob_target_dir = opts.blob_dir or os.path.dirname(opts.blob) or "."  # type: ignore[arg-type]
-        blob_fd, blob_tmp = temps.open(blob_target_dir, opts.blob, "blob")
-        blob = BlobFile(blob_fd, 0)
+        if opts.blob_dir:
+            outputs.make_dir(opts.blob_dir, "--blob-dir")
+        blob_file = outputs.open(opts.blob or os.path.join(opts.blob_dir, "blob"),  # type: ignore[arg-type]
+                                 "--blob" if opts.blob else "--blob-dir")
+        blob = BlobFile(blob_file.fileno(), 0)
         blob_offset = opts.blob_offset or 0
     kernel_layout = v6 and opts.aligned_chunk and opts.compressor == Compressor.NONE
 
@@ -383,14 +345,11 @@ def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, temp
         out_path = None
         if own_index is None:
             # no data of its own: the bootstrap references no own blob, so no blob file
-            temps.items = [t for t in temps.items if t[0] != blob_tmp]
-            os.close(blob_fd)
-            os.unlink(blob_tmp)
+            outputs.drop(blob_file)
         else:
             blob_path = opts.blob or os.path.join(opts.blob_dir, blob_id)  # type: ignore[arg-type]
-            temps.set_final(blob_tmp, blob_path)
-        boot_fd, _ = temps.open(os.path.dirname(opts.bootstrap) or ".", opts.bootstrap, "boot")  # type: ignore[arg-type]
-        os.pwrite(boot_fd, boot, 0)
+            outputs.retarget(blob_file, blob_path)
+        outputs.open(opts.bootstrap, "--bootstrap").write(boot)  # type: ignore[arg-type]
     t_end = time.monotonic()
     inode_count = sum(1 for _ in tree.walk())
     return CreateResult(
