@@ -21,9 +21,8 @@ from typing import Callable
 from ..errors import LayerError, ParentNotADirError
 from ..format import v6, whiteout
 from ..tree.node import LOWER_LINK_XATTR, Node, new_dir, split_path
+from ..tree.paths import LOOP, walk
 from .tarstream import Entry
-
-MAX_SYMLINK_HOPS = 40
 TYPE_MODE = {
     b"0": stat.S_IFREG, b"\0": stat.S_IFREG, b"7": stat.S_IFREG, b"2": stat.S_IFLNK,
     b"3": stat.S_IFCHR, b"4": stat.S_IFBLK, b"5": stat.S_IFDIR, b"6": stat.S_IFIFO,
@@ -73,42 +72,14 @@ class LayerTree:
     def _parent(self, parts: list[bytes], entry: Entry) -> Node:
         """The directory that will hold parts[-1], creating implicit directories on the way and
         following symlinks of this layer; '..' from symlink targets is clamped at the root."""
-        pending = list(parts[:-1])
-        resolved: list[bytes] = []
-        hops = 0
-        while pending:
-            name = pending.pop(0)
-            if name == b"..":
-                if resolved:
-                    resolved.pop()
-                continue
-            node = self._walk(resolved)
-            assert node.children is not None
-            child = node.children.get(name)
-            if child is None:
-                child = node.children[name] = new_dir(0o755, implicit=True)
-            elif child.is_symlink:
-                hops += 1
-                if hops > MAX_SYMLINK_HOPS:
-                    raise LayerError(self.source, "too many levels of symbolic links in the path",
-                                     member=entry.name, offset=entry.offset)
-                target = child.symlink or b""
-                if target.startswith(b"/"):
-                    resolved = []
-                pending = [p for p in target.split(b"/") if p and p != b"."] + pending
-                continue
-            elif not child.is_dir:
-                raise ParentNotADirError(self.source, f"parent {b'/'.join(resolved + [name])!r} is "
-                                           "not a directory", member=entry.name, offset=entry.offset)
-            resolved.append(name)
-        return self._walk(resolved)
-
-    def _walk(self, parts: list[bytes]) -> Node:
-        node = self.root
-        for p in parts:
-            assert node.children is not None
-            node = node.children[p]
-        return node
+        found = walk(self.root, parts[:-1], create=True)
+        if found.failure == LOOP:
+            raise LayerError(self.source, "too many levels of symbolic links in the path",
+                             member=entry.name, offset=entry.offset)
+        if found.node is None:
+            raise ParentNotADirError(self.source, f"parent {b'/'.join(found.failed_at)!r} is "
+                                     "not a directory", member=entry.name, offset=entry.offset)
+        return found.node
 
     def lookup(self, parts: list[bytes]) -> Node | None:
         node = self.root

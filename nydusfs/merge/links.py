@@ -14,8 +14,7 @@ import os
 
 from ..errors import MergeError
 from ..tree.node import LOWER_LINK_XATTR, Node
-
-MAX_SYMLINK_HOPS = 40
+from ..tree.paths import walk
 
 
 def resolve(lower: Node | None, nodes: list[Node], label: str) -> dict[int, Node]:
@@ -34,29 +33,5 @@ def resolve(lower: Node | None, nodes: list[Node], label: str) -> dict[int, Node
 
 
 def _lookup(root: Node, target: bytes) -> Node | None:
-    path: list[Node] = [root]
-    pending = [p for p in target.split(b"/") if p][::-1]
-    hops = MAX_SYMLINK_HOPS
-    while pending:
-        part = pending.pop()
-        if part == b".":
-            continue
-        if part == b"..":
-            if len(path) > 1:
-                path.pop()
-            continue
-        child = (path[-1].children or {}).get(part)
-        if child is None:
-            return None
-        if child.symlink is not None and pending:
-            hops -= 1
-            if hops < 0:
-                return None
-            if child.symlink.startswith(b"/"):
-                path = [root]
-            pending.extend(p for p in reversed(child.symlink.split(b"/")) if p)
-            continue
-        if pending and child.children is None:
-            return None
-        path.append(child)
-    return path[-1] if len(path) > 1 else None
+    found = walk(root, target.split(b"/"), follow_last=False)
+    return found.node if found.path else None

@@ -28,10 +28,9 @@ import os
 from ..errors import MergeError
 from ..format.choices import WhiteoutSpec
 from ..format.whiteout import OPAQUE, OVERLAY_OPAQUE_XATTR, PREFIX
-from ..tree.node import LOWER_LINK_XATTR, Node, new_dir
+from ..tree.node import LOWER_LINK_XATTR, Node
+from ..tree.paths import walk
 from . import links
-
-MAX_SYMLINK_HOPS = 40     # as the kernel's path walk
 
 # marker kinds
 REMOVE = 1        # hide the lower entry of a given name
@@ -210,13 +209,6 @@ def _copy_dir(src: Node, xattrs: dict[bytes, bytes]) -> Node:
                 implicit=src.implicit)
 
 
-def _lookup(root: Node, path: list[bytes]) -> Node:
-    node = root
-    for part in path:
-        node = node.children[part]  # type: ignore[index]
-    return node
-
-
 def resolve_dir(root: Node, base: Path, target: bytes, create: bool) -> tuple[Node, Path] | None:
     """The directory a symlink in directory `base` leads to, resolved inside the image (an
     absolute target or `..` never leaves the root), or None if it loops or a non-directory
@@ -224,36 +216,5 @@ def resolve_dir(root: Node, base: Path, target: bytes, create: bool) -> tuple[No
     do for a dangling symlink; nothing is left made when the walk then fails."""
     if not target:
         return None
-    path = [] if target.startswith(b"/") else list(base)
-    node = _lookup(root, path)
-    pending = target.split(b"/")[::-1]
-    hops = MAX_SYMLINK_HOPS
-    made: list[tuple[Node, bytes]] = []
-    while pending:
-        part = pending.pop()
-        if part in (b"", b"."):
-            continue
-        if part == b"..":
-            if path:
-                path.pop()
-                node = _lookup(root, path)
-            continue
-        child = node.children.get(part)  # type: ignore[union-attr]
-        if child is None and create:
-            child = node.children[part] = new_dir(0o755, implicit=True)  # type: ignore[index]
-            made.append((node, part))
-        elif child is not None and child.symlink is not None:
-            hops -= 1
-            if hops >= 0:
-                link = child.symlink
-                pending.extend(link.split(b"/")[::-1])
-                if link.startswith(b"/"):
-                    path, node = [], root
-                continue
-        if child is None or child.children is None:
-            for parent, name in reversed(made):
-                del parent.children[name]  # type: ignore[union-attr]
-            return None
-        path.append(part)
-        node = child
-    return node, tuple(path)
+    found = walk(root, target.split(b"/"), () if target.startswith(b"/") else base, create=create)
+    return None if found.node is None else (found.node, found.path)
