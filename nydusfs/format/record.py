@@ -14,7 +14,7 @@ import re
 import struct
 from typing import Any, ClassVar, TypeVar
 
-from ..errors import FormatError
+from ..errors import FormatError, UnsupportedError
 
 T = TypeVar("T", bound="Record")
 
@@ -54,6 +54,16 @@ class Record:
     @classmethod
     def field_offset(cls, name: str) -> int:
         return cls._offsets[name]
+
+    @classmethod
+    def field_error(cls, field: str, at: int, *, expected: object = None, found: object = None,
+                    hint: str | None = None, unsupported: bool = False,
+                    structure: str | None = None) -> FormatError:
+        """The error for `field` of this record when the record starts at file offset `at`: the
+        field's offset comes from the record definition, so messages cannot drift from it."""
+        kind = UnsupportedError if unsupported else FormatError
+        return kind(structure or cls.STRUCTURE, field=field, offset=at + cls._offsets[field],
+                    expected=expected, found=found, hint=hint)
 
     def as_dict(self) -> dict[str, Any]:
         return {n: getattr(self, n) for n in self._names}

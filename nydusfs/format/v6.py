@@ -276,9 +276,8 @@ def decode_xattr_area(buf: Any, off: int, icount: int
                           found=icount)
     header = XattrIbodyHeader.decode(buf, off)
     if header.h_shared_count:
-        raise FormatError("EROFS xattr header", field="h_shared_count", offset=off + 4,
-                          expected=0, found=header.h_shared_count,
-                          hint="shared xattrs are not used by RAFS v6")
+        raise XattrIbodyHeader.field_error("h_shared_count", off, expected=0, found=header.h_shared_count,
+                                           hint="shared xattrs are not used by RAFS v6")
     entries = []
     pos = off + 12
     while pos < end:
@@ -378,16 +377,15 @@ def decode_dir_records(block: Any, base: int) -> list[tuple[Dirent, bytes]]:
     first = Dirent.decode(block, 0)
     count, rem = divmod(first.nameoff, DIRENT_SIZE)
     if rem or count == 0 or first.nameoff > size:
-        raise FormatError("EROFS dirent", field="nameoff", offset=base + 8,
-                          expected=f"a multiple of 12 within {size}", found=first.nameoff)
+        raise Dirent.field_error("nameoff", base, expected=f"a multiple of 12 within {size}", found=first.nameoff)
     heads = [first] + [Dirent.decode(block, i * DIRENT_SIZE) for i in range(1, count)]
     out = []
     for i, d in enumerate(heads):
         end = heads[i + 1].nameoff if i + 1 < count else size
         if not (first.nameoff <= d.nameoff < end <= size):
-            raise FormatError("EROFS dirent", field="nameoff", offset=base + i * DIRENT_SIZE + 8,
-                              expected=f"increasing offsets inside {first.nameoff}..{size}",
-                              found=d.nameoff)
+            raise Dirent.field_error("nameoff", base + i * DIRENT_SIZE,
+                                     expected=f"increasing offsets inside {first.nameoff}..{size}",
+                                     found=d.nameoff)
         name = bytes(block[d.nameoff:end])
         if i + 1 == count:
             nul = name.find(b"\0")

@@ -6,7 +6,7 @@ import stat
 import struct
 from typing import Any
 
-from ..errors import FormatError, NotFoundError, UnsupportedError
+from ..errors import FormatError, NotFoundError
 from ..format import v5
 from ..format.flags import (KNOWN_SUPER_FLAGS, BlobFeatures, InodeFlagsV5, compressor_of,
                             digester_of)
@@ -69,8 +69,8 @@ class ImageV5(Image):
                 features=features, readahead_offset=ra_off, readahead_size=ra_size))
         root = self._record(1)[1]
         if root.i_name_size == 0 or not stat.S_ISDIR(root.i_mode):
-            raise UnsupportedError(
-                "RAFS v5 root inode", field="i_name_size", offset=self._slot(1),
+            raise V5Inode.field_error(
+                "i_name_size", self._record(1)[0], structure="RAFS v5 root inode", unsupported=True,
                 expected="a directory named '/' (i_name_size 1)", found=root.i_name_size,
                 hint="unsupported legacy layout: pre-2021 RAFS v5 inode records")
 
@@ -78,28 +78,23 @@ class ImageV5(Image):
     def _check_superblock(sb: V5SuperBlock, size: int) -> None:
         S = V5SuperBlock
         if sb.s_magic != v5.RAFS_V5_MAGIC:
-            raise FormatError(S.STRUCTURE, field="s_magic", offset=0, expected=v5.RAFS_V5_MAGIC,
-                              found=sb.s_magic)
+            raise S.field_error("s_magic", 0, expected=v5.RAFS_V5_MAGIC, found=sb.s_magic)
         if sb.s_fs_version != v5.RAFS_V5_VERSION:
-            raise FormatError(S.STRUCTURE, field="s_fs_version", offset=4,
-                              expected=v5.RAFS_V5_VERSION, found=sb.s_fs_version)
+            raise S.field_error("s_fs_version", 0, expected=v5.RAFS_V5_VERSION, found=sb.s_fs_version)
         if sb.s_sb_size != v5.SUPERBLOCK_SIZE:
-            raise FormatError(S.STRUCTURE, field="s_sb_size", offset=8, expected=v5.SUPERBLOCK_SIZE,
-                              found=sb.s_sb_size)
+            raise S.field_error("s_sb_size", 0, expected=v5.SUPERBLOCK_SIZE, found=sb.s_sb_size)
         if not valid_chunk_size(sb.s_block_size):
-            raise FormatError(S.STRUCTURE, field="s_block_size", offset=12,
-                              expected="a power of two in 4 KiB..16 MiB", found=sb.s_block_size)
+            raise S.field_error("s_block_size", 0, expected="a power of two in 4 KiB..16 MiB",
+                                found=sb.s_block_size)
         if sb.s_flags & ~KNOWN_SUPER_FLAGS:
-            raise FormatError(S.STRUCTURE, field="s_flags", offset=16,
-                              expected=f"only known bits (mask 0x{KNOWN_SUPER_FLAGS:x})",
-                              found=sb.s_flags)
+            raise S.field_error("s_flags", 0, expected=f"only known bits (mask 0x{KNOWN_SUPER_FLAGS:x})",
+                                found=sb.s_flags)
         if sb.s_inodes_count > sb.s_inode_table_entries:
-            raise FormatError(S.STRUCTURE, field="s_inodes_count", offset=24,
-                              expected=f"<= s_inode_table_entries ({sb.s_inode_table_entries})",
-                              found=sb.s_inodes_count)
+            raise S.field_error("s_inodes_count", 0,
+                                expected=f"<= s_inode_table_entries ({sb.s_inode_table_entries})",
+                                found=sb.s_inodes_count)
         if sb.s_inode_table_entries == 0:
-            raise FormatError(S.STRUCTURE, field="s_inode_table_entries", offset=56,
-                              expected="at least 1 (the root)", found=0)
+            raise S.field_error("s_inode_table_entries", 0, expected="at least 1 (the root)", found=0)
         tables = [
             ("s_inode_table_offset", sb.s_inode_table_offset, align(4 * sb.s_inode_table_entries, 8)),
             ("s_prefetch_table_offset", sb.s_prefetch_table_offset, align(4 * sb.s_prefetch_table_entries, 8)),
@@ -112,15 +107,13 @@ class ImageV5(Image):
             if length == 0:
                 continue
             if off % 8 or off < v5.SUPERBLOCK_SIZE or off + length > size:
-                raise FormatError(S.STRUCTURE, field=field, offset=S.field_offset(field),
-                                  expected=f"an 8-aligned table of {length} bytes inside 8192..{size}",
-                                  found=off)
+                raise S.field_error(field, 0, expected=f"an 8-aligned table of {length} bytes inside 8192..{size}",
+                                    found=off)
             spans.append((off, off + length, field))
         spans.sort()
         for (a0, a1, fa), (b0, _b1, fb) in zip(spans, spans[1:]):
             if b0 < a1:
-                raise FormatError(S.STRUCTURE, field=fb, offset=S.field_offset(fb),
-                                  expected=f"a table not overlapping {fa} ({a0}..{a1})", found=b0)
+                raise S.field_error(fb, 0, expected=f"a table not overlapping {fa} ({a0}..{a1})", found=b0)
 
     # --- records --------------------------------------------------------------------------
     def _slot(self, index: int) -> int:
@@ -142,8 +135,7 @@ class ImageV5(Image):
     def _name(self, off: int, rec: V5Inode) -> bytes:
         n = rec.i_name_size
         if n == 0 or n > v5.MAX_NAME + 1 or off + 128 + n > len(self.buf):
-            raise FormatError(V5Inode.STRUCTURE, field="i_name_size", offset=off + 100,
-                              expected="1..256 bytes inside the file", found=n)
+            raise V5Inode.field_error("i_name_size", off, expected="1..256 bytes inside the file", found=n)
         return bytes(self.buf[off + 128:off + 128 + n])
 
     def _layout(self, off: int, rec: V5Inode) -> tuple[int, int]:
@@ -174,20 +166,18 @@ class ImageV5(Image):
         node = self.inode(ino)
         rec: V5Inode = node.record
         if not node.is_dir:
-            raise FormatError(V5Inode.STRUCTURE, field="i_mode", offset=node.offset + 60,
-                              expected="a directory", found=oct(rec.i_mode))
+            raise V5Inode.field_error("i_mode", node.offset, expected="a directory", found=oct(rec.i_mode))
         first, count = rec.i_child_index, rec.i_child_count
         if count and (first < 2 or first + count - 1 > self.entries):
-            raise FormatError(V5Inode.STRUCTURE, field="i_child_index", offset=node.offset + 92,
-                              expected=f"a child range inside 2..{self.entries}",
-                              found=f"{first}+{count}")
+            raise V5Inode.field_error("i_child_index", node.offset,
+                                      expected=f"a child range inside 2..{self.entries}",
+                                      found=f"{first}+{count}")
         return first, count
 
     def _child(self, index: int) -> tuple[bytes, int]:
         off, rec = self._record(index)
         if rec.i_ino == 0 or rec.i_ino > self.entries:
-            raise FormatError(V5Inode.STRUCTURE, field="i_ino", offset=off + 40,
-                              expected=f"1..{self.entries}", found=rec.i_ino)
+            raise V5Inode.field_error("i_ino", off, expected=f"1..{self.entries}", found=rec.i_ino)
         return self._name(off, rec), rec.i_ino
 
     @names_file
@@ -215,12 +205,11 @@ class ImageV5(Image):
         node = self.inode(ino)
         rec: V5Inode = node.record
         if not node.is_symlink:
-            raise FormatError(V5Inode.STRUCTURE, field="i_mode", offset=node.offset + 60,
-                              expected="a symlink", found=oct(rec.i_mode))
+            raise V5Inode.field_error("i_mode", node.offset, expected="a symlink", found=oct(rec.i_mode))
         sym, _ = self._layout(node.offset, rec)
         if sym + rec.i_symlink_size > len(self.buf):
-            raise FormatError(V5Inode.STRUCTURE, field="i_symlink_size", offset=node.offset + 102,
-                              expected="a target inside the file", found=rec.i_symlink_size)
+            raise V5Inode.field_error("i_symlink_size", node.offset, expected="a target inside the file",
+                                      found=rec.i_symlink_size)
         return bytes(self.buf[sym:sym + rec.i_symlink_size])
 
     @names_file
@@ -241,8 +230,7 @@ class ImageV5(Image):
         _, pos = self._xattr_span(off, rec)
         count = rec.i_child_count
         if pos + count * v5.CHUNK_INFO_SIZE > len(self.buf):
-            raise FormatError(V5Inode.STRUCTURE, field="i_child_count", offset=off + 96,
-                              expected="chunk infos inside the file", found=count)
+            raise V5Inode.field_error("i_child_count", off, expected="chunk infos inside the file", found=count)
         return tuple(ChunkInfo.decode(self.buf, pos + i * v5.CHUNK_INFO_SIZE) for i in range(count))
 
     # --- dump support ---------------------------------------------------------------------

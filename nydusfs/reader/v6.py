@@ -6,7 +6,7 @@ import stat
 import threading
 from typing import Any
 
-from ..errors import FormatError, NotFoundError, UnsupportedError
+from ..errors import FormatError, NotFoundError
 from ..format import v6
 from ..format.blob import COMPRESSOR_NAMES, DIGESTER_NAMES, MAX_CHUNKS_PER_BLOB, valid_chunk_size
 from ..format.flags import KNOWN_SUPER_FLAGS, SuperFlags, compressor_of, digester_of
@@ -78,44 +78,39 @@ class ImageV6(Image):
                 self.prefetch.append(nid)
         root = self.inode(self.root_ino)
         if not root.is_dir:
-            raise FormatError(ErofsSuperBlock.STRUCTURE, field="root_nid", offset=1024 + 14,
-                              expected="the nid of a directory", found=sb.root_nid)
+            raise ErofsSuperBlock.field_error("root_nid", v6.SUPERBLOCK_OFFSET, expected="the nid of a directory",
+                                              found=sb.root_nid)
 
     @staticmethod
     def _check(sb: ErofsSuperBlock, ext: V6SuperBlockExt, size: int) -> None:
         S, X = ErofsSuperBlock, V6SuperBlockExt
         base, xbase = v6.SUPERBLOCK_OFFSET, v6.EXT_SUPERBLOCK_OFFSET
         if sb.magic != v6.EROFS_MAGIC:
-            raise FormatError(S.STRUCTURE, field="magic", offset=base, expected=v6.EROFS_MAGIC,
-                              found=sb.magic)
+            raise S.field_error("magic", base, expected=v6.EROFS_MAGIC, found=sb.magic)
         if not 9 <= sb.blkszbits <= 12:
-            raise FormatError(S.STRUCTURE, field="blkszbits", offset=base + 12,
-                              expected="9..12", found=sb.blkszbits)
+            raise S.field_error("blkszbits", base, expected="9..12", found=sb.blkszbits)
         bs = 1 << sb.blkszbits
         if sb.feature_incompat & ~v6.FEATURE_INCOMPAT_RAFS_V6:
-            raise UnsupportedError(S.STRUCTURE, field="feature_incompat", offset=base + 80,
-                                   expected="only CHUNKED_FILE|DEVICE_TABLE (0xc)",
-                                   found=sb.feature_incompat,
-                                   hint="EROFS compression and newer layouts are not RAFS v6")
+            raise S.field_error("feature_incompat", base, unsupported=True,
+                                expected="only CHUNKED_FILE|DEVICE_TABLE (0xc)", found=sb.feature_incompat,
+                                hint="EROFS compression and newer layouts are not RAFS v6")
         if sb.xattr_blkaddr:
-            raise UnsupportedError(S.STRUCTURE, field="xattr_blkaddr", offset=base + 44,
-                                   expected=0, found=sb.xattr_blkaddr, hint="shared xattrs")
+            raise S.field_error("xattr_blkaddr", base, unsupported=True, expected=0, found=sb.xattr_blkaddr,
+                                hint="shared xattrs")
         if sb.meta_blkaddr * bs > size:
-            raise FormatError(S.STRUCTURE, field="meta_blkaddr", offset=base + 40,
-                              expected=f"a block inside the {size}-byte file", found=sb.meta_blkaddr)
+            raise S.field_error("meta_blkaddr", base, expected=f"a block inside the {size}-byte file",
+                                found=sb.meta_blkaddr)
         if sb.extra_devices and sb.devt_slotoff * 128 + sb.extra_devices * 128 > size:
-            raise FormatError(S.STRUCTURE, field="devt_slotoff", offset=base + 88,
-                              expected="a device table inside the file", found=sb.devt_slotoff)
+            raise S.field_error("devt_slotoff", base, expected="a device table inside the file",
+                                found=sb.devt_slotoff)
         if ext.s_flags & ~KNOWN_SUPER_FLAGS:
-            raise FormatError(X.STRUCTURE, field="s_flags", offset=xbase,
-                              expected=f"only known bits (mask 0x{KNOWN_SUPER_FLAGS:x})",
-                              found=ext.s_flags)
+            raise X.field_error("s_flags", xbase, expected=f"only known bits (mask 0x{KNOWN_SUPER_FLAGS:x})",
+                                found=ext.s_flags)
         if not (ext.s_flags & SuperFlags.TARTFS_MODE or valid_chunk_size(ext.s_chunk_size)):
-            raise FormatError(X.STRUCTURE, field="s_chunk_size", offset=xbase + 20,
-                              expected="a power of two in 4 KiB..16 MiB", found=ext.s_chunk_size)
+            raise X.field_error("s_chunk_size", xbase, expected="a power of two in 4 KiB..16 MiB",
+                                found=ext.s_chunk_size)
         if ext.s_chunk_size == 0 or ext.s_chunk_size & (ext.s_chunk_size - 1):
-            raise FormatError(X.STRUCTURE, field="s_chunk_size", offset=xbase + 20,
-                              expected="a power of two", found=ext.s_chunk_size)
+            raise X.field_error("s_chunk_size", xbase, expected="a power of two", found=ext.s_chunk_size)
         tables = [("s_blob_table_offset", ext.s_blob_table_offset, ext.s_blob_table_size,
                    v6.BLOB_ENTRY_SIZE),
                   ("s_chunk_table_offset", ext.s_chunk_table_offset, ext.s_chunk_table_size,
@@ -127,9 +122,8 @@ class ImageV6(Image):
             if length == 0:
                 continue
             if length % unit or off + length > size or off < v6.DEVICE_TABLE_OFFSET:
-                raise FormatError(X.STRUCTURE, field=field, offset=xbase + X.field_offset(field),
-                                  expected=f"a table of whole {unit}-byte entries inside the "
-                                  f"{size}-byte file", found=f"{off}+{length}")
+                raise X.field_error(field, xbase, expected=f"a table of whole {unit}-byte entries inside the "
+                                    f"{size}-byte file", found=f"{off}+{length}")
 
     # --- inodes ---------------------------------------------------------------------------
     def _inode_at(self, nid: int) -> tuple[int, InodeCompact | InodeExtended]:
@@ -141,9 +135,8 @@ class ImageV6(Image):
         cls = v6.inode_class(i_format)
         rec = cls.decode(self.buf, off)
         if i_format >> 4 or v6.data_layout(i_format) not in (0, 2, 4):
-            raise UnsupportedError(cls.STRUCTURE, field="i_format", offset=off, found=i_format,
-                                   expected="a plain, inline or chunk-based layout (nid "
-                                   f"{nid})")
+            raise cls.field_error("i_format", off, unsupported=True, found=i_format,
+                                  expected=f"a plain, inline or chunk-based layout (nid {nid})")
         return off, rec
 
     @names_file
@@ -178,8 +171,8 @@ class ImageV6(Image):
         layout = v6.data_layout(rec.i_format)
         size, bs = node.size, self.bs
         if layout == v6.LAYOUT_CHUNK_BASED:
-            raise FormatError(rec.STRUCTURE, field="i_format", offset=node.offset,
-                              expected="a plain or inline data layout", found=rec.i_format)
+            raise rec.field_error("i_format", node.offset, expected="a plain or inline data layout",
+                                  found=rec.i_format)
         nblocks = (size + bs - 1) // bs
         spans = []
         for i in range(nblocks):
@@ -187,14 +180,13 @@ class ImageV6(Image):
             if layout == v6.LAYOUT_FLAT_INLINE and i == nblocks - 1:
                 off = self._body(node)
                 if off // bs != (off + length - 1) // bs and length:
-                    raise FormatError(rec.STRUCTURE, field="i_size", offset=node.offset + 8,
-                                      expected="an inline tail inside the inode's block", found=size)
+                    raise rec.field_error("i_size", node.offset, expected="an inline tail inside the inode's block",
+                                          found=size)
             else:
                 off = (rec.i_u + i) * bs
             if off + length > len(self.buf):
-                raise FormatError(rec.STRUCTURE, field="i_u", offset=node.offset + 16,
-                                  expected=f"data blocks inside the {len(self.buf)}-byte file",
-                                  found=rec.i_u)
+                raise rec.field_error("i_u", node.offset, expected=f"data blocks inside the {len(self.buf)}-byte file",
+                                      found=rec.i_u)
             spans.append((off, length))
         return spans
 
@@ -205,8 +197,7 @@ class ImageV6(Image):
     def _dir_spans(self, ino: int) -> tuple[Inode, list[tuple[int, int]]]:
         node = self.inode(ino)
         if not node.is_dir:
-            raise FormatError(node.record.STRUCTURE, field="i_mode", offset=node.offset + 4,
-                              expected="a directory", found=oct(node.mode))
+            raise node.record.field_error("i_mode", node.offset, expected="a directory", found=oct(node.mode))
         return node, self._data_blocks(node)
 
     @names_file
@@ -246,8 +237,7 @@ class ImageV6(Image):
     def readlink(self, ino: int) -> bytes:
         node = self.inode(ino)
         if not node.is_symlink:
-            raise FormatError(node.record.STRUCTURE, field="i_mode", offset=node.offset + 4,
-                              expected="a symlink", found=oct(node.mode))
+            raise node.record.field_error("i_mode", node.offset, expected="a symlink", found=oct(node.mode))
         return b"".join(bytes(self.buf[o:o + n]) for o, n in self._data_blocks(node))
 
     @names_file
@@ -276,8 +266,7 @@ class ImageV6(Image):
         count = (node.size + self.chunk_size - 1) // self.chunk_size
         pos = align(self._body(node), v6.CHUNK_ADDR_SIZE)
         if pos + count * v6.CHUNK_ADDR_SIZE > len(self.buf):
-            raise FormatError(rec.STRUCTURE, field="i_size", offset=node.offset + 8,
-                              expected="chunk indexes inside the file", found=node.size)
+            raise rec.field_error("i_size", node.offset, expected="chunk indexes inside the file", found=node.size)
         raw = self.buf[pos:pos + count * v6.CHUNK_ADDR_SIZE]
         return [ChunkAddr(*fields) for fields in ChunkAddr._struct.iter_unpack(raw)]
 
@@ -362,5 +351,5 @@ def _check_blob_entry(e: V6BlobEntry, index: int, off: int) -> None:
     )
     for field, ok, expected in checks:
         if not ok:
-            raise FormatError(f"{B.STRUCTURE} {index}", field=field, offset=off + B.field_offset(field),
-                              expected=expected, found=getattr(e, field))
+            raise B.field_error(field, off, structure=f"{B.STRUCTURE} {index}", expected=expected,
+                                found=getattr(e, field))
