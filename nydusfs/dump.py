@@ -50,11 +50,9 @@ def record_fields(rec: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 def superblock(image: Image) -> dict[str, Any]:
-    if image.version == 5:
-        out = record_fields(image.sb)
-    else:
-        out = record_fields(image.sb)
-        out.update(record_fields(image.ext))
+    out: dict[str, Any] = {}
+    for rec in image.superblocks():
+        out.update(record_fields(rec))
     out["flags_decoded"] = flag_names(image.flags, SuperFlags)
     out["compressor"] = image.compressor
     out["digester"] = image.digester
@@ -139,18 +137,7 @@ def inodes(image: Image) -> Iterator[dict[str, Any]]:
 def tables(image: Image) -> list[dict[str, Any]]:
     """Where the fixed records and the variable-size tables sit in the bootstrap."""
     out = [{"structure": s, "offset": off, "size": rec.SIZE} for s, off, rec in image.records()]
-    if image.version == 5:
-        sb = image.sb
-        spans = [("inode table", sb.s_inode_table_offset, 4 * sb.s_inode_table_entries),
-                 ("prefetch table", sb.s_prefetch_table_offset, 4 * sb.s_prefetch_table_entries),
-                 ("blob table", sb.s_blob_table_offset, sb.s_blob_table_size)]
-    else:
-        ext = image.ext
-        meta_end = ext.s_chunk_table_offset if ext.s_chunk_table_offset > image.meta_start else len(image.buf)
-        spans = [("prefetch table", ext.s_prefetch_table_offset, ext.s_prefetch_table_size),
-                 ("chunk table", ext.s_chunk_table_offset, ext.s_chunk_table_size),
-                 ("meta area", image.meta_start, meta_end - image.meta_start)]
-    out.extend({"structure": s, "offset": off, "size": size} for s, off, size in spans if size)
+    out.extend({"structure": s, "offset": off, "size": size} for s, off, size in image.table_spans() if size)
     return sorted(out, key=lambda r: r["offset"])
 
 

@@ -4,11 +4,16 @@ Each check runs in a fresh interpreter so that other tests' imports do not count
 
 from __future__ import annotations
 
+import ast
 import json
+import pathlib
 import subprocess
 import sys
 import textwrap
 
+import pytest
+
+import nydusfs
 from conftest import FIXTURES, fixture_path
 
 CORE = ["nydusfs.format", "nydusfs.format.v5", "nydusfs.format.v6", "nydusfs.format.blob",
@@ -75,3 +80,54 @@ def test_the_check_itself_can_fail():
     modules = fresh_modules("import nydusfs.cli.dump as d, argparse\n"
                             "d._t('x')")
     assert "rich" in {m.split(".")[0] for m in modules}
+
+
+# --- static scans: they cover modules added later without a list to keep up to date ---------
+
+PACKAGE = pathlib.Path(nydusfs.__file__).parent
+
+
+def _modules() -> list[tuple[str, ast.Module]]:
+    return [(str(p.relative_to(PACKAGE.parent)), ast.parse(p.read_text(), str(p)))
+            for p in sorted(PACKAGE.rglob("*.py"))]
+
+
+def _imported_roots(tree: ast.Module) -> set[str]:
+    """Top-level names of every module imported anywhere in the file (lazy imports included)."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+@pytest.mark.parametrize("library,home", [("pyfuse3", "nydusfs/fuse/"), ("trio", "nydusfs/fuse/"),
+                                          ("rich", "nydusfs/cli/")])
+def test_only_one_package_imports_each_ui_or_fuse_library(library: str, home: str) -> None:
+    users = [path for path, tree in _modules() if library in _imported_roots(tree)]
+    assert users, f"no module imports {library}: the scan would prove nothing"
+    assert [p for p in users if not p.startswith(home)] == []
+
+
+def test_consumers_use_only_the_reader_interface() -> None:
+    """Outside the version readers, an Image is used through what reader/base.py's `Image`
+    declares (public methods and annotated attributes), never its superblocks or helpers."""
+    from nydusfs.reader.base import Image
+
+    surface = {n for n in dir(Image) if not n.startswith("_")} | set(Image.__annotations__)
+    inside = {"nydusfs/reader/v5.py", "nydusfs/reader/v6.py", "nydusfs/reader/base.py"}
+    found = []
+    for path, tree in _modules():
+        if path in inside:
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute):
+                continue
+            owner = node.value
+            named = isinstance(owner, ast.Name) and owner.id in ("image", "im")
+            held = isinstance(owner, ast.Attribute) and owner.attr == "image"
+            if (named or held) and node.attr not in surface:
+                found.append(f"{path}:{node.lineno}: .{node.attr}")
+    assert found == []

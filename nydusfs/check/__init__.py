@@ -209,9 +209,7 @@ def _coarse_mtime_paths(image: Image) -> list[bytes]:
     """Paths whose inode keeps no mtime of its own (compact RAFS v6 inodes)."""
     if image.version != 6:
         return []
-    from ..format.v6 import InodeCompact
-
-    return [p for p, ino in image.walk() if isinstance(image.inode(ino).record, InodeCompact)]
+    return [p for p, ino in image.walk() if not image.keeps_mtime(ino)]
 
 
 def reference_entries(layers: list[str], content: bool = True) -> dict[bytes, Entry]:

@@ -14,7 +14,6 @@ from typing import Callable
 
 from ..errors import NydusfsError
 from ..format.blob import new_hasher
-from ..format.v6 import InodeCompact
 from ..reader import Image, file_kind
 from .compare import Difference, Entry
 from .oracle import FS_KINDS, READ, hash_file
@@ -81,7 +80,7 @@ def walk_image(image: Image, hashing: Hashing | None, algo: str = "blake3") -> t
                   mtime_ns=node.mtime * 1_000_000_000 + node.mtime_nsec, nlink=node.nlink,
                   xattrs=dict(image.xattrs(ino)),
                   # compact v6 inodes keep no mtime of their own
-                  precision=None if isinstance(node.record, InodeCompact) else "ns")
+                  precision="ns" if image.keeps_mtime(ino) else None)
         if kind == "dir":
             problems.extend(_dir_problems(image, path, ino))
         else:

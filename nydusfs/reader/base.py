@@ -1,18 +1,29 @@
-"""The version-independent part of the reader: path walking, reads through the blob store."""
+"""The reader's interface, and its version-independent part: path walking, reads through the
+blob store.
+
+`Image` is the public surface ImageV5 and ImageV6 implement. Every consumer (mount, check,
+dump, merge's loader, regions) uses only what it declares; the on-disk superblocks and tables
+stay inside the version's reader.
+"""
 
 from __future__ import annotations
 
+import abc
 import bisect
 import functools
 import os
 import stat
 import threading
-from typing import Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 from ..errors import FormatError, InvalidInodeError, NotADirError, NotFoundError
 from ..format.layer import LayerLayout
+from ..format.record import Record
 from ..format.v5 import ChunkInfo
-from .model import BlobInfo, Inode
+from .model import BlobInfo, Inode, Region
+
+if TYPE_CHECKING:
+    from .blobs import BlobStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,58 +41,92 @@ def names_file(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class Image:
+class Image(abc.ABC):
     """A read-only view of one bootstrap. Thread-safe: decoding reads an immutable buffer and
-    the caches are guarded by `functools.lru_cache` (which locks)."""
+    the caches are guarded by `functools.lru_cache` (which locks).
 
+    `inode(ino)`, `readdir(ino)` (children as (name, ino), sorted by name bytes, without '.'
+    and '..') and `chunks(ino)` are cached views of the version's `_load_*` primitives."""
+
+    name: str                     # the bootstrap's path, as given
+    layout: LayerLayout           # where the bootstrap sits in its file (bare, layout A/B...)
     version: int
     root_ino: int
     chunk_size: int
-    flags: int
+    flags: int                    # the superblock's RafsSuperFlags
     compressor: str
     digester: str
     blobs: list[BlobInfo]
     prefetch: list[int]
     inode_count: int
+    blob_store: BlobStore | None  # attached by open_image()
+    inode: Callable[[int], Inode]
+    readdir: Callable[[int], tuple[tuple[bytes, int], ...]]
+    chunks: Callable[[int], tuple[ChunkInfo, ...]]
 
     def __init__(self, name: str, buf: Any, layout: LayerLayout, keepalive: Any) -> None:
         self.name = name
         self.buf = buf
         self.layout = layout
         self._keepalive = keepalive
-        self.blob_store: Any = None
+        self.blob_store = None
         self._lock = threading.Lock()
         self.inode = functools.lru_cache(maxsize=65536)(self._load_inode)
         self.readdir = functools.lru_cache(maxsize=4096)(self._load_children)
         self.chunks = functools.lru_cache(maxsize=4096)(self._load_chunks)
 
     # --- version-specific primitives -------------------------------------------------------
-    def _load_inode(self, ino: int) -> Inode:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _load_inode(self, ino: int) -> Inode: ...
 
-    def _load_children(self, ino: int) -> tuple[tuple[bytes, int], ...]:
-        """Children as (name, ino), sorted by name bytes, without '.' and '..'."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _load_children(self, ino: int) -> tuple[tuple[bytes, int], ...]: ...
 
-    def _load_chunks(self, ino: int) -> tuple[ChunkInfo, ...]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _load_chunks(self, ino: int) -> tuple[ChunkInfo, ...]: ...
 
+    @abc.abstractmethod
     def lookup(self, parent: int, name: bytes) -> int:
-        raise NotImplementedError
+        """The inode of `name` in directory `parent`; NotFoundError if there is none."""
 
-    def readlink(self, ino: int) -> bytes:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def readlink(self, ino: int) -> bytes: ...
 
-    def xattrs(self, ino: int) -> list[tuple[bytes, bytes]]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def xattrs(self, ino: int) -> list[tuple[bytes, bytes]]: ...
 
-    def records(self) -> list[tuple[str, int, Any]]:
+    @abc.abstractmethod
+    def superblocks(self) -> list[Record]:
+        """The superblock record(s): v5 one, v6 the EROFS superblock and the RAFS extension."""
+
+    @abc.abstractmethod
+    def records(self) -> list[tuple[str, int, Record]]:
         """(structure, file offset, record) of the superblock area and tables, for dump."""
-        raise NotImplementedError
+
+    @abc.abstractmethod
+    def table_spans(self) -> list[tuple[str, int, int]]:
+        """(structure, file offset, size) of the variable-size tables and areas, for dump."""
+
+    @abc.abstractmethod
+    def regions(self) -> Iterator[Region]:
+        """Every decoded structure re-encoded at its file offset (reader/regions.py)."""
 
     def flat_data(self, ino: int) -> bytes | None:
         """Content stored inside the bootstrap itself (EROFS plain files), else None."""
         return None
+
+    def keeps_mtime(self, ino: int) -> bool:
+        """Whether the inode stores its own mtime (RAFS v6 compact inodes do not)."""
+        return True
+
+    @property
+    def size(self) -> int:
+        """Bytes of the bootstrap."""
+        return len(self.buf)
+
+    def raw(self) -> bytes:
+        """The bootstrap's bytes."""
+        return bytes(self.buf)
 
     # --- common API -----------------------------------------------------------------------
     def getattr(self, ino: int) -> Inode:

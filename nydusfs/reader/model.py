@@ -65,6 +65,15 @@ class BlobInfo:
     device: Any = None         # the v6 DeviceSlot record
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Region:
+    """One decoded structure, re-encoded: `data` belongs at file offset `offset`."""
+
+    offset: int
+    data: bytes
+    what: str
+
+
 def dev_from_disk(value: int) -> int:
     """The on-disk rdev (low 32 bits of glibc makedev) as a Linux dev_t."""
     major = (value >> 8) & 0xFFF

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat
 import struct
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import FormatError, NotFoundError
 from ..format import v5
@@ -12,10 +12,10 @@ from ..format.flags import (KNOWN_SUPER_FLAGS, BlobFeatures, InodeFlagsV5, compr
                             digester_of)
 from ..format.blob import valid_chunk_size
 from ..format.layer import LayerLayout
-from ..format.record import align, u32_array
+from ..format.record import Record, align, encode_u32_array, u32_array
 from ..format.v5 import ChunkInfo, V5ExtBlobEntry, V5Inode, V5SuperBlock
 from .base import Image, names_file
-from .model import BlobInfo, Inode, decode_mark, dev_from_disk, stem_owners
+from .model import BlobInfo, Inode, Region, decode_mark, dev_from_disk, stem_owners
 
 MAX_TABLE_VALUE = 1 << 29
 _XATTR = int(InodeFlagsV5.XATTR)  # a plain int: IntFlag arithmetic is slow per inode
@@ -240,9 +240,18 @@ class ImageV5(Image):
         off, rec = self._record(index)
         return off, rec, self._name(off, rec)
 
-    def records(self) -> list[tuple[str, int, Any]]:
+    def superblocks(self) -> list[Record]:
+        return [self.sb]
+
+    def table_spans(self) -> list[tuple[str, int, int]]:
         sb = self.sb
-        out: list[tuple[str, int, Any]] = [("superblock", 0, sb)]
+        return [("inode table", sb.s_inode_table_offset, 4 * sb.s_inode_table_entries),
+                ("prefetch table", sb.s_prefetch_table_offset, 4 * sb.s_prefetch_table_entries),
+                ("blob table", sb.s_blob_table_offset, sb.s_blob_table_size)]
+
+    def records(self) -> list[tuple[str, int, Record]]:
+        sb = self.sb
+        out: list[tuple[str, int, Record]] = [("superblock", 0, sb)]
         for i, e in enumerate(self.ext_blob_entries):
             out.append((f"extended blob entry {i}", sb.s_extended_blob_table_offset + 64 * i, e))
         return out
@@ -254,3 +263,35 @@ class ImageV5(Image):
 
     def inode_digest(self, ino: int) -> bytes:
         return self.inode(ino).record.i_digest
+
+    def regions(self) -> Iterator[Region]:
+        sb = self.sb
+        yield Region(0, sb.encode(), "superblock")
+        slots = u32_array(self.buf, sb.s_inode_table_offset, sb.s_inode_table_entries, "inode table")
+        yield Region(sb.s_inode_table_offset, encode_u32_array(slots, 8), "inode table")
+        if sb.s_prefetch_table_entries:
+            yield Region(sb.s_prefetch_table_offset, encode_u32_array(self.prefetch, 8), "prefetch table")
+        if sb.s_blob_table_size:
+            yield Region(sb.s_blob_table_offset, v5.encode_blob_table(self.raw_blob_entries), "blob table")
+        for i, e in enumerate(self.ext_blob_entries):
+            yield Region(sb.s_extended_blob_table_offset + i * v5.EXT_BLOB_ENTRY_SIZE, e.encode(),
+                         f"extended blob entry {i}")
+        for index in range(1, sb.s_inode_table_entries + 1):
+            off, rec, name = self.record_of(index)
+            what = f"inode index {index}"
+            yield Region(off, rec.encode(), what)
+            yield Region(off + 128, name + bytes(align(len(name), 8) - len(name)), what + " name")
+            sym, after = self._layout(off, rec)
+            if rec.i_symlink_size:
+                target = bytes(self.buf[sym:sym + rec.i_symlink_size])
+                yield Region(sym, target, what + " symlink")
+            if rec.i_flags & InodeFlagsV5.XATTR:
+                pairs, _size = v5.decode_xattrs(self.buf, after)
+                yield Region(after, v5.encode_xattrs(pairs), what + " xattrs")
+            if stat.S_ISREG(rec.i_mode):
+                _, pos = self._xattr_span(off, rec)
+                yield Region(pos, _chunk_infos(self.chunks_at(off, rec)), what + " chunk infos")
+
+
+def _chunk_infos(chunks: tuple[ChunkInfo, ...] | list[ChunkInfo]) -> bytes:
+    return b"".join(c.encode() for c in chunks)

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import stat
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import FormatError, NotFoundError
 from ..format import v6
 from ..format.blob import COMPRESSOR_NAMES, DIGESTER_NAMES, MAX_CHUNKS_PER_BLOB, valid_chunk_size
 from ..format.flags import KNOWN_SUPER_FLAGS, SuperFlags, compressor_of, digester_of
 from ..format.layer import LayerLayout
-from ..format.record import align, cstr, u32_array
+from ..format.record import Record, align, cstr, encode_u32_array, u32_array
 from ..format.v5 import CHUNK_INFO_SIZE, ChunkInfo
 from ..format.v6 import (ChunkAddr, DeviceSlot, ErofsSuperBlock, InodeCompact, InodeExtended,
                          V6BlobEntry, V6SuperBlockExt)
 from .base import Image, names_file
-from .model import BlobInfo, Inode, decode_mark, dev_from_disk, stem_owners
+from .model import BlobInfo, Inode, Region, decode_mark, dev_from_disk, stem_owners
 
 
 _FILE_OFFSET = ChunkInfo._names.index("file_offset")
@@ -329,14 +329,69 @@ class ImageV6(Image):
                           found="none", hint="no chunk table entry and no blob meta to fall back on")
 
     # --- dump support ---------------------------------------------------------------------
-    def records(self) -> list[tuple[str, int, Any]]:
-        out: list[tuple[str, int, Any]] = [("superblock", v6.SUPERBLOCK_OFFSET, self.sb),
+    def keeps_mtime(self, ino: int) -> bool:
+        return isinstance(self.inode(ino).record, InodeExtended)
+
+    def superblocks(self) -> list[Record]:
+        return [self.sb, self.ext]
+
+    def table_spans(self) -> list[tuple[str, int, int]]:
+        ext = self.ext
+        meta_end = ext.s_chunk_table_offset if ext.s_chunk_table_offset > self.meta_start else len(self.buf)
+        return [("prefetch table", ext.s_prefetch_table_offset, ext.s_prefetch_table_size),
+                ("chunk table", ext.s_chunk_table_offset, ext.s_chunk_table_size),
+                ("meta area", self.meta_start, meta_end - self.meta_start)]
+
+    def records(self) -> list[tuple[str, int, Record]]:
+        out: list[tuple[str, int, Record]] = [("superblock", v6.SUPERBLOCK_OFFSET, self.sb),
                                            ("extended superblock", v6.EXT_SUPERBLOCK_OFFSET, self.ext)]
         for i, d in enumerate(self.devices):
             out.append((f"device slot {i}", self.sb.devt_slotoff * 128 + 128 * i, d))
         for i, e in enumerate(self.blob_entries):
             out.append((f"blob entry {i}", self.ext.s_blob_table_offset + 256 * i, e))
         return out
+
+    def regions(self) -> Iterator[Region]:
+        sb, ext = self.sb, self.ext
+        for what, off, rec in self.records():
+            yield Region(off, rec.encode(), what)
+        if ext.s_prefetch_table_offset and ext.s_prefetch_table_size:
+            raw = u32_array(self.buf, ext.s_prefetch_table_offset, ext.s_prefetch_table_size // 4,
+                            "prefetch table")
+            yield Region(ext.s_prefetch_table_offset, encode_u32_array(raw), "prefetch table")
+        for pos, c in self.chunk_table():
+            yield Region(pos, c.encode(), "chunk table entry")
+        seen: set[int] = set()
+        todo = [sb.root_nid]
+        while todo:
+            nid = todo.pop()
+            if nid in seen:
+                continue
+            seen.add(nid)
+            yield from self._inode_regions(nid)
+            if self.inode(nid).is_dir:
+                todo.extend(child for _name, child, _t in self.dirents(nid))
+
+    def _inode_regions(self, nid: int) -> Iterator[Region]:
+        node = self.inode(nid)
+        rec = node.record
+        what = f"nid {nid}"
+        yield Region(node.offset, rec.encode(), what)
+        if rec.i_xattr_icount:
+            header, entries = v6.decode_xattr_area(self.buf, node.offset + rec.SIZE, rec.i_xattr_icount)
+            yield Region(node.offset + rec.SIZE, v6.encode_xattr_area(header, entries), what + " xattrs")
+        if v6.data_layout(rec.i_format) == v6.LAYOUT_CHUNK_BASED:
+            if node.is_reg:
+                addrs = self.chunk_addrs(nid)
+                pos = align(self._body(node), v6.CHUNK_ADDR_SIZE)
+                yield Region(pos, b"".join(a.encode() for a in addrs), what + " chunk indexes")
+            return
+        for i, (off, length) in enumerate(self._data_blocks(node)):
+            if node.is_dir:
+                records = v6.decode_dir_records(self.buf[off:off + length], off)
+                yield Region(off, v6.encode_dir_records(records, length), f"{what} dirent block {i}")
+            else:  # symlink target or flat file data: opaque bytes
+                yield Region(off, bytes(self.buf[off:off + length]), f"{what} data block {i}")
 
 
 def _check_blob_entry(e: V6BlobEntry, index: int, off: int) -> None:
