@@ -25,7 +25,7 @@ import os
 from typing import Any, Iterator
 
 from .format.flags import BlobFeatures, ChunkFlags, SuperFlags, flag_names
-from .format.v5 import ChunkInfo
+from .format.v5 import ChunkInfo, V5Inode
 from .reader import Image, file_kind
 
 
@@ -119,7 +119,7 @@ def inode(image: Image, path: bytes, ino: int) -> dict[str, Any]:
     }
     rec = n.record
     d["offset"] = n.offset
-    if image.version == 5:
+    if isinstance(rec, V5Inode):
         d.update({"i_parent": rec.i_parent, "i_flags": rec.i_flags, "i_blocks": rec.i_blocks,
                   "i_child_index": rec.i_child_index, "i_child_count": rec.i_child_count,
                   "i_digest": rec.i_digest.hex()})
@@ -154,6 +154,7 @@ def verify(image: Image, only: tuple[bytes, int] | None = None) -> Iterator[dict
     yield one failure dict per chunk that does not read, decompress or match its digest."""
     from .errors import NydusfsError
 
+    assert image.blob_store is not None, "open_image attaches a blob store"
     seen: set[tuple[int, int]] = set()
     for path, ino in (image.walk() if only is None else [only]):
         n = image.inode(ino)

@@ -39,8 +39,8 @@ NYDUSFS = [sys.executable, "-m", "nydusfs"]
 
 
 def nydusfs(*args: Any, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(NYDUSFS + [a if isinstance(a, str) else os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args], capture_output=True,
-                          timeout=timeout, check=check)
+    argv = [a if isinstance(a, str) else os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args]
+    return subprocess.run(NYDUSFS + argv, capture_output=True, timeout=timeout, check=check)
 
 
 def is_ours_mounted(path: str | os.PathLike) -> bool:

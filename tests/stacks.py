@@ -227,7 +227,7 @@ class Reference:
         own: set[tuple[bytes, ...]] = set()   # paths this layer has given so far (literal)
         # whiteouts first: they only ever hit what lower layers left
         actions = []   # each marker's directory as the lower layers have it, then all act
-        for parts, ti, _ in entries:
+        for parts, _ti, _ in entries:
             if not parts or not parts[-1].startswith(WH) or lowest:
                 continue
             parent = self._resolve(parts[:-1], "lookup")
@@ -326,8 +326,7 @@ def differences(got: dict[bytes, Entry], want: dict[bytes, Entry]) -> list[str]:
         for f in dataclasses.fields(Entry):
             a, b = getattr(g, f.name), getattr(w, f.name)
             if a != b:
-                show = (lambda v: v[:40] if isinstance(v, bytes) else v)
-                out.append(f"{p!r}: {f.name}: merged {show(a)!r}, reference {show(b)!r}")
+                out.append(f"{p!r}: {f.name}: merged {_short(a)!r}, reference {_short(b)!r}")
     return out
 
 
@@ -574,3 +573,7 @@ def assert_facts(stack: Stack, snap: dict[bytes, Entry]) -> None:
 
 __all__ = ["Layer", "MTIME", "STACKS", "Stack", "build_layers", "build_bootstraps", "reference",
            "snapshot_image", "differences", "assert_facts", "Reference", "Refused", "CHUNK"]
+
+
+def _short(v: object) -> object:
+    return v[:40] if isinstance(v, bytes) else v

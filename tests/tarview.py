@@ -76,7 +76,7 @@ def compare(view: dict[bytes, dict], image: Image) -> list[str]:
             names = sum(1 for v in view.values() if v is want)
             if n.nlink != names:
                 problems.append(f"{path!r}: nlink {n.nlink} != {names}")
-    for ident, keys in groups.items():
+    for _ident, keys in groups.items():
         if len(keys) != 1:
             problems.append(f"hard link group split into {len(keys)} inodes")
     for path, ino in got.items():

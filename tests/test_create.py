@@ -152,7 +152,7 @@ def test_layout_a_is_a_standard_tar_with_blob_at_1024(tmp_path):
     assert hashlib.sha256(blob_bytes).hexdigest() == result.blob_id
     raw = out.read_bytes()
     with open_image(out) as image:
-        for path, ino in image.walk():
+        for _path, ino in image.walk():
             for c in image.chunks(ino):
                 # chunk offsets are absolute in the layer file: the stored bytes are there
                 stored = raw[c.compressed_offset:c.compressed_offset + c.compressed_size]
@@ -192,7 +192,7 @@ def test_layout_b_v6_has_toc_and_compressed_bootstrap(tmp_path):
         assert image.flags & SuperFlags.INLINED_CHUNK_DIGEST
         # the ci table inside the blob agrees with the bootstrap's chunk table
         store = image.blob_store
-        for path, ino in image.walk():
+        for _path, ino in image.walk():
             for c in image.chunks(ino):
                 ci = store.ci_entry(0, c.index)
                 assert (ci.compressed_offset, ci.compressed_size, ci.uncompressed_offset,
@@ -309,7 +309,7 @@ def test_kernel_mountable_flag_pads_the_blob(tmp_path):
     assert blob.stat().st_size % 4096 == 0
     with open_image(boot, []) as image:
         image.blob_store.files[0] = str(blob)
-        for path, ino in image.walk():
+        for _path, ino in image.walk():
             for c in image.chunks(ino):
                 assert c.compressed_offset == c.uncompressed_offset and c.compressed_offset % 4096 == 0
         assert compare(tar_view(src), image) == []

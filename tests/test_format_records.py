@@ -105,7 +105,7 @@ def test_fields_encode_and_decode_back(cls):
         raw = rec.encode()
         assert len(raw) == cls.SIZE
         assert cls.decode(raw) == rec
-        for name, code, value in zip(rec.as_dict(), field_codes(cls), values):
+        for name, code, value in zip(rec.as_dict(), field_codes(cls), values, strict=True):
             # each field sits at its documented offset, little-endian
             assert struct.unpack_from("<" + code, raw, cls.field_offset(name))[0] == value
 
@@ -198,7 +198,7 @@ def test_v6_xattrs_round_trip(pairs_dict, words):
     if pairs:
         header, entries = v6.decode_xattr_area(buf, at, icount)
         assert v6.encode_xattr_area(header, entries) == area
-        for (name, value), (index, suffix, value2) in zip(pairs, entries):
+        for (name, value), (index, suffix, value2) in zip(pairs, entries, strict=True):
             assert v6.XATTR_PREFIXES[index] + suffix == name and value2 == value
             assert v6.split_xattr_name(name) == (index, suffix)
 
@@ -301,7 +301,8 @@ def test_in_blob_tar_header_with_a_bad_checksum_is_a_format_error():
 
 
 @SETTINGS
-@given(st.binary(max_size=5000), st.sampled_from(sorted(blob.COMPRESSOR_IDS)), st.sampled_from(sorted(blob.DIGESTER_IDS)))
+@given(st.binary(max_size=5000), st.sampled_from(sorted(blob.COMPRESSOR_IDS)),
+       st.sampled_from(sorted(blob.DIGESTER_IDS)))
 def test_chunk_compression_and_digest_round_trip(data, algo, digester):
     stored, compressed = blob.compress(data, algo)
     assert compressed == (stored != data) or (not compressed and stored == data)

@@ -117,7 +117,8 @@ def random_tree(rng: random.Random, entries: int, nblobs: int, cross_dir_links: 
             node = new_dir(rng.randrange(0o7777), **attrs)
             dirs.append((base + b"/" + n, node))
         elif kind == "symlink":
-            node = Node(mode=stat.S_IFLNK | 0o777, symlink=rng.randbytes(rng.choice([1, 30, 4095, 5000])).replace(b"\0", b"x"), **attrs)
+            target = rng.randbytes(rng.choice([1, 30, 4095, 5000])).replace(b"\0", b"x")
+            node = Node(mode=stat.S_IFLNK | 0o777, symlink=target, **attrs)
         elif kind in ("char", "block"):
             fmt = stat.S_IFCHR if kind == "char" else stat.S_IFBLK
             node = Node(mode=fmt | 0o600, rdev=os.makedev(rng.randrange(4096), rng.randrange(1 << 20)), **attrs)

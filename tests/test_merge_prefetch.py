@@ -17,7 +17,8 @@ LAYERS = [Layer().dir("etc").file("etc/conf", b"c").file("bin/sh", pattern(5000,
           Layer().file("usr/lib/big", pattern(9000, 2)).whiteout("etc/conf").file("etc/new", b"n")]
 
 
-def prefetch_paths(tmp: pathlib.Path, version: int, patterns: list[bytes], policy: str = "fs") -> tuple[list[bytes], list[str]]:
+def prefetch_paths(tmp: pathlib.Path, version: int, patterns: list[bytes],
+                   policy: str = "fs") -> tuple[list[bytes], list[str]]:
     src = build_layers(LAYERS, tmp, version=version)
     result = merge(src, MergeOptions(prefetch_policy=policy, prefetch_patterns=patterns))
     out = tmp / "m.boot"

@@ -72,7 +72,8 @@ REPEATABLE = [
 ]
 
 
-@pytest.mark.parametrize("boot,result", REPEATABLE, ids=[b.rsplit("/", 2)[-2] + "/" + b.rsplit("/", 1)[-1] for b, _ in REPEATABLE])
+@pytest.mark.parametrize("boot,result", REPEATABLE,
+                         ids=[b.rsplit("/", 2)[-2] + "/" + b.rsplit("/", 1)[-1] for b, _ in REPEATABLE])
 def test_repeatable_tree_and_md5_equal_result(mounts: Mounts, boot: str, result: str) -> None:
     expected_tree, expected_md5 = parse_result(fixture_path(result))
     m = mounts.mount(fixture_path(boot), "--blob-dir", fixture_path("repeatable/blobs"))

@@ -253,7 +253,8 @@ def test_corrupt_lz4_chunk_is_a_blob_error(tmp_path):
     lz4_id = "d7b86b1e74e316fe945741d1a9fa1b271459fe41481e304977659e0c6ecf56ac"
     boot = fixture_path("historic/repeatable-2020/blake3-lz4_block-non_repeatable")
     with open_image(boot, [fixture_path("repeatable/blobs")]) as im:
-        ino = im.resolve("/normal-file-test/busybox/1f777dbdd68d1c4d554bc0d20e027bfef9ed2dfe2d8d5f029e958552a0e12475/layer.tar")
+        ino = im.resolve("/normal-file-test/busybox/"
+                         "1f777dbdd68d1c4d554bc0d20e027bfef9ed2dfe2d8d5f029e958552a0e12475/layer.tar")
         c = im.chunks(ino)[0]
         assert c.compressed_size < c.uncompressed_size
     corrupt_copy(fixture_path(f"repeatable/blobs/{lz4_id}"), tmp_path / "blobs", c.compressed_offset + 1)

@@ -192,7 +192,7 @@ class Synth:
         def file(size: int) -> Node:
             nonlocal chunks_total
             chunks = []
-            for i, off in enumerate(range(0, size, CHUNK)):
+            for off in range(0, size, CHUNK):
                 n = min(CHUNK, size - off)
                 chunks.append(ChunkInfo(rng.randbytes(32), 0, 1, n // 2 + 1, n,
                                         chunks_total * CHUNK, chunks_total * CHUNK, off,

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Iterator
+from typing import IO, Iterator
 
 from ..errors import NydusfsError
 from ..util.signals import sigterm_exits
@@ -80,10 +80,10 @@ def _take_down(proc: subprocess.Popen, mnt: str) -> None:
             proc.wait()
 
 
-def _tail(log: "tempfile._TemporaryFileWrapper[bytes] | object") -> str:
+def _tail(log: IO[bytes]) -> str:
     try:
-        log.seek(0)  # type: ignore[attr-defined]
-        text = log.read().decode("utf-8", "replace").strip()  # type: ignore[attr-defined]
+        log.seek(0)
+        text = log.read().decode("utf-8", "replace").strip()
     except OSError:
         return "(no output)"
     return text[-2000:] or "(no output)"

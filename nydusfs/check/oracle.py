@@ -30,7 +30,7 @@ import os
 import stat
 import tarfile
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Mapping
 
 from ..errors import LayerError
 from ..format.blob import new_hasher
@@ -110,15 +110,15 @@ def new_root() -> Node:
 
 def apply(root: Node, cs: Changeset) -> None:
     """Apply one layer's changeset on top of `root` (modified in place)."""
-    for parent, target, name, offset in cs.whiteouts:   # lower content only: before entries
-        d = _resolve(root, parent, cs, name, offset, create=False)
+    for where, gone, name, offset in cs.whiteouts:   # lower content only: before entries
+        d = _resolve(root, where, cs, name, offset, create=False)
         if d is None:
             continue
         assert d.children is not None
-        if target is None:
+        if gone is None:
             d.children.clear()
         else:
-            d.children.pop(target, None)
+            d.children.pop(gone, None)
     for m in cs.members:
         if not m.path:
             if m.node is None or m.node.kind != "dir":
@@ -279,7 +279,7 @@ def read_tar(path: str, hash_algo: str | None = "blake3",
     in_data = False
     try:
         with open(path, "rb") as raw:
-            fwd = _Forward(open_decompressed(io.BufferedReader(_Counting(raw, tick), READ)))
+            fwd = _Forward(open_decompressed(io.BufferedReader(_Counting(raw, tick), READ)))  # type: ignore[type-var]
             tf = tarfile.open(fileobj=fwd, mode="r:", encoding="utf-8", errors="surrogateescape")
             for last in tf:
                 in_data = True
@@ -448,7 +448,7 @@ def reference(layers: list[str], hash_algo: str | None = "blake3") -> Node:
     return build([read_layer(p, hash_algo) for p in layers])
 
 
-def _pax_xattrs(pax: dict[str, str]) -> dict[bytes, bytes]:
+def _pax_xattrs(pax: Mapping[str, str]) -> dict[bytes, bytes]:
     """xattrs of a PAX header: `SCHILY.xattr.NAME=value` (GNU tar, Go, containerd) and
     `LIBARCHIVE.xattr.NAME=base64` (bsdtar; NAME percent-encoded)."""
     import base64

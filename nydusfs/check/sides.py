@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import errno
+import functools
 import os
 import stat
 from typing import Callable
@@ -70,7 +71,8 @@ def image_digest(image: Image, ino: int, size: int, algo: str) -> bytes | str:
     return h.digest()
 
 
-def walk_image(image: Image, hashing: Hashing | None, algo: str = "blake3") -> tuple[dict[bytes, Entry], list[Difference]]:
+def walk_image(image: Image, hashing: Hashing | None,
+               algo: str = "blake3") -> tuple[dict[bytes, Entry], list[Difference]]:
     entries: dict[bytes, Entry] = {}
     problems: list[Difference] = []
     for path, ino in image.walk():
@@ -89,7 +91,7 @@ def walk_image(image: Image, hashing: Hashing | None, algo: str = "blake3") -> t
             e.size = node.size
             if hashing is not None:
                 size = node.size
-                hashing.submit(e.link, lambda ino=ino, size=size: image_digest(image, ino, size, algo), size)
+                hashing.submit(e.link, functools.partial(image_digest, image, ino, size, algo), size)
         elif kind == "symlink":
             e.target = image.readlink(ino)
             e.size = node.size
@@ -104,7 +106,7 @@ def _dir_problems(image: Image, path: bytes, ino: int) -> list[Difference]:
     must be strictly ascending: a name out of place, or twice, is listed but not found. Checked
     on the order instead of looking every name up, which would decode each block again."""
     names = [n for n, _ in image.readdir(ino)]
-    bad = [f"{os.fsdecode(a)!r} before {os.fsdecode(b)!r}" for a, b in zip(names, names[1:]) if a >= b]
+    bad = [f"{os.fsdecode(a)!r} before {os.fsdecode(b)!r}" for a, b in zip(names, names[1:], strict=False) if a >= b]
     if not bad:
         return []
     return [Difference(path, "entries", "names in strictly ascending byte order", bad[:10])]
@@ -162,11 +164,11 @@ def walk_tree(top: str, hashing: Hashing | None, algo: str = "blake3") -> tuple[
             full = full_dir + b"/" + name
             try:
                 st = os.lstat(full)
-                entries[child] = e = _fs_entry(full, st, hashing, algo)
+                entries[child] = entry = _fs_entry(full, st, hashing, algo)
             except OSError as err:
                 lost.append(f"{os.fsdecode(name)}: {err.strerror}")
                 continue
-            if e.kind == "dir":
+            if entry.kind == "dir":
                 subdirs.append(child)
         if lost:
             problems.append(Difference(path, "entries", "every listed name can be looked up", lost))

@@ -8,7 +8,7 @@ import json
 import os
 import stat
 import sys
-from typing import Any, TextIO
+from typing import IO, Any
 
 from .. import dump as model
 from ..reader import Image, open_image
@@ -46,7 +46,8 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     check_paths([("--output", args.output)],
                 [("BOOTSTRAP", args.bootstrap)] + [("--blob-dir", d) for d in args.blob_dir])
-    to_file = atomic_output(args.output, "--output", text=True) if args.output else contextlib.nullcontext(sys.stdout)
+    to_file: contextlib.AbstractContextManager[IO[Any]] = \
+        atomic_output(args.output, "--output", text=True) if args.output else contextlib.nullcontext(sys.stdout)
     with open_image(args.bootstrap, args.blob_dir) as image, to_file as out:
         if args.json:
             failures = _json(image, args, out)
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
 # --- JSON ------------------------------------------------------------------------------------
 
-def _json(image: Image, args: argparse.Namespace, out: TextIO) -> int:
+def _json(image: Image, args: argparse.Namespace, out: IO[str]) -> int:
     if args.path:
         ino = image.resolve(args.path)
         doc: dict[str, Any] = model.inode(image, os.fsencode(args.path), ino)
@@ -116,7 +117,7 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def _tables(image: Image, args: argparse.Namespace, out: TextIO) -> int:
+def _tables(image: Image, args: argparse.Namespace, out: IO[str]) -> int:
     from rich.console import Console
 
     # a terminal's width when there is one; wide rows for files and pipes (unless COLUMNS says)

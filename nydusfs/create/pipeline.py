@@ -11,7 +11,7 @@ import os
 import sys
 import tarfile
 import time
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, cast
 
 from ..errors import LayerError, UsageError
 from ..format.blob import (COMPRESSOR_IDS, DEFAULT_CHUNK_SIZE, PLACEHOLDER_BLOB_ID, TAR_BLOCK, TOC_FLAGS,
@@ -358,7 +358,7 @@ def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, outp
         blob_size=blob.size if own_index is not None else 0, chunk_count=len(own),
         dedup_hits=chunker.dedup_hits, inode_count=inode_count, bootstrap_size=len(boot),
         input_bytes=chunker.input_bytes, stored_bytes=chunker.stored_bytes,
-        blobs=ids, warnings=warnings,
+        blobs=cast(list[str], ids), warnings=warnings,
         timings={"read_and_chunk": round(t_read - t0, 4), "bootstrap": round(t_boot - t_read, 4),
                  "write": round(t_end - t_boot, 4), "total": round(t_end - t0, 4)})
 

@@ -34,9 +34,10 @@ PLACEHOLDER_BLOB_ID = "x" * 64   # stored for a blob whose digest was unknown wh
 GZIP_MAGIC = b"\x1f\x8b"               # first bytes of a gzip stream
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"       # first bytes of a zstd frame
 
-COMPRESSOR_IDS = {Compressor.NONE: 0, Compressor.LZ4_BLOCK: 1, Compressor.GZIP: 2, Compressor.ZSTD: 3}
+# keyed by str: members of the enums are the strings, and callers hold either
+COMPRESSOR_IDS: dict[str, int] = {Compressor.NONE: 0, Compressor.LZ4_BLOCK: 1, Compressor.GZIP: 2, Compressor.ZSTD: 3}
 COMPRESSOR_NAMES = {v: k for k, v in COMPRESSOR_IDS.items()}
-DIGESTER_IDS = {Digester.BLAKE3: 0, Digester.SHA256: 1}
+DIGESTER_IDS: dict[str, int] = {Digester.BLAKE3: 0, Digester.SHA256: 1}
 DIGESTER_NAMES = {v: k for k, v in DIGESTER_IDS.items()}
 
 
@@ -208,7 +209,7 @@ class TocEntry(Record):
 
 
 # the compression of a ToC entry's section (the low bits of `flags`)
-TOC_FLAGS = {Compressor.NONE: 0x1, Compressor.ZSTD: 0x2, Compressor.LZ4_BLOCK: 0x4}
+TOC_FLAGS: dict[str, int] = {Compressor.NONE: 0x1, Compressor.ZSTD: 0x2, Compressor.LZ4_BLOCK: 0x4}
 TOC_COMPRESSORS = {v: k for k, v in TOC_FLAGS.items()}
 
 

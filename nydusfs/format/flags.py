@@ -71,13 +71,16 @@ class InodeFlagsV5(enum.IntFlag):
 
 
 # Compression algorithms: names as on the nydus-image command line, ids as in v6 blob tables.
-COMPRESSOR_FLAG = {
+COMPRESSOR_FLAG: dict[str, SuperFlags] = {
     Compressor.NONE: SuperFlags.COMPRESSION_NONE,
     Compressor.LZ4_BLOCK: SuperFlags.COMPRESSION_LZ4,
     Compressor.GZIP: SuperFlags.COMPRESSION_GZIP,
     Compressor.ZSTD: SuperFlags.COMPRESSION_ZSTD,
 }
-DIGESTER_FLAG = {Digester.BLAKE3: SuperFlags.HASH_BLAKE3, Digester.SHA256: SuperFlags.HASH_SHA256}
+DIGESTER_FLAG: dict[str, SuperFlags] = {
+    Digester.BLAKE3: SuperFlags.HASH_BLAKE3,
+    Digester.SHA256: SuperFlags.HASH_SHA256,
+}
 CIPHERS = ("none", "aes128-xts", "aes256-xts", "aes256-gcm")
 
 
@@ -85,14 +88,14 @@ def compressor_of(flags: int) -> Compressor:
     """Upstream decoding precedence: none, lz4, gzip, zstd, else lz4_block."""
     for name, flag in COMPRESSOR_FLAG.items():
         if flags & flag:
-            return name
+            return Compressor(name)
     return Compressor.LZ4_BLOCK
 
 
 def digester_of(flags: int) -> Digester:
     for name, flag in DIGESTER_FLAG.items():
         if flags & flag:
-            return name
+            return Digester(name)
     return Digester.BLAKE3
 
 
@@ -103,7 +106,7 @@ def flag_names(flags: int, kind: type[enum.IntFlag]) -> list[str]:
 
 @functools.lru_cache(maxsize=1024)  # dump asks for the same few words once per chunk
 def _flag_names(flags: int, kind: type[enum.IntFlag]) -> tuple[str, ...]:
-    names = [m.name for m in kind if flags & m.value]
+    names = [m.name for m in kind if flags & m.value and m.name]
     rest = flags
     for m in kind:
         rest &= ~m.value

@@ -101,7 +101,7 @@ def _detect_layout_b(fd: int, name: str, size: int, tail: bytes) -> LayerLayout:
         try:
             n, s = parse_blob_tar_header(h, cur)
         except FormatError as e:
-            raise e.in_file(name)
+            raise e.in_file(name) from None
         if s > cur:
             raise FormatError("layer section", field="size", offset=cur + 124,
                               expected=f"at most {cur}", found=s, file=name,
@@ -204,7 +204,7 @@ def load_section(fd: int, name: str, section: Section, what: str) -> bytes | Non
     return raw
 
 
-def open_bootstrap(path: str | os.PathLike) -> tuple[Any, LayerLayout, Any]:
+def open_bootstrap(path: str | os.PathLike[str]) -> tuple[Any, LayerLayout, Any]:
     """Return (buffer, layout, keepalive): the bootstrap bytes as a buffer (mmap slice or bytes).
 
     `keepalive` is the mmap to close when done (or None).

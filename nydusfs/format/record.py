@@ -12,7 +12,7 @@ import dataclasses
 import operator
 import re
 import struct
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast, dataclass_transform
 
 from ..errors import FormatError, UnsupportedError
 
@@ -49,7 +49,7 @@ class Record:
         return self._struct.pack(*self._fields_of(self))
 
     def replace(self: T, **changes: Any) -> T:
-        return dataclasses.replace(self, **changes)
+        return cast(T, dataclasses.replace(cast(Any, self), **changes))
 
     @classmethod
     def field_offset(cls, name: str) -> int:
@@ -69,7 +69,9 @@ class Record:
         return {n: getattr(self, n) for n in self._names}
 
 
+@dataclass_transform(frozen_default=True)
 def record(cls: type[T]) -> type[T]:
+    """Make `cls` a frozen, slotted dataclass with its Struct (type checkers see the fields)."""
     cls = dataclasses.dataclass(frozen=True, slots=True)(cls)
     fmt = cls.FORMAT
     assert fmt[0] == "<", f"{cls.__name__}: formats are little-endian"
@@ -79,10 +81,10 @@ def record(cls: type[T]) -> type[T]:
             codes.append(f"{count or 1}s")
         else:
             codes.extend([code] * int(count or 1))
-    names = tuple(f.name for f in dataclasses.fields(cls))
+    names = tuple(f.name for f in dataclasses.fields(cast(Any, cls)))
     assert len(codes) == len(names), f"{cls.__name__}: {len(codes)} codes for {len(names)} fields"
     offsets, sizes, pos = {}, {}, 0
-    for name, code in zip(names, codes):
+    for name, code in zip(names, codes, strict=True):
         offsets[name] = pos
         sizes[name] = struct.calcsize("<" + code)
         pos += sizes[name]

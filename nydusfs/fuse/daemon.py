@@ -215,7 +215,7 @@ def _detach(cfg: MountConfig) -> None:
 
 
 def _pipe_ready(fd: int) -> Any:
-    state = {"fd": fd}
+    state: dict[str, int | None] = {"fd": fd}
 
     def ready(error: str | None) -> None:
         if state["fd"] is None:

@@ -44,11 +44,11 @@ class MergeOptions:
                              ("--blob-toc-digests", self.blob_toc_digests)):
             for v in values or ():
                 digest_bytes(flag, v)
-        for flag, values in (("--blob-sizes", self.blob_sizes),
-                             ("--blob-toc-sizes", self.blob_toc_sizes)):
-            for v in values or ():
-                if v < 0:
-                    raise UsageError(f"{flag}: sizes cannot be negative, found {v}")
+        for flag, sizes in (("--blob-sizes", self.blob_sizes),
+                            ("--blob-toc-sizes", self.blob_toc_sizes)):
+            for size in sizes or ():
+                if size < 0:
+                    raise UsageError(f"{flag}: sizes cannot be negative, found {size}")
         for v in self.original_blob_ids or ():
             if not strip_algo(v):
                 raise UsageError("--original-blob-ids: empty blob id")

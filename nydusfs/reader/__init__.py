@@ -20,13 +20,13 @@ from .v6 import ImageV6
 __all__ = ["open_image", "Image", "Inode", "BlobInfo", "BlobStore", "file_kind", "name_stem"]
 
 
-def name_stem(path: str | os.PathLike) -> str:
+def name_stem(path: str | os.PathLike[str]) -> str:
     """The file name up to its first dot (upstream's blob id from a meta/layer file path)."""
     base = os.path.basename(os.fspath(path))
     return base.split(".", 1)[0] if not base.startswith(".") else base
 
 
-def open_image(bootstrap: str | os.PathLike, blob_dirs: Iterable[str | os.PathLike] = (),
+def open_image(bootstrap: str | os.PathLike[str], blob_dirs: Iterable[str | os.PathLike[str]] = (),
                cache_bytes: int | None = None) -> Image:
     """Open a bootstrap (bare, or inside a Nydus layer file) and attach a blob store.
 

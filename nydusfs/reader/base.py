@@ -60,9 +60,9 @@ class Image(abc.ABC):
     prefetch: list[int]
     inode_count: int
     blob_store: BlobStore | None  # attached by open_image()
-    inode: Callable[[int], Inode]
-    readdir: Callable[[int], tuple[tuple[bytes, int], ...]]
-    chunks: Callable[[int], tuple[ChunkInfo, ...]]
+    inode: functools._lru_cache_wrapper[Inode]
+    readdir: functools._lru_cache_wrapper[tuple[tuple[bytes, int], ...]]
+    chunks: functools._lru_cache_wrapper[tuple[ChunkInfo, ...]]
 
     def __init__(self, name: str, buf: Any, layout: LayerLayout, keepalive: Any) -> None:
         self.name = name

@@ -33,7 +33,7 @@ def _plain_name(blob_id: str) -> bool:
 
 
 class BlobStore:
-    def __init__(self, blobs: list[BlobInfo], dirs: Iterable[str | os.PathLike] = (),
+    def __init__(self, blobs: list[BlobInfo], dirs: Iterable[str | os.PathLike[str]] = (),
                  files: dict[int, str] | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.blobs = blobs
         self.dirs = [os.fspath(d) for d in dirs]

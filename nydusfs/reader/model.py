@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
-
 from ..format.blob import PLACEHOLDER_BLOB_ID
 from ..format.flags import BlobFeatures
+from ..format.v5 import V5Inode
+from ..format.v6 import DeviceSlot, InodeCompact, InodeExtended, V6BlobEntry
 from ..util.modes import FileKind
 
 # nydusfs keeps one private mark in reserved inode bytes that other readers ignore: a directory
@@ -44,7 +44,7 @@ class Inode(FileKind):
     rdev: int               # Linux dev_t for char/block devices, else 0
     implicit: bool          # directory created only to hold children (see MARK_IMPLICIT_DIR)
     offset: int             # file offset of the on-disk inode record
-    record: Any             # the decoded on-disk record
+    record: V5Inode | InodeCompact | InodeExtended   # the decoded on-disk record
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -61,8 +61,8 @@ class BlobInfo:
     features: int
     readahead_offset: int = 0
     readahead_size: int = 0
-    v6: Any = None             # the V6BlobEntry record (ci table, ToC fields) for RAFS v6
-    device: Any = None         # the v6 DeviceSlot record
+    v6: V6BlobEntry | None = None      # the blob table entry (ci table, ToC fields) for RAFS v6
+    device: DeviceSlot | None = None   # the v6 device slot
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -36,5 +36,5 @@ def first_difference(image: Image) -> tuple[int, list[str]] | None:
     got = reencode(image)
     if got == raw:
         return None
-    at = next(i for i, (a, b) in enumerate(zip(raw, got)) if a != b)
+    at = next(i for i, (a, b) in enumerate(zip(raw, got, strict=True)) if a != b)
     return at, [r.what for r in regions(image) if r.offset <= at < r.offset + len(r.data)]

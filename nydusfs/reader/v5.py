@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat
 import struct
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 from ..errors import FormatError, NotFoundError
 from ..format import v5
@@ -54,8 +54,8 @@ class ImageV5(Image):
         texts = [raw_id.decode("utf-8", "surrogateescape") for _, _, raw_id in raw_blobs]
         flags = [ext[i].features if i < len(ext) else BlobFeatures.V5_NO_EXT_BLOB_TABLE
                  for i in range(len(raw_blobs))]
-        stemmed = stem_owners(list(zip(texts, flags)), stem)
-        for i, (ra_off, ra_size, raw_id) in enumerate(raw_blobs):
+        stemmed = stem_owners(list(zip(texts, flags, strict=True)), stem)
+        for i, (ra_off, ra_size, _raw_id) in enumerate(raw_blobs):
             e = ext[i] if i < len(ext) else None
             features = flags[i]
             text_id = texts[i]
@@ -111,7 +111,7 @@ class ImageV5(Image):
                                     found=off)
             spans.append((off, off + length, field))
         spans.sort()
-        for (a0, a1, fa), (b0, _b1, fb) in zip(spans, spans[1:]):
+        for (a0, a1, fa), (b0, _b1, fb) in zip(spans, spans[1:], strict=False):
             if b0 < a1:
                 raise S.field_error(fb, 0, expected=f"a table not overlapping {fa} ({a0}..{a1})", found=b0)
 
@@ -164,7 +164,7 @@ class ImageV5(Image):
 
     def _child_range(self, ino: int) -> tuple[int, int]:
         node = self.inode(ino)
-        rec: V5Inode = node.record
+        rec = _rec(node)
         if not node.is_dir:
             raise V5Inode.field_error("i_mode", node.offset, expected="a directory", found=oct(rec.i_mode))
         first, count = rec.i_child_index, rec.i_child_count
@@ -203,7 +203,7 @@ class ImageV5(Image):
     @names_file
     def readlink(self, ino: int) -> bytes:
         node = self.inode(ino)
-        rec: V5Inode = node.record
+        rec = _rec(node)
         if not node.is_symlink:
             raise V5Inode.field_error("i_mode", node.offset, expected="a symlink", found=oct(rec.i_mode))
         sym, _ = self._layout(node.offset, rec)
@@ -215,14 +215,14 @@ class ImageV5(Image):
     @names_file
     def xattrs(self, ino: int) -> list[tuple[bytes, bytes]]:
         node = self.inode(ino)
-        return self._xattr_span(node.offset, node.record)[0]
+        return self._xattr_span(node.offset, _rec(node))[0]
 
     @names_file
     def _load_chunks(self, ino: int) -> tuple[ChunkInfo, ...]:
         node = self.inode(ino)
         if not node.is_reg:
             return ()
-        return self.chunks_at(node.offset, node.record)
+        return self.chunks_at(node.offset, _rec(node))
 
     @names_file
     def chunks_at(self, off: int, rec: V5Inode) -> tuple[ChunkInfo, ...]:
@@ -262,7 +262,7 @@ class ImageV5(Image):
         return range(first, first + count)
 
     def inode_digest(self, ino: int) -> bytes:
-        return self.inode(ino).record.i_digest
+        return _rec(self.inode(ino)).i_digest
 
     def regions(self) -> Iterator[Region]:
         sb = self.sb
@@ -291,6 +291,10 @@ class ImageV5(Image):
             if stat.S_ISREG(rec.i_mode):
                 _, pos = self._xattr_span(off, rec)
                 yield Region(pos, _chunk_infos(self.chunks_at(off, rec)), what + " chunk infos")
+
+
+def _rec(node: Inode) -> V5Inode:
+    return cast(V5Inode, node.record)   # what this reader decodes
 
 
 def _chunk_infos(chunks: tuple[ChunkInfo, ...] | list[ChunkInfo]) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat
 import threading
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 from ..errors import FormatError, NotFoundError
 from ..format import v6
@@ -158,16 +158,16 @@ class ImageV6(Image):
         grouped by `i_ino`."""
         node = self.inode(ino)
         if node.nlink > 1 and not node.is_dir:
-            return ("i_ino", node.record.i_ino)
+            return ("i_ino", _rec(node).i_ino)
         return ino
 
     def _body(self, node: Inode) -> int:
         """Offset right after the inode and its inline xattrs."""
-        return node.offset + node.record.SIZE + v6.xattr_area_size(node.record.i_xattr_icount)
+        return node.offset + _rec(node).SIZE + v6.xattr_area_size(_rec(node).i_xattr_icount)
 
     def _data_blocks(self, node: Inode) -> list[tuple[int, int]]:
         """(offset, length) of each data block of a plain or inline inode."""
-        rec = node.record
+        rec = _rec(node)
         layout = v6.data_layout(rec.i_format)
         size, bs = node.size, self.bs
         if layout == v6.LAYOUT_CHUNK_BASED:
@@ -197,7 +197,7 @@ class ImageV6(Image):
     def _dir_spans(self, ino: int) -> tuple[Inode, list[tuple[int, int]]]:
         node = self.inode(ino)
         if not node.is_dir:
-            raise node.record.field_error("i_mode", node.offset, expected="a directory", found=oct(node.mode))
+            raise _rec(node).field_error("i_mode", node.offset, expected="a directory", found=oct(node.mode))
         return node, self._data_blocks(node)
 
     @names_file
@@ -237,29 +237,29 @@ class ImageV6(Image):
     def readlink(self, ino: int) -> bytes:
         node = self.inode(ino)
         if not node.is_symlink:
-            raise node.record.field_error("i_mode", node.offset, expected="a symlink", found=oct(node.mode))
+            raise _rec(node).field_error("i_mode", node.offset, expected="a symlink", found=oct(node.mode))
         return b"".join(bytes(self.buf[o:o + n]) for o, n in self._data_blocks(node))
 
     @names_file
     def flat_data(self, ino: int) -> bytes | None:
         node = self.inode(ino)
-        if v6.data_layout(node.record.i_format) == v6.LAYOUT_CHUNK_BASED:
+        if v6.data_layout(_rec(node).i_format) == v6.LAYOUT_CHUNK_BASED:
             return None
         return b"".join(bytes(self.buf[o:o + n]) for o, n in self._data_blocks(node))
 
     @names_file
     def xattrs(self, ino: int) -> list[tuple[bytes, bytes]]:
         node = self.inode(ino)
-        icount = node.record.i_xattr_icount
+        icount = _rec(node).i_xattr_icount
         if not icount:
             return []
-        return v6.decode_xattrs(self.buf, node.offset + node.record.SIZE, icount)
+        return v6.decode_xattrs(self.buf, node.offset + _rec(node).SIZE, icount)
 
     # --- chunks ---------------------------------------------------------------------------
     @names_file
     def chunk_addrs(self, ino: int) -> list[ChunkAddr]:
         node = self.inode(ino)
-        rec = node.record
+        rec = _rec(node)
         if not node.is_reg or v6.data_layout(rec.i_format) != v6.LAYOUT_CHUNK_BASED:
             return []
         # nydus writes one index per superblock chunk even when i_u announces one larger chunk
@@ -330,7 +330,7 @@ class ImageV6(Image):
 
     # --- dump support ---------------------------------------------------------------------
     def keeps_mtime(self, ino: int) -> bool:
-        return isinstance(self.inode(ino).record, InodeExtended)
+        return isinstance(_rec(self.inode(ino)), InodeExtended)
 
     def superblocks(self) -> list[Record]:
         return [self.sb, self.ext]
@@ -374,7 +374,7 @@ class ImageV6(Image):
 
     def _inode_regions(self, nid: int) -> Iterator[Region]:
         node = self.inode(nid)
-        rec = node.record
+        rec = _rec(node)
         what = f"nid {nid}"
         yield Region(node.offset, rec.encode(), what)
         if rec.i_xattr_icount:
@@ -392,6 +392,10 @@ class ImageV6(Image):
                 yield Region(off, v6.encode_dir_records(records, length), f"{what} dirent block {i}")
             else:  # symlink target or flat file data: opaque bytes
                 yield Region(off, bytes(self.buf[off:off + length]), f"{what} data block {i}")
+
+
+def _rec(node: Inode) -> InodeCompact | InodeExtended:
+    return cast("InodeCompact | InodeExtended", node.record)   # what this reader decodes
 
 
 def _check_blob_entry(e: V6BlobEntry, index: int, off: int) -> None:

@@ -69,9 +69,10 @@ def load_tree(image: Image, layer: int = 0) -> Tree:
                 stack.append((child_ino, child))
             else:
                 key = image.link_key(child_ino)
-                child = by_key.get(key)
-                if child is None:
-                    child = by_key[key] = make(child_ino)
+                linked = by_key.get(key)
+                if linked is None:
+                    linked = by_key[key] = make(child_ino)
+                child = linked
             node.children[name] = child
     known = (SuperFlags.COMPRESSION_NONE | SuperFlags.COMPRESSION_LZ4 | SuperFlags.COMPRESSION_GZIP
              | SuperFlags.COMPRESSION_ZSTD | SuperFlags.HASH_BLAKE3 | SuperFlags.HASH_SHA256

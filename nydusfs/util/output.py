@@ -103,7 +103,7 @@ class Outputs:
 
     def retarget(self, f: IO, path: str) -> None:
         """Give an open output its final name (known only at the end), in the same directory."""
-        for i, (g, tmp, old) in enumerate(self._files):
+        for i, (g, tmp, _old) in enumerate(self._files):
             if g is f:
                 assert os.path.dirname(os.path.abspath(path)) == os.path.dirname(tmp)
                 self._files[i] = (g, tmp, path)
@@ -132,7 +132,7 @@ class Outputs:
 
     def commit(self) -> None:
         try:
-            for f, tmp, path in self._files:
+            for f, _tmp, _path in self._files:
                 f.flush()
                 os.fsync(f.fileno())
             for f, tmp, path in self._files:

@@ -24,7 +24,7 @@ def parse_chunk_dict(value: str | None) -> str | None:
 def read_pattern_source(name: str, stdin: Any = None) -> bytes:
     """The bytes of `--prefetch-files NAME` (`-` is standard input)."""
     if name == "-":
-        stream = stdin or sys.stdin
+        stream: Any = stdin or sys.stdin
         return stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
     try:
         with open(name, "rb") as f:

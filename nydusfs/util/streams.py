@@ -16,7 +16,7 @@ READ_SIZE = 1 << 20
 
 def sniff(stream: BinaryIO) -> tuple[str, BinaryIO]:
     """Return (compression, buffered stream positioned at the start)."""
-    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream, READ_SIZE)  # type: ignore[arg-type]
+    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream, READ_SIZE)  # type: ignore[type-var]
     head = buffered.peek(4)[:4]
     if head[:2] == GZIP_MAGIC:
         return "gzip", buffered
@@ -36,5 +36,5 @@ def open_decompressed(stream: BinaryIO) -> BinaryIO:
 
         reader = zstandard.ZstdDecompressor().stream_reader(buffered, read_size=READ_SIZE,
                                                             read_across_frames=True)
-        return io.BufferedReader(reader, READ_SIZE)  # type: ignore[arg-type]
+        return io.BufferedReader(reader, READ_SIZE)
     return buffered

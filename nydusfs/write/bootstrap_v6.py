@@ -84,7 +84,7 @@ def _chunk_size_of(node: Node, chunk_size: int) -> int:
     chunks = node.chunks
     if node.size <= chunk_size or len(chunks) < 2:
         return chunk_size
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in zip(chunks, chunks[1:], strict=False):
         if a.blob_index != b.blob_index or a.uncompressed_offset + chunk_size != b.uncompressed_offset:
             return chunk_size
     return 1 << (node.size - 1).bit_length()
@@ -152,14 +152,14 @@ def write_v6(tree: Tree) -> tuple[bytes, list[bytes]]:
     out = bytearray(total)
     has_xattr = False
     for s in slots.values():
-        rec, tail = _inode(s, tree, entries)
+        rec, inline_tail = _inode(s, tree, entries)
         has_xattr |= bool(s.xattr)
-        blob = rec.encode() + s.xattr
+        raw = rec.encode() + s.xattr
         if s.entry.node.is_reg:
-            blob = blob + bytes(align(len(blob), 8) - len(blob)) + b"".join(a.encode() for a in s.chunk_addrs)
+            raw = raw + bytes(align(len(raw), 8) - len(raw)) + b"".join(a.encode() for a in s.chunk_addrs)
         else:
-            blob += tail
-        out[s.offset:s.offset + len(blob)] = blob
+            raw += inline_tail
+        out[s.offset:s.offset + len(raw)] = raw
     for off, raw in data_parts:
         out[off:off + len(raw)] = raw
     if chunk_table:
@@ -168,9 +168,9 @@ def write_v6(tree: Tree) -> tuple[bytes, list[bytes]]:
     flags = superblock_flags(tree, has_xattr)
     devices, mapped = [], align(total, v6.V6_BLOCK_SEG_ALIGNMENT) // BS
     for b in tree.blobs:
-        blocks = b.uncompressed_size // BS
-        devices.append(DeviceSlot(_blob_id_field(b.blob_id), blocks, mapped, bytes(56)))
-        mapped = align((mapped + blocks) * BS, v6.V6_BLOCK_SEG_ALIGNMENT) // BS
+        nblocks = b.uncompressed_size // BS
+        devices.append(DeviceSlot(_blob_id_field(b.blob_id), nblocks, mapped, bytes(56)))
+        mapped = align((mapped + nblocks) * BS, v6.V6_BLOCK_SEG_ALIGNMENT) // BS
     root = slots[1]
     sb = ErofsSuperBlock(
         magic=v6.EROFS_MAGIC, checksum=0, feature_compat=v6.FEATURE_COMPAT_RAFS_V6,
