@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from ..errors import UsageError
+from ..format.blob import DEFAULT_CHUNK_SIZE
 from ..format.choices import (FS_VERSIONS, WRITABLE_COMPRESSORS, Compressor, Digester, LayerFileLayout,
                               PrefetchPolicy, WhiteoutSpec)
 from ..util.output import atomic_output, check_paths
@@ -64,7 +65,7 @@ def register(sub: Any) -> None:
                      help="chunk compression (default: zstd, level 3)")
     fmt.add_argument("--digester", choices=Digester.values(), default="blake3",
                      help="chunk and inode digest (default: blake3)")
-    fmt.add_argument("--chunk-size", type=_int, default=0x100000,
+    fmt.add_argument("--chunk-size", type=_int, default=DEFAULT_CHUNK_SIZE,
                      help="chunk size, a power of two from 0x1000 to 0x1000000 (default: 0x100000)")
     fmt.add_argument("--aligned-chunk", action="store_true",
                      help="v5: align uncompressed chunk offsets to 4 KiB (v6 always does). v6 with "

@@ -30,7 +30,7 @@ from .chunker import OWN_BLOB, Chunker, DictChunks
 from .layer_tree import LayerTree, overlayfs_to_oci
 from .tarstream import TarStream
 
-LAYOUT_A_BLOB_OFFSET = 1024
+LAYOUT_A_BLOB_OFFSET = 2 * TAR_BLOCK   # after the headers of image/ and image/image.blob
 
 
 @dataclasses.dataclass
@@ -207,7 +207,7 @@ def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, outp
     layout = opts.layout if layer_file else "separate"
     if layer_file:
         out_fd = outputs.open(opts.output, "-o").fileno()  # type: ignore[arg-type]
-        base = TAR_BLOCK * 2 if layout == LayerFileLayout.A else 0
+        base = LAYOUT_A_BLOB_OFFSET if layout == LayerFileLayout.A else 0
         blob = BlobFile(out_fd, base)
         blob_offset = base if layout == LayerFileLayout.A else 0
     else:
@@ -444,9 +444,9 @@ def _pack_layout_a(fd: int, blob_size: int | None, boot: bytes) -> None:
         pos = TAR_BLOCK
     else:
         os.pwrite(fd, _tar_header("image/image.blob", blob_size, tarfile.REGTYPE), TAR_BLOCK)
-        pos = TAR_BLOCK * 2 + align(blob_size, TAR_BLOCK)
+        pos = LAYOUT_A_BLOB_OFFSET + align(blob_size, TAR_BLOCK)
         if blob_size % TAR_BLOCK:
-            os.pwrite(fd, bytes(align(blob_size, TAR_BLOCK) - blob_size), TAR_BLOCK * 2 + blob_size)
+            os.pwrite(fd, bytes(align(blob_size, TAR_BLOCK) - blob_size), LAYOUT_A_BLOB_OFFSET + blob_size)
     os.pwrite(fd, _tar_header("image/image.boot", len(boot), tarfile.REGTYPE), pos)
     pos += TAR_BLOCK
     os.pwrite(fd, boot + bytes(align(len(boot), TAR_BLOCK) - len(boot)) + bytes(2 * TAR_BLOCK), pos)

@@ -13,8 +13,7 @@ import urllib.parse
 from typing import BinaryIO, Iterator
 
 from ..errors import LayerError
-
-BLOCK = 512
+from ..format.blob import TAR_BLOCK as BLOCK
 REGULAR = (b"0", b"\0", b"7")
 KNOWN_TYPES = set(REGULAR) | {b"1", b"2", b"3", b"4", b"5", b"6"}
 MAX_META = 64 << 20          # longest PAX/GNU long-name payload we accept

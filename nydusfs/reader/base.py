@@ -64,7 +64,8 @@ class Image(abc.ABC):
     readdir: functools._lru_cache_wrapper[tuple[tuple[bytes, int], ...]]
     chunks: functools._lru_cache_wrapper[tuple[ChunkInfo, ...]]
 
-    def __init__(self, name: str, buf: Any, layout: LayerLayout, keepalive: Any) -> None:
+    def __init__(self, name: str, buf: Any, layout: LayerLayout, keepalive: Any, stem: str) -> None:
+        """`stem`: the file-name stem that blobs stored inside the layer file take as their id."""
         self.name = name
         self.buf = buf
         self.layout = layout
@@ -74,8 +75,16 @@ class Image(abc.ABC):
         self.inode = functools.lru_cache(maxsize=65536)(self._load_inode)
         self.readdir = functools.lru_cache(maxsize=4096)(self._load_children)
         self.chunks = functools.lru_cache(maxsize=4096)(self._load_chunks)
+        try:
+            self._open(stem)
+        except FormatError as e:
+            raise e.in_file(name) from None
 
     # --- version-specific primitives -------------------------------------------------------
+    @abc.abstractmethod
+    def _open(self, stem: str) -> None:
+        """Decode and check the superblock and tables; fill in the attributes above."""
+
     @abc.abstractmethod
     def _load_inode(self, ino: int) -> Inode: ...
 

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import stat
 import struct
-from typing import Any, Iterator, cast
+from typing import Iterator, cast
 
 from ..errors import FormatError, NotFoundError
 from ..format import v5
 from ..format.flags import (KNOWN_SUPER_FLAGS, BlobFeatures, InodeFlagsV5, compressor_of,
                             digester_of)
 from ..format.blob import valid_chunk_size
-from ..format.layer import LayerLayout
 from ..format.record import Record, align, encode_u32_array, u32_array
 from ..format.v5 import ChunkInfo, V5ExtBlobEntry, V5Inode, V5SuperBlock
 from .base import Image, names_file
-from .model import BlobInfo, Inode, Region, decode_mark, dev_from_disk, stem_owners
+from .model import MARK_IMPLICIT_DIR, BlobInfo, Inode, Region, decode_mark, dev_from_disk, stem_owners
 
 MAX_TABLE_VALUE = 1 << 29
 _XATTR = int(InodeFlagsV5.XATTR)  # a plain int: IntFlag arithmetic is slow per inode
@@ -23,13 +22,6 @@ _XATTR = int(InodeFlagsV5.XATTR)  # a plain int: IntFlag arithmetic is slow per 
 
 class ImageV5(Image):
     version = 5
-
-    def __init__(self, name: str, buf: Any, layout: LayerLayout, keepalive: Any, stem: str) -> None:
-        super().__init__(name, buf, layout, keepalive)
-        try:
-            self._open(stem)
-        except FormatError as e:
-            raise e.in_file(name) from None
 
     def _open(self, stem: str) -> None:
         buf = self.buf
@@ -155,7 +147,7 @@ class ImageV5(Image):
         rdev = dev_from_disk(rec.i_rdev) if (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else 0
         return Inode(ino=ino, mode=mode, uid=rec.i_uid, gid=rec.i_gid, size=rec.i_size,
                      nlink=rec.i_nlink, mtime=rec.i_mtime, mtime_nsec=rec.i_mtime_nsec, rdev=rdev,
-                     implicit=bool(decode_mark(rec.i_reserved) & 1), offset=off, record=rec)
+                     implicit=bool(decode_mark(rec.i_reserved) & MARK_IMPLICIT_DIR), offset=off, record=rec)
 
     @names_file
     def _load_inode(self, ino: int) -> Inode:

@@ -16,7 +16,7 @@ from ..format.v5 import CHUNK_INFO_SIZE, ChunkInfo
 from ..format.v6 import (ChunkAddr, DeviceSlot, ErofsSuperBlock, InodeCompact, InodeExtended,
                          V6BlobEntry, V6SuperBlockExt)
 from .base import Image, names_file
-from .model import BlobInfo, Inode, Region, decode_mark, dev_from_disk, stem_owners
+from .model import MARK_IMPLICIT_DIR, BlobInfo, Inode, Region, decode_mark, dev_from_disk, stem_owners
 
 
 _FILE_OFFSET = ChunkInfo._names.index("file_offset")
@@ -26,13 +26,9 @@ class ImageV6(Image):
     version = 6
 
     def __init__(self, name: str, buf: Any, layout: LayerLayout, keepalive: Any, stem: str) -> None:
-        super().__init__(name, buf, layout, keepalive)
         self._chunk_map: dict[tuple[int, int], int] | None = None
         self._chunk_map_lock = threading.Lock()
-        try:
-            self._open(stem)
-        except FormatError as e:
-            raise e.in_file(name) from None
+        super().__init__(name, buf, layout, keepalive, stem)
 
     def _open(self, stem: str) -> None:
         buf = self.buf
@@ -150,7 +146,7 @@ class ImageV6(Image):
             mtime, nsec, mark = self.sb.build_time + rec.i_mtime_delta, self.sb.build_time_nsec, 0
         return Inode(ino=nid, mode=mode, uid=rec.i_uid, gid=rec.i_gid, size=rec.i_size,
                      nlink=rec.i_nlink, mtime=mtime, mtime_nsec=nsec, rdev=rdev,
-                     implicit=bool(mark & 1), offset=off, record=rec)
+                     implicit=bool(mark & MARK_IMPLICIT_DIR), offset=off, record=rec)
 
     def link_key(self, ino: int) -> object:
         """Current builders give hard links one shared nid; 2022 builders wrote one inode per
