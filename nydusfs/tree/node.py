@@ -12,6 +12,7 @@ import stat
 from typing import Iterator
 
 from ..format.blob import DEFAULT_CHUNK_SIZE
+from ..format.choices import Compressor, Digester
 from ..format.v5 import ChunkInfo
 from ..util.modes import FileKind
 
@@ -51,8 +52,8 @@ class BlobDesc:
     """One entry of a bootstrap's blob table (all the per-blob fields v5 and v6 record)."""
 
     blob_id: str
-    compressor: str = "none"
-    digester: str = "blake3"
+    compressor: str = Compressor.NONE
+    digester: str = Digester.BLAKE3
     chunk_size: int = DEFAULT_CHUNK_SIZE
     chunk_count: int = 0
     compressed_size: int = 0
@@ -75,8 +76,8 @@ class BlobDesc:
 class Tree:
     root: Node
     version: int = 6
-    compressor: str = "zstd"
-    digester: str = "blake3"
+    compressor: str = Compressor.ZSTD
+    digester: str = Digester.BLAKE3
     chunk_size: int = DEFAULT_CHUNK_SIZE
     explicit_uid_gid: bool = True
     blobs: list[BlobDesc] = dataclasses.field(default_factory=list)
