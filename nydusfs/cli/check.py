@@ -56,8 +56,8 @@ def register(sub: Any) -> None:
     src.add_argument("--mounted", metavar="DIR",
                      help="compare this already mounted (or any) directory tree instead of the image")
     p.add_argument("--json", metavar="FILE", dest="json_out",
-                   help="write every difference as JSON to FILE (- for stdout; the table then goes "
-                        "to stderr)")
+                   help="write every difference as JSON to FILE, whole once the check is made (- for "
+                        "stdout; the table then goes to stderr)")
     p.add_argument("--ignore", nargs="+", action="extend", default=[], metavar="FIELD",
                    help="fields not to compare (default: none besides host-added xattrs)")
     p.add_argument("--mtime-precision", choices=("s", "us", "ns"), default=None,

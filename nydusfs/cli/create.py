@@ -27,6 +27,9 @@ Outputs (choose one):
                              form, each section followed by a tar header, with a ToC for v6.
   --bootstrap F --blob F     separate bootstrap and blob files
   --bootstrap F --blob-dir D the blob is written to D, named by its blob id
+Outputs are written whole or not at all (also on Ctrl-C and SIGTERM). An output that is also
+another output or an input, that exists as something other than a regular file, or whose
+directory does not exist is a usage error; only --blob-dir is made when missing.
 
 Defaults are those of current nydus-image: RAFS v6, zstd, blake3, 1 MiB chunks, whiteout spec
 oci. A layer bootstrap keeps its whiteout markers as entries, as upstream's tar build does, so

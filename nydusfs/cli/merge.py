@@ -43,7 +43,8 @@ def register(sub: Any) -> None:
     p.add_argument("sources", metavar="SOURCE", nargs="+",
                    help="Nydus layer file or bootstrap, lowest layer first")
     p.add_argument("--bootstrap", required=True, metavar="OUT",
-                   help="where to write the merged bootstrap (written whole or not at all)")
+                   help="where to write the merged bootstrap (written whole or not at all; not one "
+                        "of the inputs)")
     p.add_argument("--parent-bootstrap", metavar="FILE",
                    help="an already merged image to put the sources on top of; its tree and "
                         "blobs come first (default: none)")
