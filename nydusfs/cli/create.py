@@ -64,9 +64,9 @@ def register(sub: Any) -> None:
                           "timings) as JSON to FILE (- for stdout)")
     fmt = p.add_argument_group("format")
     fmt.add_argument("--fs-version", type=int, choices=FS_VERSIONS, default=6, help="RAFS version (default: 6)")
-    fmt.add_argument("--compressor", choices=Compressor.values(WRITABLE_COMPRESSORS), default="zstd",
+    fmt.add_argument("--compressor", choices=Compressor.values(WRITABLE_COMPRESSORS), default=Compressor.ZSTD,
                      help="chunk compression (default: zstd, level 3)")
-    fmt.add_argument("--digester", choices=Digester.values(), default="blake3",
+    fmt.add_argument("--digester", choices=Digester.values(), default=Digester.BLAKE3,
                      help="chunk and inode digest (default: blake3)")
     fmt.add_argument("--chunk-size", type=_int, default=DEFAULT_CHUNK_SIZE,
                      help="chunk size, a power of two from 0x1000 to 0x1000000 (default: 0x100000)")

@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
     p.add_argument("--workdir", metavar="DIR",
                    help="where to write the sample and the image (default: a new temporary directory, kept)")
     p.add_argument("--fs-version", type=int, choices=FS_VERSIONS, default=6, help="RAFS version (default: 6)")
-    p.add_argument("--compressor", choices=Compressor.values(WRITABLE_COMPRESSORS), default="zstd",
+    p.add_argument("--compressor", choices=Compressor.values(WRITABLE_COMPRESSORS), default=Compressor.ZSTD,
                    help="chunk compression (default: zstd)")
     p.add_argument("--no-mount", action="store_true", help="skip the FUSE mount steps")
     p.set_defaults(run=run)
