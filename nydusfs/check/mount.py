@@ -17,7 +17,7 @@ import time
 from typing import IO, Iterator
 
 from ..errors import NydusfsError
-from ..util.signals import sigterm_exits
+from ..util.signals import held, sigterm_exits
 
 MOUNT_TIMEOUT = 60.0
 
@@ -35,13 +35,17 @@ def mounted(bootstrap: str, blob_dirs: list[str], timeout: float = MOUNT_TIMEOUT
 
 @contextlib.contextmanager
 def _mounted(bootstrap: str, blob_dirs: list[str], timeout: float) -> Iterator[str]:
-    mnt = tempfile.mkdtemp(prefix="nydusfs-check-")
-    log = tempfile.TemporaryFile()
-    cmd = [sys.executable, "-m", "nydusfs", "mount", os.fspath(bootstrap), mnt, "--foreground"]
-    for d in blob_dirs:
-        cmd += ["--blob-dir", os.fspath(d)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    mnt: str | None = None
+    log: IO[bytes] | None = None
+    proc: subprocess.Popen[bytes] | None = None
     try:
+        with held():  # a signal here must not leave a server whose handle we lost
+            mnt = tempfile.mkdtemp(prefix="nydusfs-check-")
+            log = tempfile.TemporaryFile()
+            cmd = [sys.executable, "-m", "nydusfs", "mount", os.fspath(bootstrap), mnt, "--foreground"]
+            for d in blob_dirs:
+                cmd += ["--blob-dir", os.fspath(d)]
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
         while not _ours(mnt):
             if proc.poll() is not None:
@@ -53,10 +57,13 @@ def _mounted(bootstrap: str, blob_dirs: list[str], timeout: float) -> Iterator[s
             time.sleep(0.02)
         yield mnt
     finally:
-        _take_down(proc, mnt)
-        log.close()
-        with contextlib.suppress(OSError):
-            os.rmdir(mnt)
+        if proc is not None and mnt is not None:
+            _take_down(proc, mnt)
+        if log is not None:
+            log.close()
+        if mnt is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir(mnt)
 
 
 def _take_down(proc: subprocess.Popen, mnt: str) -> None:

@@ -25,7 +25,7 @@ import uuid
 from typing import IO, Iterable, Iterator, Mapping
 
 from ..errors import NydusfsError, UsageError
-from .signals import sigterm_exits
+from .signals import held, sigterm_exits
 
 _KINDS = {stat.S_IFLNK: "a symlink", stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device",
           stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket"}
@@ -93,12 +93,13 @@ class Outputs:
         """A new temporary file beside `path`, renamed to it by commit. Binary unless `text`."""
         directory = os.path.dirname(os.path.abspath(path))
         tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-        try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        except OSError as e:
-            raise NydusfsError(f"{_where(option, path)}: cannot write: {e.strerror}") from None
-        f = os.fdopen(fd, "w+" if text else "w+b", encoding="utf-8" if text else None)
-        self._files.append((f, tmp, path))
+        with held():  # made and recorded together, so that a signal cannot leak it
+            try:
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            except OSError as e:
+                raise NydusfsError(f"{_where(option, path)}: cannot write: {e.strerror}") from None
+            f = os.fdopen(fd, "w+" if text else "w+b", encoding="utf-8" if text else None)
+            self._files.append((f, tmp, path))
         return f
 
     def retarget(self, f: IO, path: str) -> None:
@@ -124,20 +125,22 @@ class Outputs:
         if not os.path.isdir(p) or os.path.lexists(path) and not os.path.isdir(path):
             raise UsageError(f"{_where(option, path)}: not a directory")
         for d in reversed(missing):
-            try:
-                os.mkdir(d)
-            except OSError as e:
-                raise NydusfsError(f"{_where(option, path)}: cannot make directory {d}: {e.strerror}") from None
-            self._made.append(d)
+            with held():
+                try:
+                    os.mkdir(d)
+                except OSError as e:
+                    raise NydusfsError(f"{_where(option, path)}: cannot make directory {d}: {e.strerror}") from None
+                self._made.append(d)
 
     def commit(self) -> None:
         try:
             for f, _tmp, _path in self._files:
                 f.flush()
                 os.fsync(f.fileno())
-            for f, tmp, path in self._files:
-                f.close()
-                os.replace(tmp, path)
+            with held():  # a group is renamed whole
+                for f, tmp, path in self._files:
+                    f.close()
+                    os.replace(tmp, path)
         except OSError as e:
             raise NydusfsError(f"{self._names()}: cannot write: {e.strerror}") from None
         self._files = []
