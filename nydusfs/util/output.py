@@ -68,7 +68,8 @@ def check_paths(outputs: Paths, inputs: Paths = ()) -> None:
         except FileNotFoundError:
             directory = os.path.dirname(path) or "."
             if not os.path.isdir(directory):
-                raise UsageError(f"{where}: directory {directory} does not exist") from None
+                what = "is not a directory" if os.path.lexists(directory) else "does not exist"
+                raise UsageError(f"{where}: directory {directory} {what}") from None
             continue
         except OSError as e:
             raise UsageError(f"{where}: {e.strerror}") from None
@@ -92,7 +93,8 @@ class Outputs:
     def open(self, path: str, option: str | None = None, text: bool = False) -> IO:
         """A new temporary file beside `path`, renamed to it by commit. Binary unless `text`."""
         directory = os.path.dirname(os.path.abspath(path))
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+        # a short prefix of the name: the temporary name must fit NAME_MAX as the target does
+        tmp = os.path.join(directory, f".{os.path.basename(path)[:64]}.{uuid.uuid4().hex[:12]}.tmp")
         with held():  # made and recorded together, so that a signal cannot leak it
             try:
                 fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
