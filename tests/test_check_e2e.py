@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import stat
+import tempfile
 
 import pytest
 
@@ -162,13 +163,16 @@ def _layers(which: str) -> list[Layer]:
 
 @needs_fuse
 @pytest.mark.parametrize("version,which", MOUNTED_CASES)
-def test_through_mount_checks_clean(tmp_path, version, which):
+def test_through_mount_checks_clean(tmp_path, version, which, monkeypatch):
     boot, blobs, tars = build(tmp_path, _layers(which), version)
+    scratch = tmp_path / "scratch"      # the mountpoint goes here: other runs on the machine
+    scratch.mkdir()                     # may have their own nydusfs-check- mounts meanwhile
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     result = run_check(CheckOptions(bootstrap=boot, layers=tars, blob_dirs=[blobs], through_mount=True))
     assert result.differences == [] and result.target == "mount"
     assert result.found_paths == result.expected_paths > 40
-    leftovers = [e for e in open("/proc/self/mountinfo").read().splitlines() if "nydusfs-check-" in e]
-    assert leftovers == []
+    leftovers = [e for e in open("/proc/self/mountinfo").read().splitlines() if str(scratch) in e]
+    assert leftovers == [] and list(scratch.iterdir()) == []
 
 
 @needs_fuse
