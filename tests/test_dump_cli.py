@@ -187,7 +187,8 @@ def test_pinned_values_come_from_independent_readers():
     assert struct.unpack_from("<I", raw, table + 72)[0] == V6_PINNED["chunk_count"]
     assert struct.unpack_from("<I", raw, table + 104)[0] == V6_PINNED["blob_toc_size"]
     assert raw[1408:1408 + 64].decode() == V6_BLOB
-    assert dict(zip(("blocks", "mapped_blkaddr"), struct.unpack_from("<II", raw, 1408 + 64))) == V6_PINNED["device"]
+    device = struct.unpack_from("<II", raw, 1408 + 64)
+    assert dict(zip(("blocks", "mapped_blkaddr"), device, strict=True)) == V6_PINNED["device"]
     out = dump_erofs(boot, 1, "--path=/lib.rs")
     nid, mode, size, nlink, sec, nsec = V6_PINNED["lib.rs"]
     assert int(field(out, "NID").split()[0]) == nid

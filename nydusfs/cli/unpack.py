@@ -45,12 +45,12 @@ def run(args: argparse.Namespace) -> int:
     from ..reader import open_image
     from ..unpack import show, unpack
     from ..unpack.output import output
+    from ..util.output import check_paths
 
     for d in args.blob_dir:
         if not os.path.isdir(d):
             raise UsageError(f"--blob-dir {d}: not a directory")
-    if args.output != "-" and os.path.isdir(args.output):
-        raise UsageError(f"-o {args.output}: is a directory; give the tar file's name")
+    check_paths([("-o", args.output)], [("BOOTSTRAP", args.bootstrap)] + [("--blob-dir", d) for d in args.blob_dir])
     if args.output == "-" and sys.stdout.isatty():
         raise UsageError("-o -: standard output is a terminal; redirect it or give a file name")
     with open_image(args.bootstrap, args.blob_dir) as image, output(args.output) as out:

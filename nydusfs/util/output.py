@@ -90,7 +90,7 @@ class Outputs:
         self._made: list[str] = []                       # directories made, outermost first
         self._signals: contextlib.ExitStack | None = None
 
-    def open(self, path: str, option: str | None = None, text: bool = False) -> IO:
+    def open(self, path: str, option: str | None = None, text: bool = False, buffering: int = -1) -> IO:
         """A new temporary file beside `path`, renamed to it by commit. Binary unless `text`."""
         directory = os.path.dirname(os.path.abspath(path))
         # a short prefix of the name: the temporary name must fit NAME_MAX as the target does
@@ -100,7 +100,7 @@ class Outputs:
                 fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
             except OSError as e:
                 raise NydusfsError(f"{_where(option, path)}: cannot write: {e.strerror}") from None
-            f = os.fdopen(fd, "w+" if text else "w+b", encoding="utf-8" if text else None)
+            f = os.fdopen(fd, "w+" if text else "w+b", buffering, encoding="utf-8" if text else None)
             self._files.append((f, tmp, path))
         return f
 
@@ -192,10 +192,11 @@ def _remove(item: tuple[IO, str, str]) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str, option: str | None = None, text: bool = False) -> Iterator[IO]:
+def atomic_output(path: str, option: str | None = None, text: bool = False,
+                  buffering: int = -1) -> Iterator[IO]:
     """One output file: the file object to write, renamed onto `path` when the block succeeds."""
     with Outputs() as outs:
-        yield outs.open(path, option, text)
+        yield outs.open(path, option, text, buffering)
 
 
 def write_outputs(files: Iterable[tuple[str, bytes]]) -> None:
