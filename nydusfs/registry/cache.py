@@ -1,0 +1,354 @@
+"""On-disk cache of blob ranges fetched from a registry, for lazy reads.
+
+Per blob, in the cache directory (names from the blob's sha256):
+
+* `<hex>.data`  the blob's bytes at their offsets, a sparse file of the blob's size;
+* `<hex>.map`   a 128-byte header (magic, version, page size, blob size, digest) and one 8-byte
+  entry per page of `page_size` bytes: the page's CRC-32 and a READY marker;
+* `<hex>.lock`  held shared (flock) by every process using the blob, exclusively to create the
+  files or to evict the blob.
+
+Crash safety: a fetched range is written to `.data`, made durable (fdatasync), and only then
+are its pages' entries written. A process killed at any point leaves pages either not marked
+(fetched again) or marked with the CRC of bytes already on disk. A page whose bytes do not match
+its CRC (a truncated or damaged `.data`) is unmarked and fetched again, never served; a `.map`
+with a wrong header or size is rebuilt empty.
+
+Processes share the files without further locking: a blob is content-addressed, so two
+writers of one page write the same bytes and the same entry.
+
+`--cache-limit`: when the data files exceed the limit, whole blobs are evicted, least recently
+opened first; a blob some process holds open is skipped.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import pathlib
+import struct
+import threading
+import zlib
+from collections.abc import Callable
+
+from nydusfs.registry.errors import RegistryError
+
+PAGE_SIZE = 64 << 10
+MAGIC = b"nydusfs-cache\0\0\0"
+VERSION = 1
+HEADER = struct.Struct("<16sII Q 96s")       # magic, version, page size, blob size, digest
+ENTRY = struct.Struct("<II")                 # crc32, READY
+READY = 0x31594452                           # "RDY1"
+assert HEADER.size == 128
+
+
+def default_cache_dir() -> pathlib.Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "nydusfs" / "blobs"
+
+
+def _hex(digest: str) -> str:
+    algo, _, hexd = digest.partition(":")
+    if algo != "sha256" or len(hexd) != 64 or any(c not in "0123456789abcdef" for c in hexd):
+        raise RegistryError(f"cache: {digest!r} is not a sha256 digest")
+    return hexd
+
+
+class BlobCache:
+    """A cache directory shared by any number of processes."""
+
+    def __init__(self, dir: str | os.PathLike, *, limit: int | None = None,
+                 page_size: int = PAGE_SIZE, durable: bool = True) -> None:
+        self.dir = pathlib.Path(dir)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RegistryError(f"--cache-dir {self.dir}: cannot create: {e.strerror}") from None
+        self.limit, self.page_size, self.durable = limit, page_size, durable
+        self.written_since_evict = 0
+        self.lock = threading.Lock()
+
+    def open(self, digest: str, size: int) -> CacheFile:
+        return CacheFile(self, digest, size)
+
+    def usage(self) -> int:
+        """Bytes the data files take on disk."""
+        total = 0
+        for p in self.dir.glob("*.data"):
+            try:
+                total += p.stat().st_blocks * 512
+            except FileNotFoundError:
+                pass
+        return total
+
+    def note_written(self, n: int) -> None:
+        if self.limit is None:
+            return
+        with self.lock:
+            self.written_since_evict += n
+            due = self.written_since_evict >= min(16 << 20, max(1, self.limit // 8))
+            if due:
+                self.written_since_evict = 0
+        if due:
+            self.evict()
+
+    def evict(self) -> list[str]:
+        """Remove whole blobs, least recently opened first, until usage is within the limit.
+        Returns the digests evicted."""
+        if self.limit is None:
+            return []
+        usage = self.usage()
+        if usage <= self.limit:
+            return []
+        maps = []
+        for p in self.dir.glob("*.map"):
+            try:
+                maps.append((p.stat().st_mtime, p))
+            except FileNotFoundError:
+                pass
+        evicted = []
+        for _, m in sorted(maps):
+            if usage <= self.limit:
+                break
+            hexd = m.name[:-4]
+            lock = self.dir / f"{hexd}.lock"
+            try:
+                fd = os.open(lock, os.O_RDWR)
+            except FileNotFoundError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue        # in use by some process
+                data = self.dir / f"{hexd}.data"
+                try:
+                    freed = data.stat().st_blocks * 512
+                except FileNotFoundError:
+                    freed = 0
+                for p in (data, m, lock):
+                    try:
+                        p.unlink()
+                    except FileNotFoundError:
+                        pass
+                usage -= freed
+                evicted.append("sha256:" + hexd)
+            finally:
+                os.close(fd)
+        return evicted
+
+
+class CacheFile:
+    """One blob's cached pages, open in this process (holding the shared lock)."""
+
+    def __init__(self, cache: BlobCache, digest: str, size: int) -> None:
+        self.cache, self.digest, self.size = cache, digest, size
+        self.page = cache.page_size
+        self.npages = (size + self.page - 1) // self.page
+        hexd = _hex(digest)
+        d = cache.dir
+        self.data_path, self.map_path = d / f"{hexd}.data", d / f"{hexd}.map"
+        self.lock_path = d / f"{hexd}.lock"
+        self.lock_fd = self.data_fd = self.map_fd = -1
+        try:
+            self._open()
+        except OSError as e:
+            self.close()
+            raise RegistryError(f"cache {cache.dir}: blob {digest}: {e.strerror or e}") from None
+        self.good = bytearray(self.npages)      # pages verified by this process
+
+    def _open(self) -> None:
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if self._same_file(fd):
+                break
+            os.close(fd)        # evicted between open and lock: take the new lock file
+        self.lock_fd = fd
+        if not self._map_valid():
+            self._initialize()
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        self.data_fd = os.open(self.data_path, os.O_RDWR | os.O_CLOEXEC)
+        self.map_fd = os.open(self.map_path, os.O_RDWR | os.O_CLOEXEC)
+        os.utime(self.map_fd)   # recency for LRU eviction
+
+    def _same_file(self, fd: int) -> bool:
+        try:
+            return os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+
+    def _header(self) -> bytes:
+        return HEADER.pack(MAGIC, VERSION, self.page, self.size, self.digest.encode())
+
+    def _map_valid(self) -> bool:
+        try:
+            with open(self.map_path, "rb") as f:
+                head = f.read(HEADER.size)
+                size = os.fstat(f.fileno()).st_size
+            os.stat(self.data_path)
+        except FileNotFoundError:
+            return False
+        return head == self._header() and size == HEADER.size + self.npages * ENTRY.size
+
+    def _initialize(self) -> None:
+        """Fresh empty files (under the exclusive lock). The header is written last, so an
+        interrupted initialisation is redone."""
+        with open(self.data_path, "wb") as f:
+            f.truncate(self.size)
+        with open(self.map_path, "wb") as f:
+            f.write(bytes(HEADER.size + self.npages * ENTRY.size))
+            f.flush()
+            os.fsync(f.fileno())
+            f.seek(0)
+            f.write(self._header())
+            f.flush()
+            os.fsync(f.fileno())
+
+    def close(self) -> None:
+        for name in ("data_fd", "map_fd", "lock_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
+
+    # --- pages ----------------------------------------------------------------------------
+    def _page_len(self, i: int) -> int:
+        return min(self.page, self.size - i * self.page)
+
+    def have(self, i: int) -> bool:
+        """Whether page i is in the cache with bytes matching its CRC (checked once per
+        process; a mismatch unmarks the page)."""
+        if self.good[i]:
+            return True
+        raw = os.pread(self.map_fd, ENTRY.size, HEADER.size + i * ENTRY.size)
+        if len(raw) != ENTRY.size:
+            return False
+        crc, mark = ENTRY.unpack(raw)
+        if mark != READY:
+            return False
+        n = self._page_len(i)
+        data = os.pread(self.data_fd, n, i * self.page)
+        if len(data) == n and zlib.crc32(data) == crc:
+            self.good[i] = 1
+            return True
+        # damaged or truncated: forget the page so it is fetched again
+        os.pwrite(self.map_fd, bytes(ENTRY.size), HEADER.size + i * ENTRY.size)
+        return False
+
+    def marked(self, i: int) -> bool:
+        """Page i is marked ready (no CRC check: for planning read-ahead only)."""
+        if self.good[i]:
+            return True
+        raw = os.pread(self.map_fd, ENTRY.size, HEADER.size + i * ENTRY.size)
+        return len(raw) == ENTRY.size and ENTRY.unpack(raw)[1] == READY
+
+    def store(self, first: int, data: bytes) -> None:
+        """Pages first.. with their bytes (whole pages; the blob's last page may be short):
+        data made durable, then the pages marked."""
+        off = first * self.page
+        view = memoryview(data)
+        done = 0
+        while done < len(data):
+            done += os.pwrite(self.data_fd, view[done:], off + done)
+        if self.cache.durable:
+            os.fdatasync(self.data_fd)
+        entries = bytearray()
+        count = (len(data) + self.page - 1) // self.page
+        for k in range(count):
+            entries += ENTRY.pack(zlib.crc32(view[k * self.page:(k + 1) * self.page]), READY)
+        os.pwrite(self.map_fd, bytes(entries), HEADER.size + first * ENTRY.size)
+        for k in range(count):
+            self.good[first + k] = 1
+        self.cache.note_written(len(data))
+
+    def read(self, size: int, offset: int) -> bytes:
+        data = os.pread(self.data_fd, size, offset)
+        if len(data) != size:
+            raise OSError(errno.EIO, f"cache data file {self.data_path} shorter than expected")
+        return data
+
+
+class CachedRangeReader:
+    """A RangeReader through the cache: pages missing from the cache are fetched with as few
+    requests as possible - runs of missing pages merged, gaps of up to `gap` bytes of cached
+    pages bridged, each request at most `max_request` bytes, and the last run extended with
+    following missing pages up to that size (read-ahead, as nydusd's `amplify_io`).
+
+    Thread-safe; a page being fetched by one thread is waited for by the others."""
+
+    def __init__(self, cache: BlobCache, digest: str, size: int,
+                 fetch: Callable[[int, int], bytes], *, max_request: int = 1 << 20,
+                 gap: int = 128 << 10, readahead: bool = True) -> None:
+        self.file = cache.open(digest, size)
+        self.size, self.digest, self.fetch = size, digest, fetch
+        self.page = self.file.page
+        self.max_pages = max(1, max_request // self.page)
+        self.gap_pages = gap // self.page
+        self.readahead = readahead
+        self.lock = threading.Lock()
+        self.inflight: dict[int, threading.Event] = {}
+        self.hits = self.misses = self.fetched = self.requests = 0
+
+    def pread(self, size: int, offset: int) -> bytes:
+        size = max(0, min(size, self.size - offset))
+        if size == 0:
+            return b""
+        first, last = offset // self.page, (offset + size - 1) // self.page
+        fetched_any = False
+        while True:
+            missing = [i for i in range(first, last + 1) if not self.file.have(i)]
+            if not missing:
+                break
+            fetched_any = True
+            with self.lock:
+                mine = [i for i in missing if i not in self.inflight]
+                waits = {self.inflight[i] for i in missing if i in self.inflight}
+                runs = self._plan(mine, last) if mine else []
+                event = threading.Event()
+                claimed = [i for a, b in runs for i in range(a, b + 1) if i not in self.inflight]
+                for i in claimed:
+                    self.inflight[i] = event
+            try:
+                for a, b in runs:
+                    off = a * self.page
+                    n = min((b + 1) * self.page, self.size) - off
+                    data = self.fetch(n, off)
+                    if len(data) != n:
+                        raise RegistryError(f"blob {self.digest}: fetched {len(data)} of {n} "
+                                            f"bytes at offset {off}")
+                    self.file.store(a, data)
+                    self.requests += 1
+                    self.fetched += n
+            finally:
+                with self.lock:
+                    for i in claimed:
+                        self.inflight.pop(i, None)
+                event.set()
+            for w in waits:
+                w.wait()
+        if fetched_any:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return self.file.read(size, offset)
+
+    def _plan(self, pages: list[int], last: int) -> list[tuple[int, int]]:
+        """Merge missing pages into runs [a, b] (inclusive)."""
+        runs: list[list[int]] = []
+        for i in pages:
+            if runs and i - runs[-1][1] - 1 <= self.gap_pages and i - runs[-1][0] < self.max_pages:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i])
+        if self.readahead and runs:
+            a, b = runs[-1]
+            while (b + 1 < self.file.npages and b + 1 - a < self.max_pages
+                   and b + 1 not in self.inflight and not self.file.marked(b + 1)):
+                b += 1
+            runs[-1][1] = b
+        return [(a, b) for a, b in runs]
+
+    def close(self) -> None:
+        self.file.close()
