@@ -225,6 +225,12 @@ class RegistryTarget(ImageTarget):
         self.client.put_manifest(self.ref.digest or self.ref.tag or "latest", *self.top)
         self.top = None
 
+    def __enter__(self) -> RegistryTarget:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         # uploaded blobs that no manifest names are invisible and left to the registry's
         # garbage collection; nothing was published without commit
