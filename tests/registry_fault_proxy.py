@@ -11,7 +11,7 @@ faults on while a client works through it:
 * `ignore_range`: the Range header is removed, so the registry answers 200 with the whole blob;
 * `redirect`: blob GETs the registry would serve are answered 307 to a `BlobServer` (presigned
   URLs that expire when `BlobServer.rotate()` is called);
-* `revoke_tokens()`: bearer tokens issued so far are refused (401 with the registry's own
+* `revoke_tokens()`: bearer tokens seen so far are refused (401 with the registry's own
   challenge), as after a token expires; tokens past their `exp` are always refused.
 
 Every request is recorded in `log` (method, path, status, Range, Authorization scheme).
@@ -20,6 +20,7 @@ Every request is recorded in `log` (method, path, status, Range, Authorization s
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import re
@@ -27,7 +28,6 @@ import socket
 import ssl
 import threading
 import time
-import http.client
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -159,7 +159,8 @@ class FaultProxy(_Base):
         self.latency = 0.0
         self.ignore_range = False
         self.redirect = False
-        self.revoked_before = 0.0
+        self.seen_tokens: set[str] = set()
+        self.revoked: set[str] = set()
         self.rules: list[dict[str, Any]] = []
         self.log: list[dict[str, Any]] = []
         self.lock = threading.Lock()
@@ -177,7 +178,9 @@ class FaultProxy(_Base):
             self.rules.append({"kind": "drop", "n": n, "after": after, "match": match})
 
     def revoke_tokens(self) -> None:
-        self.revoked_before = time.time() + 1
+        """Refuse every bearer token seen so far."""
+        with self.lock:
+            self.revoked |= self.seen_tokens
 
     def clear(self) -> None:
         with self.lock:
@@ -259,8 +262,13 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             extra = {"Retry-After": rule["retry_after"]} if rule["retry_after"] else {}
             self._send(rule["status"], list(extra.items()), b'{"errors":[]}')
             return
-        times = _token_times(headers.get("Authorization", ""))
-        if times is not None and (times[0] < owner.revoked_before or times[1] < time.time()):
+        auth = headers.get("Authorization", "")
+        times = _token_times(auth)
+        if times is not None:
+            with owner.lock:
+                owner.seen_tokens.add(auth)
+                revoked = auth in owner.revoked
+        if times is not None and (revoked or times[1] < time.time()):
             headers.pop("Authorization")  # the registry answers with its real challenge
             entry["refused_token"] = True
         if owner.ignore_range:
@@ -268,7 +276,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         m = BLOB_PATH.match(urllib.parse.urlsplit(self.path).path)
         if owner.redirect and owner.blob_server and m and method == "GET":
             status, rheaders, data = self._forward("HEAD", headers, b"")
-            if status == 200:
+            if status in (200, 206):
                 entry["status"] = 307
                 self._send(307, [("Location", owner.blob_server.url_for(m.group(2)))], b"")
                 return

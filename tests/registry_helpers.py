@@ -32,7 +32,7 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from cryptography import x509
@@ -66,7 +66,7 @@ def _write_key(key: rsa.RSAPrivateKey, path: pathlib.Path) -> None:
 
 def _cert(subject: str, key: rsa.RSAPrivateKey, issuer: x509.Name | None,
           issuer_key: rsa.RSAPrivateKey, *, ca: bool, san: bool) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     b = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name)
          .public_key(key.public_key()).serial_number(x509.random_serial_number())
@@ -193,22 +193,28 @@ class Registry:
                                  capture_output=True, text=True).stdout
             (self.dir / "htpasswd").write_text(out)
         if self.kind == "token" and self.token_proc is None:
-            self.token_proc = subprocess.Popen(
-                [sys.executable, str(HERE / "registry_token_server.py"), "--port",
-                 str(self.token_port), "--key", str(self.tls["token_key"]), "--cert",
-                 str(self.tls["token_cert"]), "--issuer", ISSUER, "--service", SERVICE,
-                 "--ttl", str(token_ttl), "--user", f"{USER}:{PASSWORD}", "--methods",
-                 token_methods, "--log", str(self.token_log)],
-                stdout=subprocess.PIPE, text=True)
-            assert self.token_proc.stdout is not None
-            self.token_port = int(self.token_proc.stdout.readline())
+            self.start_token_server(token_ttl, token_methods)
         (self.dir / "config.yml").write_text(self.config())
-        log = open(self.log_file, "ab")
-        self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(self.dir / "config.yml")],
-                                     stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        log.close()
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(self.dir / "config.yml")],
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         self.wait_ready()
+
+    def start_token_server(self, ttl: int = 60, methods: str = "GET,POST") -> None:
+        """(Re)start the token server on its port, e.g. with other methods or lifetimes."""
+        if self.token_proc is not None:
+            self.token_proc.terminate()
+            self.token_proc.wait(10)
+        self.token_proc = subprocess.Popen(
+            [sys.executable, str(HERE / "registry_token_server.py"), "--port",
+             str(self.token_port), "--key", str(self.tls["token_key"]), "--cert",
+             str(self.tls["token_cert"]), "--issuer", ISSUER, "--service", SERVICE,
+             "--ttl", str(ttl), "--user", f"{USER}:{PASSWORD}", "--methods", methods,
+             "--log", str(self.token_log)],
+            stdout=subprocess.PIPE, text=True, start_new_session=True)
+        assert self.token_proc.stdout is not None
+        self.token_port = int(self.token_proc.stdout.readline())
 
     def wait_ready(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
