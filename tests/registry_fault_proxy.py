@@ -190,7 +190,8 @@ class FaultProxy(_Base):
     def take_rule(self, method: str, path: str) -> dict[str, Any] | None:
         with self.lock:
             for rule in self.rules:
-                if rule["match"] in path and method in ("GET", "HEAD"):
+                methods = ("GET",) if rule["kind"] == "drop" else ("GET", "HEAD")
+                if rule["match"] in path and method in methods:
                     rule["n"] -= 1
                     if rule["n"] <= 0:
                         self.rules.remove(rule)

@@ -46,6 +46,12 @@ USER, PASSWORD = "tester", "s3cret-pass"
 SERVICE, ISSUER = "nydusfs-test-registry", "nydusfs-test-issuer"
 
 
+def _die_with_parent() -> None:
+    """Servers started by a test go when the test process goes, however it ends."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -109,10 +115,15 @@ class Registry:
     token_proc: subprocess.Popen | None = None
     token_port: int = 0
     tls: dict[str, pathlib.Path] = dataclasses.field(default_factory=dict)
+    detached: bool = False          # tools/registry: outlive the starting process
 
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def _preexec(self):  # type: ignore[no-untyped-def]
+        return None if self.detached else _die_with_parent
 
     @property
     def scheme(self) -> str:
@@ -198,7 +209,7 @@ class Registry:
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(self.dir / "config.yml")],
                                          stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=self._preexec)
         self.wait_ready()
 
     def start_token_server(self, ttl: int = 60, methods: str = "GET,POST") -> None:
@@ -212,7 +223,7 @@ class Registry:
              str(self.tls["token_cert"]), "--issuer", ISSUER, "--service", SERVICE,
              "--ttl", str(ttl), "--user", f"{USER}:{PASSWORD}", "--methods", methods,
              "--log", str(self.token_log)],
-            stdout=subprocess.PIPE, text=True, start_new_session=True)
+            stdout=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=self._preexec)
         assert self.token_proc.stdout is not None
         self.token_port = int(self.token_proc.stdout.readline())
 
@@ -260,10 +271,11 @@ class Registry:
         return [json.loads(line) for line in self.token_log.read_text().splitlines()]
 
 
-def start_registry(kind: str, dir: pathlib.Path, **kw: object) -> Registry:
+def start_registry(kind: str, dir: pathlib.Path, *, detached: bool = False,
+                   **kw: object) -> Registry:
     dir.mkdir(parents=True, exist_ok=True)
     for attempt in range(5):
-        reg = Registry(kind, dir, free_port())
+        reg = Registry(kind, dir, free_port(), detached=detached)
         try:
             reg.start(**kw)  # type: ignore[arg-type]
             return reg

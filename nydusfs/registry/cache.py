@@ -5,8 +5,8 @@ Per blob, in the cache directory (names from the blob's sha256):
 * `<hex>.data`  the blob's bytes at their offsets, a sparse file of the blob's size;
 * `<hex>.map`   a 128-byte header (magic, version, page size, blob size, digest) and one 8-byte
   entry per page of `page_size` bytes: the page's CRC-32 and a READY marker;
-* `<hex>.lock`  held shared (flock) by every process using the blob, exclusively to create the
-  files or to evict the blob.
+* `<hex>.lock`  held shared (flock) by every process using the blob; exclusively only to evict
+  the blob (so a blob in use is never evicted).
 
 Crash safety: a fetched range is written to `.data`, made durable (fdatasync), and only then
 are its pages' entries written. A process killed at any point leaves pages either not marked
@@ -161,14 +161,13 @@ class CacheFile:
     def _open(self) -> None:
         while True:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_SH)      # waits only for an eviction in progress
             if self._same_file(fd):
                 break
             os.close(fd)        # evicted between open and lock: take the new lock file
         self.lock_fd = fd
         if not self._map_valid():
             self._initialize()
-        fcntl.flock(fd, fcntl.LOCK_SH)
         self.data_fd = os.open(self.data_path, os.O_RDWR | os.O_CLOEXEC)
         self.map_fd = os.open(self.map_path, os.O_RDWR | os.O_CLOEXEC)
         os.utime(self.map_fd)   # recency for LRU eviction
@@ -193,18 +192,23 @@ class CacheFile:
         return head == self._header() and size == HEADER.size + self.npages * ENTRY.size
 
     def _initialize(self) -> None:
-        """Fresh empty files (under the exclusive lock). The header is written last, so an
-        interrupted initialisation is redone."""
-        with open(self.data_path, "wb") as f:
-            f.truncate(self.size)
-        with open(self.map_path, "wb") as f:
-            f.write(bytes(HEADER.size + self.npages * ENTRY.size))
-            f.flush()
-            os.fsync(f.fileno())
-            f.seek(0)
+        """A fresh, empty map, put in place by rename (other users of the blob may have the
+        old one open: their marks are lost, so pages are fetched again, never misread). The
+        data file is never truncated below the blob's size: pages a process has verified
+        stay valid under it."""
+        fd = os.open(self.data_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            if os.fstat(fd).st_size != self.size:
+                os.ftruncate(fd, self.size)
+        finally:
+            os.close(fd)
+        tmp = self.map_path.with_name(f"{self.map_path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
             f.write(self._header())
+            f.write(bytes(self.npages * ENTRY.size))
             f.flush()
             os.fsync(f.fileno())
+        os.replace(tmp, self.map_path)
 
     def close(self) -> None:
         for name in ("data_fd", "map_fd", "lock_fd"):

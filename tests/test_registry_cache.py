@@ -1,0 +1,292 @@
+"""The on-disk chunk cache (nydusfs/registry/cache.py) in front of a real registry, requests
+counted by the proxy: reuse across instances and processes, request merging, damaged files
+refetched and never served, SIGKILLed writers, LRU eviction of whole blobs."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import random
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Iterator
+
+import pytest
+from registry_fault_proxy import FaultProxy
+from registry_helpers import (PushedImage, Registry, anon_registry,  # noqa: F401
+                              push_test_image)
+
+from nydusfs.registry import open_source
+from nydusfs.registry.cache import ENTRY, HEADER, READY, BlobCache, CachedRangeReader
+from nydusfs.registry.source import RegistrySource
+
+PAGE = 64 << 10
+
+
+@pytest.fixture(scope="module")
+def images(anon_registry: Registry,
+           tmp_path_factory: pytest.TempPathFactory) -> tuple[PushedImage, PushedImage]:
+    tmp = tmp_path_factory.mktemp("img")
+    return (push_test_image(anon_registry, tmp, repo="cache/a", seed=11),
+            push_test_image(anon_registry, tmp, repo="cache/b", seed=12))
+
+
+@pytest.fixture(scope="module")
+def module_proxy(anon_registry: Registry) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(anon_registry.url)
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def proxy(module_proxy: FaultProxy) -> Iterator[FaultProxy]:
+    module_proxy.clear()
+    yield module_proxy
+    module_proxy.clear()
+
+
+def _open(proxy: FaultProxy, img: PushedImage, cache: pathlib.Path, **kw: object) -> RegistrySource:
+    return open_source(f"docker://{proxy.host}/{img.repo}:{img.tag}", plain_http=True,
+                       cache_dir=cache, **kw)
+
+
+def _gets(proxy: FaultProxy, digest: str) -> list[str]:
+    return [e["range"] for e in proxy.requests("GET", digest[7:])]
+
+
+def _ready_pages(cache: pathlib.Path, digest: str) -> list[int]:
+    raw = (cache / f"{digest[7:]}.map").read_bytes()[HEADER.size:]
+    return [i for i in range(len(raw) // ENTRY.size)
+            if ENTRY.unpack_from(raw, i * ENTRY.size)[1] == READY]
+
+
+def test_reads_cached_and_reused(proxy: FaultProxy, images: tuple[PushedImage, PushedImage],
+                                 tmp_path: pathlib.Path) -> None:
+    img = images[0]
+    layer, digest = img.layers[0], img.layer_digests[0]
+    rnd = random.Random(5)
+    reads = [(rnd.randrange(len(layer)), rnd.randrange(1, 200000)) for _ in range(40)]
+    start = len(_gets(proxy, digest))
+    with _open(proxy, img, tmp_path) as src:
+        r = src.range_reader(digest)
+        for off, n in reads:
+            assert r.pread(n, off) == layer[off:off + n]
+        r.close()
+    fetched = len(_gets(proxy, digest)) - start
+    assert 0 < fetched <= len(layer) // (1 << 20) + 2    # 1 MiB requests, each page once
+    with _open(proxy, img, tmp_path) as src:             # a later mount: all from disk
+        r = src.range_reader(digest)
+        for off, n in reads:
+            assert r.pread(n, off) == layer[off:off + n]
+        r.close()
+    assert len(_gets(proxy, digest)) - start == fetched
+
+
+def test_request_merging(proxy: FaultProxy, images: tuple[PushedImage, PushedImage],
+                         tmp_path: pathlib.Path) -> None:
+    img = images[0]
+    layer, digest = img.layers[0], img.layer_digests[0]
+    start = len(_gets(proxy, digest))
+    with _open(proxy, img, tmp_path / "a") as src:
+        r = src.range_reader(digest)
+        assert r.pread(100, 10) == layer[10:110]
+        assert _gets(proxy, digest)[start:] == [f"bytes=0-{(1 << 20) - 1}"]  # read-ahead 1 MiB
+        assert r.pread(4000, 900000) == layer[900000:904000]
+        assert len(_gets(proxy, digest)) == start + 1
+    # without read-ahead: two missing pages around a cached one are one request
+    cache = BlobCache(tmp_path / "b")
+    with open_source(f"docker://{proxy.host}/{img.repo}:{img.tag}", plain_http=True) as src:
+        fetch = src.range_reader(digest).pread       # straight to the registry
+        r2 = CachedRangeReader(cache, digest, len(layer), fetch, readahead=False)
+        assert r2.pread(10, PAGE + 5) == layer[PAGE + 5:PAGE + 15]
+        before = len(_gets(proxy, digest))
+        assert r2.pread(3 * PAGE, 0) == layer[:3 * PAGE]
+        assert _gets(proxy, digest)[before:] == [f"bytes=0-{3 * PAGE - 1}"]
+        # runs longer than 1 MiB are split
+        before = len(_gets(proxy, digest))
+        assert r2.pread(2 << 20, 3 * PAGE) == layer[3 * PAGE:3 * PAGE + (2 << 20)]
+        assert len(_gets(proxy, digest)) - before == 2
+        r2.close()
+
+
+def test_threads_share_inflight_pages(proxy: FaultProxy, images: tuple[PushedImage, PushedImage],
+                                      tmp_path: pathlib.Path) -> None:
+    img = images[0]
+    layer, digest = img.layers[0], img.layer_digests[0]
+    proxy.latency = 0.2
+    with _open(proxy, img, tmp_path) as src:
+        r = src.range_reader(digest)
+        before = len(_gets(proxy, digest))
+        errors: list[BaseException] = []
+
+        def read(k: int) -> None:
+            try:
+                assert r.pread(1000, 1000 * k) == layer[1000 * k:1000 * k + 1000]
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+        threads = [threading.Thread(target=read, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert len(_gets(proxy, digest)) - before == 1
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "map-header", "map-size"])
+def test_damaged_cache_refetched(proxy: FaultProxy, images: tuple[PushedImage, PushedImage],
+                                 tmp_path: pathlib.Path, damage: str) -> None:
+    img = images[0]
+    layer, digest = img.layers[0], img.layer_digests[0]
+    with _open(proxy, img, tmp_path) as src:
+        r = src.range_reader(digest)
+        assert r.pread(len(layer), 0) == layer
+        r.close()
+    data, mapf = tmp_path / f"{digest[7:]}.data", tmp_path / f"{digest[7:]}.map"
+    if damage == "flip":
+        with open(data, "r+b") as f:
+            f.seek(5 * PAGE + 77)
+            b = f.read(1)
+            f.seek(5 * PAGE + 77)
+            f.write(bytes([b[0] ^ 0xFF]))
+    elif damage == "truncate":
+        os.truncate(data, len(layer) // 2)
+    elif damage == "map-header":
+        with open(mapf, "r+b") as f:
+            f.write(b"garbage")
+    else:
+        os.truncate(mapf, HEADER.size + 3)
+    before = len(_gets(proxy, digest))
+    with _open(proxy, img, tmp_path) as src:
+        r = src.range_reader(digest)
+        assert r.pread(len(layer), 0) == layer
+        r.close()
+    again = _gets(proxy, digest)[before:]
+    assert again, "damage must cause a fetch"
+    if damage == "flip":
+        assert again == [f"bytes={5 * PAGE}-{6 * PAGE - 1}"]    # that page only
+
+
+WRITER = textwrap.dedent("""
+    import random, sys
+    from nydusfs.registry import open_source
+    ref, cache, digest, seed = sys.argv[1:5]
+    src = open_source(ref, plain_http=True, cache_dir=cache)
+    r = src.range_reader(digest)
+    rnd = random.Random(int(seed))
+    print("ready", flush=True)
+    while True:
+        off = rnd.randrange(r.size)
+        r.pread(rnd.randrange(1, 300000), off)
+""")
+
+
+def test_sigkill_writers_leave_nothing_corrupt(proxy: FaultProxy,
+                                               images: tuple[PushedImage, PushedImage],
+                                               tmp_path: pathlib.Path) -> None:
+    """Writers killed mid-fetch, three times over the same cache: every page marked ready
+    holds the blob's true bytes, and a reader afterwards gets every byte right."""
+    img = images[1]
+    layer, digest = img.layers[0], img.layer_digests[0]
+    proxy.latency = 0.01
+    proxy.drop(4, after=200000)          # and connections cut mid-body
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    cache = tmp_path / "cache"
+    ref = f"docker://{proxy.host}/{img.repo}:{img.tag}"
+    for seed in range(3):
+        procs = [subprocess.Popen([sys.executable, str(script), ref, str(cache), digest,
+                                   str(seed * 10 + k)], stdout=subprocess.PIPE, text=True)
+                 for k in range(2)]
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline() == "ready\n"
+        time.sleep(0.4 + 0.3 * seed)
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+        if seed == 0:
+            proxy.clear()
+            proxy.latency = 0.01
+    ready = _ready_pages(cache, digest)
+    assert ready, "the writers fetched something before they were killed"
+    raw = (cache / f"{digest[7:]}.data").read_bytes()
+    for i in ready:
+        assert raw[i * PAGE:(i + 1) * PAGE] == layer[i * PAGE:(i + 1) * PAGE], f"page {i}"
+    with _open(proxy, img, cache) as src:
+        r = src.range_reader(digest)
+        assert r.pread(len(layer), 0) == layer
+
+
+def test_concurrent_processes_share_a_blob(proxy: FaultProxy,
+                                           images: tuple[PushedImage, PushedImage],
+                                           tmp_path: pathlib.Path) -> None:
+    img = images[1]
+    digest = img.layer_digests[0]
+    script = tmp_path / "reader.py"
+    script.write_text(textwrap.dedent("""
+        import hashlib, random, sys
+        from nydusfs.registry import open_source
+        ref, cache, digest, seed = sys.argv[1:5]
+        r = open_source(ref, plain_http=True, cache_dir=cache).range_reader(digest)
+        step = 100000
+        offs = list(range(0, r.size, step))
+        random.Random(int(seed)).shuffle(offs)
+        parts = {o: r.pread(step, o) for o in offs}
+        data = b"".join(parts[o] for o in sorted(parts))
+        print("sha256:" + hashlib.sha256(data).hexdigest())
+    """))
+    ref = f"docker://{proxy.host}/{img.repo}:{img.tag}"
+    procs = [subprocess.Popen([sys.executable, str(script), ref, str(tmp_path / "c"), digest,
+                               str(k)], stdout=subprocess.PIPE, text=True) for k in range(3)]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert outs == [digest] * 3
+
+
+def test_lru_eviction(proxy: FaultProxy, images: tuple[PushedImage, PushedImage],
+                      tmp_path: pathlib.Path) -> None:
+    a, b = images
+    da, db = a.layer_digests[0], b.layer_digests[0]
+    limit = 4 << 20
+    with _open(proxy, a, tmp_path, cache_limit=limit) as src:
+        r = src.range_reader(da)
+        r.pread(r.size, 0)
+        held = r                             # blob A in use while B is read
+        with _open(proxy, b, tmp_path, cache_limit=limit) as src_b:
+            rb = src_b.range_reader(db)
+            rb.pread(rb.size, 0)
+            rb.close()
+        assert (tmp_path / f"{da[7:]}.data").exists()        # in use: kept over the limit
+        held.close()
+    time.sleep(0.01)
+    os.utime(tmp_path / f"{db[7:]}.map")                     # B used last
+    with _open(proxy, b, tmp_path, cache_limit=limit) as src_b:
+        rb = src_b.range_reader(db)
+        assert rb.pread(rb.size, 0) == b.layers[0]
+        assert src_b.cache is not None
+        assert src_b.cache.evict() == [da]                  # least recently used goes
+        rb.close()
+    assert not (tmp_path / f"{da[7:]}.data").exists()
+    assert (tmp_path / f"{db[7:]}.data").exists()
+    assert BlobCache(tmp_path).usage() <= limit
+
+
+def test_map_format(tmp_path: pathlib.Path) -> None:
+    """The readiness map as documented: 128-byte header, then 8 bytes per page."""
+    cache = BlobCache(tmp_path, page_size=PAGE)
+    data = bytes(range(256)) * 1000
+    digest = "sha256:" + "ab" * 32
+    f = cache.open(digest, len(data))
+    f.store(1, data[PAGE:3 * PAGE])
+    f.close()
+    raw = (tmp_path / ("ab" * 32 + ".map")).read_bytes()
+    magic, version, page, size, dig = HEADER.unpack_from(raw)
+    assert (magic, version, page, size) == (b"nydusfs-cache\0\0\0", 1, PAGE, len(data))
+    assert dig.rstrip(b"\0") == digest.encode()
+    assert len(raw) == HEADER.size + 4 * ENTRY.size
+    entries = [struct.unpack_from("<II", raw, HEADER.size + 8 * i) for i in range(4)]
+    assert [e[1] == READY for e in entries] == [False, True, True, False]
