@@ -238,9 +238,9 @@ class Registry:
                 return  # 401: up and asking for credentials
             except (OSError, urllib.error.URLError):
                 if self.proc is not None and self.proc.poll() is not None:
-                    raise RuntimeError(f"docker-registry exited:\n{self.log_file.read_text()}")
+                    raise RuntimeError(f"docker-registry exited:\n{self.log_file.read_text()}") from None
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"registry not ready:\n{self.log_file.read_text()}")
+                    raise RuntimeError(f"registry not ready:\n{self.log_file.read_text()}") from None
                 time.sleep(0.05)
 
     def stop_registry(self) -> None:

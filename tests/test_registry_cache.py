@@ -18,8 +18,7 @@ from typing import Iterator
 
 import pytest
 from registry_fault_proxy import FaultProxy
-from registry_helpers import (PushedImage, Registry, anon_registry,  # noqa: F401
-                              push_test_image)
+from registry_helpers import PushedImage, Registry, push_test_image
 
 from nydusfs.registry import open_source
 from nydusfs.registry.cache import ENTRY, HEADER, READY, BlobCache, CachedRangeReader

@@ -11,9 +11,7 @@ import pathlib
 import subprocess
 
 import pytest
-from registry_helpers import (PASSWORD, USER, PushedImage, Registry, anon_registry,  # noqa: F401
-                              any_registry, basic_registry, free_port, push_test_image,
-                              token_registry)
+from registry_helpers import PASSWORD, USER, PushedImage, Registry, free_port, push_test_image
 
 from nydusfs.registry import RegistryError, open_source, open_target, parse_reference
 from nydusfs.registry.credentials import lookup
@@ -124,7 +122,7 @@ def test_range_reads(any_registry: Registry, pushed: PushedImage) -> None:
 
 def test_stream_whole_blob(any_registry: Registry, pushed: PushedImage) -> None:
     with open_source(_ref(any_registry, pushed), **any_registry.options()) as src:
-        for digest, layer in zip(pushed.layer_digests, pushed.layers):
+        for digest, layer in zip(pushed.layer_digests, pushed.layers, strict=True):
             with src.open_blob(digest) as f:
                 assert f.read() == layer
 
@@ -151,7 +149,7 @@ def test_push_then_skopeo_reads(any_registry: Registry, pushed: PushedImage,
                     f"docker://{any_registry.host}/copied/app:v2", f"dir:{out}"],
                    check=True, capture_output=True, timeout=120)
     assert (out / "manifest.json").read_bytes() == manifest
-    for digest, layer in zip(pushed.layer_digests, pushed.layers):
+    for digest, layer in zip(pushed.layer_digests, pushed.layers, strict=True):
         assert (out / digest[7:]).read_bytes() == layer
 
 

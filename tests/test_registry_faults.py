@@ -11,8 +11,7 @@ from typing import Iterator
 
 import pytest
 from registry_fault_proxy import BlobServer, FaultProxy
-from registry_helpers import (PushedImage, Registry, anon_registry, push_test_image,  # noqa: F401
-                              start_registry, token_registry)
+from registry_helpers import PushedImage, Registry, push_test_image, start_registry
 
 from nydusfs.registry import RegistryError, open_source
 from nydusfs.registry.source import RegistrySource

@@ -388,6 +388,9 @@ class RegistryClient:
         return self.retrying(f"blob {digest} bytes {offset}-{end}", attempt, digest=digest)
 
     def _read_span(self, resp: httpx.Response, skip: int, length: int, digest: str) -> bytes:
+        """`length` bytes after `skip` bytes of the body. A 206 body is read to its end, so
+        the connection goes back to the pool; a 200 (the whole blob) is cut off."""
+        skip_rest = resp.status_code == 200
         out = bytearray()
         try:
             for part in resp.iter_raw():
@@ -397,13 +400,18 @@ class RegistryClient:
                         continue
                     part, skip = part[skip:], 0
                 out += part
-                if len(out) >= length:
-                    break       # enough: closing the response drops the rest unread
+                if skip_rest and len(out) >= length:
+                    break       # a whole blob: closing the response drops the rest unread
         except httpx.TransportError as e:
             raise Retry(f"body cut short after {len(out)} of {length} bytes: {e}") from None
         if len(out) < length:
             raise Retry(f"body cut short: {len(out)} of {length} bytes")
-        return bytes(out[:length])
+        if skip_rest:
+            del out[length:]
+        elif len(out) > length:
+            raise RegistryError(f"{self.where}: blob {digest}: the 206 answer carried "
+                                f"{len(out)} bytes for a range of {length}")
+        return bytes(out)
 
     def head_blob(self, digest: str) -> int | None:
         """The blob's size if the repository has it, else None."""
