@@ -9,6 +9,7 @@ faults on while a client works through it:
 * `drop(n, after)`: the next n matching responses are cut after `after` body bytes (the
   connection is closed mid-body);
 * `ignore_range`: the Range header is removed, so the registry answers 200 with the whole blob;
+* `shift_range`: the registry is asked for the range one byte further (a wrong Content-Range);
 * `redirect`: blob GETs the registry would serve are answered 307 to a `BlobServer` (presigned
   URLs that expire when `BlobServer.rotate()` is called);
 * `revoke_tokens()`: bearer tokens seen so far are refused (401 with the registry's own
@@ -158,6 +159,7 @@ class FaultProxy(_Base):
         self.blob_server = blob_server
         self.latency = 0.0
         self.ignore_range = False
+        self.shift_range = False
         self.redirect = False
         self.seen_tokens: set[str] = set()
         self.revoked: set[str] = set()
@@ -186,6 +188,7 @@ class FaultProxy(_Base):
         with self.lock:
             self.rules.clear()
         self.latency, self.ignore_range, self.redirect = 0.0, False, False
+        self.shift_range = False
 
     def take_rule(self, method: str, path: str) -> dict[str, Any] | None:
         with self.lock:
@@ -274,6 +277,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             entry["refused_token"] = True
         if owner.ignore_range:
             headers.pop("Range", None)
+        m_range = re.fullmatch(r"bytes=(\d+)-(\d+)", headers.get("Range", ""))
+        if owner.shift_range and m_range:   # a server answering another range than asked
+            headers["Range"] = f"bytes={int(m_range.group(1)) + 1}-{int(m_range.group(2)) + 1}"
         m = BLOB_PATH.match(urllib.parse.urlsplit(self.path).path)
         if owner.redirect and owner.blob_server and m and method == "GET":
             status, rheaders, data = self._forward("HEAD", headers, b"")

@@ -98,6 +98,15 @@ def test_range_ignored(proxy: FaultProxy, anon_image: PushedImage) -> None:
         assert [e["status"] for e in proxy.requests("GET", digest[7:])][-2:] == [200, 200]
 
 
+def test_wrong_content_range_is_an_error(proxy: FaultProxy, anon_image: PushedImage) -> None:
+    with _open(proxy, anon_image) as src:
+        r = src.range_reader(anon_image.layer_digests[0])
+        proxy.shift_range = True
+        with pytest.raises(RegistryError, match=r"asked for bytes 100-199, the 206 answer has "
+                                                r"Content-Range 'bytes 101-200/\d+'"):
+            r.pread(100, 100)
+
+
 def test_permanent_failure_gives_up_in_time(proxy: FaultProxy, anon_image: PushedImage) -> None:
     with _open(proxy, anon_image, retry_time=1.0) as src:
         r = src.range_reader(anon_image.layer_digests[0])

@@ -27,12 +27,17 @@ __all__ = [
 ]
 
 
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    """Options left at None mean "the default" (a CLI flag not given)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def open_source(reference: str, **options: Any) -> RegistrySource:
     """The image `reference` points at, read from its registry (the registry is contacted
     once here: unreachable registries and refused credentials fail now, in one line)."""
-    return RegistrySource(reference, **options)
+    return RegistrySource(reference, **_given(options))
 
 
 def open_target(reference: str, **options: Any) -> RegistryTarget:
     """A registry repository to push an image to; published at `commit()`."""
-    return RegistryTarget(reference, **options)
+    return RegistryTarget(reference, **_given(options))
