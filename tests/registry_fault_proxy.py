@@ -8,6 +8,8 @@ faults on while a client works through it:
   (5xx or 429 bursts) without reaching the registry;
 * `drop(n, after)`: the next n matching responses are cut after `after` body bytes (the
   connection is closed mid-body);
+* `lose(n, match, methods)`: the next n matching requests reach the registry but their answer
+  is lost (connection closed before the status line);
 * `ignore_range`: the Range header is removed, so the registry answers 200 with the whole blob;
 * `shift_range`: the registry is asked for the range one byte further (a wrong Content-Range);
 * `redirect`: blob GETs the registry would serve are answered 307 to a `BlobServer` (presigned
@@ -170,14 +172,20 @@ class FaultProxy(_Base):
 
     # --- fault switches -------------------------------------------------------------------
     def fail(self, n: int, status: int = 500, *, retry_after: str | None = None,
-             match: str = "/blobs/") -> None:
+             match: str = "/blobs/", methods: tuple[str, ...] = ("GET", "HEAD")) -> None:
         with self.lock:
-            self.rules.append({"kind": "status", "n": n, "status": status,
+            self.rules.append({"kind": "status", "n": n, "status": status, "methods": methods,
                                "retry_after": retry_after, "match": match})
 
     def drop(self, n: int, *, after: int = 1000, match: str = "/blobs/") -> None:
         with self.lock:
-            self.rules.append({"kind": "drop", "n": n, "after": after, "match": match})
+            self.rules.append({"kind": "drop", "n": n, "after": after, "match": match,
+                               "methods": ("GET",)})
+
+    def lose(self, n: int, *, match: str, methods: tuple[str, ...]) -> None:
+        """The request reaches the registry, the answer is lost (connection closed)."""
+        with self.lock:
+            self.rules.append({"kind": "lose", "n": n, "match": match, "methods": methods})
 
     def revoke_tokens(self) -> None:
         """Refuse every bearer token seen so far."""
@@ -193,8 +201,7 @@ class FaultProxy(_Base):
     def take_rule(self, method: str, path: str) -> dict[str, Any] | None:
         with self.lock:
             for rule in self.rules:
-                methods = ("GET",) if rule["kind"] == "drop" else ("GET", "HEAD")
-                if rule["match"] in path and method in methods:
+                if rule["match"] in path and method in rule["methods"]:
                     rule["n"] -= 1
                     if rule["n"] <= 0:
                         self.rules.remove(rule)
@@ -297,6 +304,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self._send(502, [], str(e).encode())
             return
         entry["status"] = status
+        if rule is not None and rule["kind"] == "lose":
+            entry["lost"] = True
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         if rule is not None and rule["kind"] == "drop":
             entry["dropped"] = True
             self._send(status, rheaders, data, cut=rule["after"])

@@ -230,3 +230,39 @@ def test_registry_down_then_back(tmp_path: pathlib.Path) -> None:
             assert r.pread(100, 1000) == layer[1000:1100]
     finally:
         reg.stop()
+
+
+def test_push_retries(proxy: FaultProxy, anon_registry: Registry, anon_image: PushedImage,
+                      tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uploads through 5xx bursts and lost answers (the PATCH or PUT reached the registry, the
+    reply did not): the blob arrives whole, skopeo reads the pushed image back."""
+    import io
+    import json
+    import subprocess
+
+    import nydusfs.registry.source as source
+    from nydusfs.registry import open_target
+    monkeypatch.setattr(source, "UPLOAD_CHUNK", 256 << 10)
+    dst_ref = f"docker://{proxy.host}/pushed/retries:v1"
+    with _open(proxy, anon_image) as src, open_target(dst_ref, plain_http=True) as dst:
+        manifest, media = src.index_or_manifest()
+        doc = json.loads(manifest)
+        proxy.fail(2, 500, match="/blobs/uploads/", methods=("POST", "PATCH"))
+        proxy.fail(1, 503, match="/blobs/uploads/", methods=("PUT",))
+        proxy.lose(1, match="/blobs/uploads/", methods=("PATCH",))
+        for desc in [doc["config"], *doc["layers"]]:
+            data = src.read_blob(desc["digest"], 1 << 30)
+            dst.put_blob(desc["digest"], desc["size"], io.BytesIO(data))
+            if desc is doc["config"]:
+                proxy.lose(1, match="/blobs/uploads/", methods=("PUT",))
+        proxy.fail(2, 502, match="/manifests/", methods=("PUT",))
+        dst.put_manifest(manifest, media)
+        dst.commit()
+    assert not proxy.rules, "every fault was met"
+    assert [e for e in proxy.log if e.get("lost")]
+    out = tmp_path / "out"
+    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                    f"docker://{anon_registry.host}/pushed/retries:v1", f"dir:{out}"],
+                   check=True, capture_output=True, timeout=120)
+    for digest, layer in zip(anon_image.layer_digests, anon_image.layers, strict=True):
+        assert (out / digest[7:]).read_bytes() == layer

@@ -34,7 +34,7 @@ import httpx
 
 from nydusfs.registry.auth import Authenticator, parse_challenge
 from nydusfs.registry.credentials import Credentials
-from nydusfs.registry.errors import RegistryError
+from nydusfs.registry.errors import RegistryError, UploadSessionLost
 from nydusfs.registry.reference import Reference
 
 T = TypeVar("T")
@@ -261,8 +261,8 @@ class RegistryClient:
     def _fail(self, what: str, resp: httpx.Response) -> RegistryError:
         try:
             resp.read()
-        except httpx.HTTPError:
-            pass
+        except (httpx.HTTPError, httpx.StreamError):
+            pass        # closed already, or cut: the status is enough
         resp.close()
         if resp.status_code == 404:
             return RegistryError(f"{self.where}: {what}: not found (404: {_error_excerpt(resp)})")
@@ -488,42 +488,75 @@ class RegistryClient:
 
         def finish() -> None:
             sep = "&" if "?" in location else "?"
-            resp = self._send("PUT", f"{location}{sep}digest={digest}", content=b"",
-                              digest=digest)
+            try:
+                resp = self._send("PUT", f"{location}{sep}digest={digest}", content=b"",
+                                  digest=digest)
+            except (Retry, httpx.TransportError):
+                if self._has(digest):
+                    return          # it was committed; the answer was lost
+                raise
             resp.close()
+            if resp.status_code == 404 and self._has(digest):
+                return              # a retried PUT after a lost answer: the session is gone
             if resp.status_code != 201:
                 raise self._fail(f"finish upload of {digest}", resp)
         self.retrying(f"finish upload of {digest}", finish, digest=digest)
 
     def _patch(self, digest: str, location: str, chunk: bytes, start: int) -> str:
-        state = {"location": location}
+        """Send one chunk. After a failure the upload session says how many bytes it holds
+        (and its next Location): the rest of the chunk is sent from there."""
+        end = start + len(chunk)
+        loc, at = location, start
 
         def attempt() -> str:
-            loc = state["location"]
+            nonlocal loc, at
             try:
-                resp = self._send("PATCH", loc, content=chunk, digest=digest, headers={
+                resp = self._send("PATCH", loc, content=chunk[at - start:], digest=digest, headers={
                     "Content-Type": "application/octet-stream",
-                    "Content-Range": f"{start}-{start + len(chunk) - 1}"})
+                    "Content-Range": f"{at}-{end - 1}"})
             except (Retry, httpx.TransportError):
-                if self._upload_offset(loc, digest) == start + len(chunk):
-                    return loc      # it arrived; the answer was lost
+                found = self._upload_status(loc, digest)
+                if found is None or not start <= found[0] <= end:
+                    raise UploadSessionLost(f"{self.where}: upload of {digest}: the session "
+                                            f"cannot be resumed at byte {at}") from None
+                at, loc = found
+                if found[0] == end:
+                    return found[1]     # it arrived; the answer was lost
                 raise
             resp.close()
+            if resp.status_code in (400, 404, 416):
+                raise UploadSessionLost(str(self._fail(f"upload of {digest} at byte {at}", resp)))
             if resp.status_code != 202:
-                raise self._fail(f"upload of {digest} at byte {start}", resp)
+                raise self._fail(f"upload of {digest} at byte {at}", resp)
             return urllib.parse.urljoin(loc, resp.headers.get("Location", loc))
         new = self.retrying(f"upload of {digest} at byte {start}", attempt, digest=digest)
         self.stats.add(digest, nbytes=len(chunk))
         return new
 
-    def _upload_offset(self, location: str, digest: str) -> int | None:
+    def _upload_status(self, location: str, digest: str) -> tuple[int, str] | None:
+        """(bytes the upload session holds, its next location), or None if unknown. The
+        location's query (distribution's `_state`) may be stale when the last answer was lost,
+        so the session URL without it is asked too."""
+        bare = urllib.parse.urlsplit(location)._replace(query="").geturl()
+        for url in dict.fromkeys((location, bare)):
+            try:
+                resp = self._send("GET", url, digest=digest)
+            except (Retry, httpx.HTTPError):
+                continue
+            resp.close()
+            m = re.fullmatch(r"0-(\d+)", resp.headers.get("Range", ""))
+            if resp.status_code == 204 and m:
+                held = int(m.group(1)) + 1 if m.group(1) != "0" else 0  # "0-0": maybe empty
+                return held, urllib.parse.urljoin(url, resp.headers.get("Location", url))
+        return None
+
+    def _has(self, digest: str) -> bool:
         try:
-            resp = self._send("GET", location, digest=digest)
+            resp = self._send("HEAD", f"{self.base}/blobs/{digest}", digest=digest)
         except (Retry, httpx.HTTPError):
-            return None
+            return False
         resp.close()
-        m = re.fullmatch(r"0-(\d+)", resp.headers.get("Range", ""))
-        return int(m.group(1)) + 1 if resp.status_code == 204 and m else None
+        return resp.status_code == 200
 
     def put_manifest(self, ref: str, data: bytes, media_type: str) -> None:
         def attempt() -> None:

@@ -22,7 +22,7 @@ from nydusfs.registry.client import (
     RegistryClient,
     Retry,
 )
-from nydusfs.registry.errors import RegistryError
+from nydusfs.registry.errors import RegistryError, UploadSessionLost
 from nydusfs.registry.reference import Reference, parse_reference
 
 UPLOAD_CHUNK = 8 << 20
@@ -212,7 +212,15 @@ class RegistryTarget(ImageTarget):
                 if not chunk:
                     return
                 yield chunk
-        self.client.upload_blob(digest, size, chunks(), UPLOAD_CHUNK)
+        start = stream.tell() if stream.seekable() else None
+        for attempt in range(3):
+            try:
+                self.client.upload_blob(digest, size, chunks(), UPLOAD_CHUNK)
+                return
+            except UploadSessionLost:
+                if start is None or attempt == 2:
+                    raise
+                stream.seek(start)      # a new session, from the first byte
 
     def put_manifest(self, data: bytes, media_type: str) -> None:
         self.top = (data, media_type)
