@@ -289,3 +289,34 @@ def test_map_format(tmp_path: pathlib.Path) -> None:
     assert len(raw) == HEADER.size + 4 * ENTRY.size
     entries = [struct.unpack_from("<II", raw, HEADER.size + 8 * i) for i in range(4)]
     assert [e[1] == READY for e in entries] == [False, True, True, False]
+
+
+def test_registry_down_cached_ranges_still_read(tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Registry stopped: cached ranges read, uncached ones fail (logged once per blob);
+    registry back: the same reader works again."""
+    from registry_helpers import start_registry
+
+    from nydusfs.registry import RegistryError
+    reg = start_registry("anon", tmp_path / "reg")
+    try:
+        img = push_test_image(reg, tmp_path)
+        layer, digest = img.layers[0], img.layer_digests[0]
+        with open_source(f"docker://{reg.host}/{img.repo}:{img.tag}", cache_dir=tmp_path / "c",
+                         retry_time=0.5) as src:
+            r = src.range_reader(digest)
+            assert r.pread(1000, 0) == layer[:1000]          # pages 0-15 cached (read-ahead)
+            reg.stop_registry()
+            for _ in range(3):
+                assert r.pread(5000, 500000) == layer[500000:505000]
+                with pytest.raises(RegistryError, match="gave up"):
+                    r.pread(100, 2 << 20)
+            errors = [rec for rec in caplog.records if rec.name == "nydusfs.registry"
+                      and rec.levelname == "ERROR"]
+            assert len(errors) == 1 and digest in errors[0].getMessage()
+            reg.start()
+            assert r.pread(100, 2 << 20) == layer[2 << 20:(2 << 20) + 100]
+            stats = src.stats()
+            blob = stats["blobs"][digest]   # type: ignore[index]
+            assert blob["errors"] == 3 and blob["cache_hits"] >= 3 and blob["cache_misses"] == 2
+    finally:
+        reg.stop()

@@ -354,5 +354,9 @@ class CachedRangeReader:
             runs[-1][1] = b
         return [(a, b) for a, b in runs]
 
+    @property
+    def closed(self) -> bool:
+        return self.file.data_fd < 0
+
     def close(self) -> None:
         self.file.close()

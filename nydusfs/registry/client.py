@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
+import logging
 import os
 import random
 import re
@@ -38,6 +39,7 @@ from nydusfs.registry.errors import RegistryError, UploadSessionLost
 from nydusfs.registry.reference import Reference
 
 T = TypeVar("T")
+log = logging.getLogger("nydusfs.registry")
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -179,7 +181,8 @@ class RegistryClient:
         self.redirects: dict[str, str] = {}
         self.redirect_lock = threading.Lock()
         self.stats = Stats()
-        self.logged_failures: set[str] = set()
+        self.failing: set[str] = set()     # blobs whose last read failed (logged once)
+        self.failing_lock = threading.Lock()
 
     # --- plumbing -------------------------------------------------------------------------
     @property
@@ -197,7 +200,12 @@ class RegistryClient:
         n = 0
         while True:
             try:
-                return attempt()
+                result = attempt()
+                if digest is not None and digest in self.failing:
+                    with self.failing_lock:
+                        self.failing.discard(digest)
+                    log.warning("%s: blob %s: reads work again", self.where, digest)
+                return result
             except (Retry, httpx.TransportError) as e:
                 reason = e.reason if isinstance(e, Retry) else f"{type(e).__name__}: {e}"
                 after = e.after if isinstance(e, Retry) else None
@@ -207,8 +215,15 @@ class RegistryClient:
                     delay = max(delay, after)
                 if time.monotonic() + delay > deadline:
                     self.stats.add(digest, errors=1)
-                    raise RegistryError(f"{self.where}: {what}: {reason} "
-                                        f"(gave up after {n} attempts)") from None
+                    err = RegistryError(f"{self.where}: {what}: {reason} "
+                                        f"(gave up after {n} attempts)")
+                    if digest is not None:
+                        with self.failing_lock:
+                            first = digest not in self.failing
+                            self.failing.add(digest)
+                        if first:       # once per blob until it works again
+                            log.error("%s", err)
+                    raise err from None
                 self.stats.add(digest, retries=1)
                 time.sleep(delay)
 

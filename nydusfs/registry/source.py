@@ -3,6 +3,7 @@ destination), implementing nydusfs/image/source.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -126,6 +127,7 @@ class RegistrySource(ImageSource):
         self.client = _client(reference, "pull", None, **options)  # type: ignore[arg-type]
         self.cache = BlobCache(cache_dir, limit=cache_limit) if cache_dir is not None else None
         self._manifest: tuple[bytes, str] | None = None
+        self.readers: dict[str, CachedRangeReader] = {}
 
     def index_or_manifest(self) -> tuple[bytes, str]:
         if self._manifest is None:
@@ -163,9 +165,30 @@ class RegistrySource(ImageSource):
         remote = RemoteRangeReader(self.client, digest, size)
         if self.cache is None:
             return remote
-        return CachedRangeReader(self.cache, digest, size, remote.pread)
+        reader = self.readers.get(digest)
+        if reader is not None and not reader.closed:
+            return reader       # one per blob: its threads share in-flight pages
+        reader = CachedRangeReader(self.cache, digest, size, remote.pread)
+        self.readers[digest] = reader
+        return reader
+
+    def stats(self) -> dict[str, object]:
+        """Requests, bytes, retries and errors per blob, and cache hits and misses (reads
+        served from the cache / needing a fetch), for `nydusfs stats`."""
+        s = self.client.stats
+        with s.lock:
+            blobs = {d: dataclasses.asdict(b) for d, b in s.blobs.items()}
+            out: dict[str, object] = {"requests": s.requests, "retries": s.retries}
+        for digest, reader in list(self.readers.items()):
+            entry = blobs.setdefault(digest, {})
+            entry.update(cache_hits=reader.hits, cache_misses=reader.misses,
+                         cache_fetched_bytes=reader.fetched)
+        out["blobs"] = blobs
+        return out
 
     def close(self) -> None:
+        for reader in self.readers.values():
+            reader.close()
         self.client.close()
 
 
