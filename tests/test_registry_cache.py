@@ -320,3 +320,26 @@ def test_registry_down_cached_ranges_still_read(tmp_path: pathlib.Path, caplog: 
             assert blob["errors"] == 3 and blob["cache_hits"] >= 3 and blob["cache_misses"] == 2
     finally:
         reg.stop()
+
+
+def test_sequential_reader_gets_next_window_in_background(
+        proxy: FaultProxy, images: tuple[PushedImage, PushedImage], tmp_path: pathlib.Path) -> None:
+    img = images[0]
+    layer, digest = img.layers[0], img.layer_digests[0]
+    start = len(_gets(proxy, digest))
+    with _open(proxy, img, tmp_path) as src:
+        r = src.range_reader(digest)
+        assert isinstance(r, CachedRangeReader)
+        step = 128 << 10
+        assert r.pread(step, 0) == layer[:step]
+        r.wait_idle()
+        assert _gets(proxy, digest)[start:] == [f"bytes=0-{(1 << 20) - 1}"]   # first read: none
+        assert r.pread(step, step) == layer[step:2 * step]                      # in order
+        r.wait_idle()
+        assert _gets(proxy, digest)[start + 1:] == [f"bytes={1 << 20}-{(2 << 20) - 1}"]
+        for off in range(2 * step, len(layer), step):
+            assert r.pread(step, off) == layer[off:off + step]
+        r.wait_idle()
+        got = _gets(proxy, digest)[start:]
+        assert len(got) == len(set(got)) == -(-len(layer) // (1 << 20))       # each window once
+        assert r.hits > r.misses

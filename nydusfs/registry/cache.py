@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import pathlib
 import struct
 import threading
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from nydusfs.registry.errors import RegistryError
 
+log = logging.getLogger("nydusfs.registry")
 PAGE_SIZE = 64 << 10
 MAGIC = b"nydusfs-cache\0\0\0"
 VERSION = 1
@@ -278,13 +281,15 @@ class CachedRangeReader:
     """A RangeReader through the cache: pages missing from the cache are fetched with as few
     requests as possible - runs of missing pages merged, gaps of up to `gap` bytes of cached
     pages bridged, each request at most `max_request` bytes, and the last run extended with
-    following missing pages up to that size (read-ahead, as nydusd's `amplify_io`).
+    following missing pages up to that size (read-ahead, as nydusd's `amplify_io`). A reader
+    going through the blob in order also has the next window fetched in the background.
 
     Thread-safe; a page being fetched by one thread is waited for by the others."""
 
     def __init__(self, cache: BlobCache, digest: str, size: int,
                  fetch: Callable[[int, int], bytes], *, max_request: int = 1 << 20,
-                 gap: int = 128 << 10, readahead: bool = True) -> None:
+                 gap: int = 128 << 10, readahead: bool = True,
+                 background: bool = True) -> None:
         self.file = cache.open(digest, size)
         self.size, self.digest, self.fetch = size, digest, fetch
         self.page = self.file.page
@@ -294,22 +299,39 @@ class CachedRangeReader:
         self.lock = threading.Lock()
         self.inflight: dict[int, threading.Event] = {}
         self.hits = self.misses = self.fetched = self.requests = 0
+        self.next_offset = -1      # the first read is not "in order"
+        self.prefetching = False
+        # one thread per blob fetches the next window for sequential readers
+        self.pool = (ThreadPoolExecutor(1, thread_name_prefix="nydusfs-readahead")
+                     if readahead and background else None)
 
     def pread(self, size: int, offset: int) -> bytes:
         size = max(0, min(size, self.size - offset))
         if size == 0:
             return b""
         first, last = offset // self.page, (offset + size - 1) // self.page
+        if self._ensure(first, last, self.readahead):
+            self.misses += 1
+        else:
+            self.hits += 1
+        sequential = offset == self.next_offset
+        self.next_offset = offset + size
+        if sequential and self.pool is not None:
+            self._maybe_prefetch(last)
+        return self.file.read(size, offset)
+
+    def _ensure(self, first: int, last: int, extend: bool) -> bool:
+        """Pages first..last in the cache (fetching what is missing); whether any was."""
         fetched_any = False
         while True:
             missing = [i for i in range(first, last + 1) if not self.file.have(i)]
             if not missing:
-                break
+                return fetched_any
             fetched_any = True
             with self.lock:
                 mine = [i for i in missing if i not in self.inflight]
                 waits = {self.inflight[i] for i in missing if i in self.inflight}
-                runs = self._plan(mine, last) if mine else []
+                runs = self._plan(mine, extend) if mine else []
                 event = threading.Event()
                 claimed = [i for a, b in runs for i in range(a, b + 1) if i not in self.inflight]
                 for i in claimed:
@@ -332,13 +354,38 @@ class CachedRangeReader:
                 event.set()
             for w in waits:
                 w.wait()
-        if fetched_any:
-            self.misses += 1
-        else:
-            self.hits += 1
-        return self.file.read(size, offset)
 
-    def _plan(self, pages: list[int], last: int) -> list[tuple[int, int]]:
+    def _maybe_prefetch(self, last: int) -> None:
+        """A sequential reader: fetch the next window in the background while this one is
+        read (one such fetch at a time per blob)."""
+        end = min(self.file.npages, last + 1 + self.max_pages)
+        with self.lock:
+            if self.prefetching:
+                return
+            nxt = last + 1
+            while nxt < end and (self.file.good[nxt] or nxt in self.inflight):
+                nxt += 1
+            if nxt >= end or self.file.marked(nxt):
+                return
+            self.prefetching = True
+        assert self.pool is not None
+        self.pool.submit(self._prefetch, nxt, min(self.file.npages, nxt + self.max_pages) - 1)
+
+    def _prefetch(self, first: int, last: int) -> None:
+        try:
+            self._ensure(first, last, False)
+        except Exception as e:  # noqa: BLE001 - the on-demand read will fetch and report it
+            log.debug("blob %s: read-ahead of pages %d-%d failed: %s", self.digest, first, last, e)
+        finally:
+            with self.lock:
+                self.prefetching = False
+
+    def wait_idle(self) -> None:
+        """Wait for the background read-ahead (tests, benchmarks)."""
+        if self.pool is not None:
+            self.pool.submit(lambda: None).result()
+
+    def _plan(self, pages: list[int], extend: bool) -> list[tuple[int, int]]:
         """Merge missing pages into runs [a, b] (inclusive)."""
         runs: list[list[int]] = []
         for i in pages:
@@ -346,7 +393,7 @@ class CachedRangeReader:
                 runs[-1][1] = i
             else:
                 runs.append([i, i])
-        if self.readahead and runs:
+        if extend and runs:
             a, b = runs[-1]
             while (b + 1 < self.file.npages and b + 1 - a < self.max_pages
                    and b + 1 not in self.inflight and not self.file.marked(b + 1)):
@@ -359,4 +406,6 @@ class CachedRangeReader:
         return self.file.data_fd < 0
 
     def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
         self.file.close()
