@@ -153,6 +153,28 @@ def test_push_then_skopeo_reads(any_registry: Registry, pushed: PushedImage,
         assert (out / digest[7:]).read_bytes() == layer
 
 
+def test_second_push_skips_existing_blobs(any_registry: Registry, pushed: PushedImage) -> None:
+    """Blobs the repository has are not uploaded again (seen in the registry's request log);
+    a blob of one chunk goes up in one PUT, without PATCH."""
+    dst_ref = f"docker://{any_registry.host}/twice/app:v1"
+    for _ in range(2):
+        before = any_registry.log_file.read_text().count("/v2/twice/app/blobs/uploads")
+        with open_source(_ref(any_registry, pushed), **any_registry.options()) as src, \
+                open_target(dst_ref, **any_registry.options()) as dst:
+            manifest, media = src.index_or_manifest()
+            doc = json.loads(manifest)
+            for desc in [doc["config"], *doc["layers"]]:
+                with src.open_blob(desc["digest"]) as f:
+                    dst.put_blob(desc["digest"], desc["size"], f)
+            dst.put_manifest(manifest, media)
+            dst.commit()
+        log = any_registry.log_file.read_text()
+        uploads = log.count("/v2/twice/app/blobs/uploads") - before
+    assert uploads == 0, "the second push uploaded blobs again"
+    assert "PATCH /v2/twice/app/blobs/uploads" not in log          # 3 MiB < one 8 MiB chunk
+    assert log.count('"PUT /v2/twice/app/blobs/uploads') == 3
+
+
 def test_push_mounts_from_same_registry(any_registry: Registry, pushed: PushedImage) -> None:
     """With mount_from on the same registry, no blob bytes are uploaded (no PATCH)."""
     dst_ref = f"docker://{any_registry.host}/mounted/app:v1"

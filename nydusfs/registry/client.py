@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
+import itertools
 import logging
 import os
 import random
@@ -480,8 +481,9 @@ class RegistryClient:
 
     def upload_blob(self, digest: str, size: int, chunks: Iterator[bytes],
                     chunk_size: int) -> None:
-        """Upload in PATCH chunks (each retried; after a failure the session's Range tells
-        how much arrived), then PUT ?digest= to finish. The bytes are hashed on the way and
+        """Upload a blob: one chunk goes up monolithically (POST, then PUT ?digest= with the
+        bytes); more go up in PATCH chunks (each retried; after a failure the session's Range
+        tells how much arrived) and a final PUT ?digest=. The bytes are hashed on the way and
         must match `digest` and `size` before the final PUT."""
         def start() -> str:
             resp = self._send("POST", f"{self.base}/blobs/uploads/", content=b"", digest=digest)
@@ -492,10 +494,18 @@ class RegistryClient:
         location = self.retrying(f"start upload of {digest}", start, digest=digest)
         h = hashlib.sha256()
         done = 0
-        for chunk in chunks:
-            h.update(chunk)
-            location = self._patch(digest, location, chunk, done)
-            done += len(chunk)
+        it = iter(chunks)
+        first = next(it, b"")
+        second = next(it, None)
+        body = b""
+        if second is None:
+            h.update(first)
+            body, done = first, len(first)
+        else:
+            for chunk in itertools.chain((first, second), it):
+                h.update(chunk)
+                location = self._patch(digest, location, chunk, done)
+                done += len(chunk)
         found = "sha256:" + h.hexdigest()
         if found != digest or done != size:
             raise RegistryError(f"{self.where}: blob {digest}: the bytes read have digest "
@@ -504,18 +514,21 @@ class RegistryClient:
         def finish() -> None:
             sep = "&" if "?" in location else "?"
             try:
-                resp = self._send("PUT", f"{location}{sep}digest={digest}", content=b"",
-                                  digest=digest)
+                resp = self._send("PUT", f"{location}{sep}digest={digest}", content=body,
+                                  digest=digest, headers={"Content-Type": "application/octet-stream"})
             except (Retry, httpx.TransportError):
                 if self._has(digest):
                     return          # it was committed; the answer was lost
                 raise
             resp.close()
-            if resp.status_code == 404 and self._has(digest):
+            if resp.status_code in (400, 404) and self._has(digest):
                 return              # a retried PUT after a lost answer: the session is gone
+            if resp.status_code in (400, 404):
+                raise UploadSessionLost(str(self._fail(f"finish upload of {digest}", resp)))
             if resp.status_code != 201:
                 raise self._fail(f"finish upload of {digest}", resp)
         self.retrying(f"finish upload of {digest}", finish, digest=digest)
+        self.stats.add(digest, nbytes=len(body))
 
     def _patch(self, digest: str, location: str, chunk: bytes, start: int) -> str:
         """Send one chunk. After a failure the upload session says how many bytes it holds
