@@ -8,6 +8,8 @@ one large incompressible layer with skopeo, then reads that blob:
   remote      RegistrySource range reader without cache, 1 MiB Range requests, 1 and 4 threads
   cache-cold  through the on-disk cache (fresh dir, data made durable), 128 KiB reads
   cache-warm  the same again, all from the cache
+  cache-cold 20ms  cold through a proxy adding 20 ms per request, without and with the
+              background read-ahead
   skopeo      `skopeo copy docker://... dir:...` of the whole image
 
 Prints MB/s medians and ratios to `local` and `skopeo`. Usage: tools/bench_registry.py
@@ -33,9 +35,11 @@ if VENV_PY.exists() and pathlib.Path(sys.prefix).resolve() != (ROOT / ".venv").r
     os.execv(str(VENV_PY), [str(VENV_PY), __file__, *sys.argv[1:]])
 sys.path.insert(0, str(ROOT / "tests"))
 
+from registry_fault_proxy import FaultProxy  # noqa: E402
 from registry_helpers import make_layout, skopeo_push, start_registry  # noqa: E402
 
 from nydusfs.registry import open_source  # noqa: E402
+from nydusfs.registry.cache import BlobCache, CachedRangeReader  # noqa: E402
 
 MIB = 1 << 20
 
@@ -82,6 +86,9 @@ def main() -> int:
         size = blob_file.stat().st_size
         ref = f"docker://{reg.host}/bench/big:v1"
         results: dict[str, list[float]] = {}
+        proxy = FaultProxy(reg.url)
+        proxy.latency = 0.02
+        proxied = f"docker://{proxy.host}/bench/big:v1"
 
         def add(name: str, seconds: float) -> None:
             results.setdefault(name, []).append(size / MIB / seconds)
@@ -100,6 +107,17 @@ def main() -> int:
                 add("cache-warm", timed(read_all, r.pread, size, 128 << 10))
                 r.close()
             shutil.rmtree(cache)
+            for background in (False, True):
+                # 20 ms added per request (tests/registry_fault_proxy.py, in this process: its
+                # forwarding competes with the reader for the GIL)
+                name = f"cache-cold 20ms {'bg' if background else 'no-bg'}"
+                with open_source(proxied, plain_http=True) as src:
+                    remote = src.range_reader(digest)
+                    r = CachedRangeReader(BlobCache(cache), digest, size, remote.pread,
+                                          background=background)
+                    add(name, timed(read_all, r.pread, size, 128 << 10))
+                    r.close()
+                shutil.rmtree(cache)
             out = work / f"skopeo-{run}"
             add("skopeo copy", timed(subprocess.run, [
                 "skopeo", "copy", "--quiet", "--src-tls-verify=false", ref, f"dir:{out}"],
