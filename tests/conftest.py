@@ -104,10 +104,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             red=True, bold=True)
 
 
-# real registries for the registry tests (tests/registry_helpers.py)
-from registry_helpers import anon_registry, any_registry, basic_registry, token_registry  # noqa: E402, F401
-
-
 @pytest.fixture
 def mounts(tmp_path: pathlib.Path):
     """FUSE mounts made by a test, always taken down afterwards (tests/mount_helpers.py)."""

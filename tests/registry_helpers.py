@@ -7,7 +7,7 @@ Three configurations, each a real process with its own temporary storage and con
 * ``token``: bearer tokens from ``tests/registry_token_server.py`` (JWTs signed by a test key the
   registry trusts), short-lived.
 
-`start_registry()` is used by the pytest fixtures below and by ``tools/registry`` for people.
+`start_registry()` is used by the pytest fixtures (tests/registry_fixtures.py) and by ``tools/registry`` for people.
 `make_layout()` writes a small OCI layout with Python and `skopeo_push()` copies it in with
 skopeo, an independent client.
 """
@@ -32,9 +32,7 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -362,38 +360,6 @@ def push_test_image(reg: Registry, tmp: pathlib.Path, repo: str = "test/app",
     digests = make_layout(layout, layers, tag)
     skopeo_push(layout, reg, repo, tag)
     return PushedImage(repo, tag, digests, layers)
-
-
-# --- pytest fixtures ---------------------------------------------------------------------------
-
-def _registry_fixture(kind: str, tmp_path_factory: pytest.TempPathFactory,
-                      **kw: object) -> Iterator[Registry]:
-    reg = start_registry(kind, tmp_path_factory.mktemp(f"registry-{kind}"), **kw)
-    try:
-        yield reg
-    finally:
-        reg.stop()
-
-
-@pytest.fixture(scope="module")
-def anon_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    yield from _registry_fixture("anon", tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    yield from _registry_fixture("basic", tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    yield from _registry_fixture("token", tmp_path_factory)
-
-
-@pytest.fixture(scope="module", params=["anon", "basic", "token"])
-def any_registry(request: pytest.FixtureRequest,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    yield from _registry_fixture(request.param, tmp_path_factory)
 
 
 def kill_group(proc: subprocess.Popen) -> None:

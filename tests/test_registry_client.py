@@ -16,6 +16,9 @@ from registry_helpers import PASSWORD, USER, PushedImage, Registry, free_port, p
 from nydusfs.registry import RegistryError, open_source, open_target, parse_reference
 from nydusfs.registry.credentials import lookup
 
+# the registry fixtures (anon_registry, basic_registry, token_registry, any_registry)
+pytest_plugins = ["registry_fixtures"]
+
 # --- references and credentials (no server) ----------------------------------------------------
 
 

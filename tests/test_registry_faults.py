@@ -16,6 +16,9 @@ from registry_helpers import PushedImage, Registry, push_test_image, start_regis
 from nydusfs.registry import RegistryError, open_source
 from nydusfs.registry.source import RegistrySource
 
+# the registry fixtures (anon_registry, basic_registry, token_registry, any_registry)
+pytest_plugins = ["registry_fixtures"]
+
 
 @pytest.fixture(scope="module")
 def anon_image(anon_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> PushedImage:
@@ -133,7 +136,8 @@ def test_redirect_anonymous(proxy: FaultProxy, anon_image: PushedImage) -> None:
 # --- token registry: redirects without Authorization, expiry, GET/POST -----------------------
 
 @pytest.fixture(scope="module")
-def short_tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, PushedImage]]:
+def short_tokens(registry_tools: None, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[tuple[Registry, PushedImage]]:
     reg = start_registry("token", tmp_path_factory.mktemp("short"), token_ttl=4)
     try:
         yield reg, push_test_image(reg, tmp_path_factory.mktemp("img"))
@@ -199,7 +203,7 @@ def test_token_expiry_during_read_loop(token_proxy: FaultProxy,
         assert src.client.stats.blobs[digest].errors == 0
 
 
-def test_token_post_when_get_refused(tmp_path: pathlib.Path) -> None:
+def test_token_post_when_get_refused(registry_tools: None, tmp_path: pathlib.Path) -> None:
     reg = start_registry("token", tmp_path / "reg")
     try:
         img = push_test_image(reg, tmp_path, repo="post/only")   # skopeo asks with GET
@@ -213,7 +217,7 @@ def test_token_post_when_get_refused(tmp_path: pathlib.Path) -> None:
         reg.stop()
 
 
-def test_registry_down_then_back(tmp_path: pathlib.Path) -> None:
+def test_registry_down_then_back(registry_tools: None, tmp_path: pathlib.Path) -> None:
     """Reads fail with one error while the registry is down and work again, with the same
     source, once it is back."""
     reg = start_registry("anon", tmp_path / "reg")
