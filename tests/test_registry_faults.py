@@ -270,3 +270,37 @@ def test_push_retries(proxy: FaultProxy, anon_registry: Registry, anon_image: Pu
                    check=True, capture_output=True, timeout=120)
     for digest, layer in zip(anon_image.layer_digests, anon_image.layers, strict=True):
         assert (out / digest[7:]).read_bytes() == layer
+
+
+def test_eight_parallel_readers_through_faults(proxy: FaultProxy, anon_image: PushedImage,
+                                               tmp_path: pathlib.Path) -> None:
+    """8 threads reading random ranges through the cache while 5xx, 429 and cut bodies come
+    and go: every byte right, nothing fails."""
+    import random
+    import threading
+
+    layer, digest = anon_image.layers[0], anon_image.layer_digests[0]
+    with _open(proxy, anon_image, cache_dir=tmp_path / "cache") as src:
+        r = src.range_reader(digest)
+        proxy.fail(6, 500)
+        proxy.fail(4, 429, retry_after="0")
+        proxy.drop(6, after=30000)
+        errors: list[BaseException] = []
+
+        def reader(seed: int) -> None:
+            rnd = random.Random(seed)
+            try:
+                for _ in range(30):
+                    off = rnd.randrange(len(layer))
+                    n = rnd.randrange(1, 150000)
+                    assert r.pread(n, off) == layer[off:off + n]
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+        threads = [threading.Thread(target=reader, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors[0]
+        assert not proxy.rules, "every fault was met"
+        assert src.client.stats.blobs[digest].retries >= 16
