@@ -151,7 +151,7 @@ class RegistrySource(ImageSource):
         return data
 
     def open_blob(self, digest: str) -> BinaryIO:
-        return io.BufferedReader(BlobStream(self.client, digest), 1 << 20)  # type: ignore[return-value]
+        return io.BufferedReader(BlobStream(self.client, digest), 1 << 20)
 
     def blob_size(self, digest: str) -> int:
         size = self.client.head_blob(digest)
@@ -223,7 +223,7 @@ class RegistryTarget(ImageTarget):
                     raise RegistryError(f"{self.reference}: manifest {digest}: bytes do not match")
                 self.children.append((digest, data, media))
                 return
-            stream = io.BytesIO(data)  # type: ignore[assignment]
+            stream = io.BytesIO(data)
         if self.has_blob(digest):
             return
         if self.mount_from and self.client.mount_blob(digest, self.mount_from):
