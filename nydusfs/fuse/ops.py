@@ -1,9 +1,11 @@
 """The pyfuse3 request handlers: a read-only view of one `Image`.
 
 Metadata requests are answered from the reader directly in the trio thread (a lazily decoded
-mmap, no I/O). `read` runs in worker threads behind a capacity limiter, because it preads
-blobs and decompresses (zstd, lz4 and blake3 release the GIL, so readers run in parallel);
-only reads with little to decompress stay in the trio thread.
+mmap, no I/O). `read` preads
+blobs and decompresses in the trio thread too when that is at most INLINE_BYTES: a hop to a
+worker thread (GIL hand-over, two wake-ups) costs more CPU than decompressing a 1 MiB chunk,
+and on a busy machine each wake-up also waits for a CPU. Reads with more to decompress (images
+with large chunks) run in worker threads behind a capacity limiter.
 
 The image never changes while mounted, so entries, attributes and negative lookups are cached
 by the kernel for a long time and file pages survive between opens (keep_cache).
@@ -29,7 +31,7 @@ from .inodes import InodeMap
 TIMEOUT = 24 * 3600.0          # seconds the kernel may cache entries and attributes
 BLOCK = 4096
 NAME_MAX = 255
-INLINE_BYTES = 64 << 10        # decompression small enough to do in the trio thread
+INLINE_BYTES = 2 << 20         # decompression done in the trio thread (two 1 MiB chunks)
 ENTRY_CACHE = 1 << 17          # directory entries whose attributes are kept (~350 bytes each)
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
@@ -53,6 +55,7 @@ class Operations(pyfuse3.Operations):
         self.verify = verify
         self.debug = debug
         self.threads = threads
+        self.skip_open = False     # set once skipopen.install() put its shims in place
         self.faults = FaultLog()
         self.limiter: trio.CapacityLimiter | None = None
         # without EXPLICIT_UID_GID the image records no owners: show the daemon's, as nydusd
@@ -149,16 +152,19 @@ class Operations(pyfuse3.Operations):
         return [name for name, _ in self.image.xattrs(self._reader_ino(inode))]
 
     # --- directories -------------------------------------------------------------------------
+    # file handles are FUSE inode numbers: what skipopen's shims pass when OPEN is skipped
     @guarded
     async def opendir(self, inode: int, ctx: Any = None) -> int:
-        ino = self._reader_ino(inode)
-        if not self.image.inode(ino).is_dir:
+        if self.skip_open:
+            raise pyfuse3.FUSEError(errno.ENOSYS)   # the kernel stops sending OPENDIR
+        if not self.image.inode(self._reader_ino(inode)).is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        return ino
+        return inode
 
     @guarded
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         # offsets are positions in the immutable listing: '.', '..', then children by name
+        fh = self._reader_ino(fh)
         children = self.image.readdir(fh)
         for pos in range(start_id, len(children) + 2):
             if pos == 0:
@@ -177,6 +183,8 @@ class Operations(pyfuse3.Operations):
     # --- files -------------------------------------------------------------------------------
     @guarded
     async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
+        if self.skip_open:
+            raise pyfuse3.FUSEError(errno.ENOSYS)   # the kernel stops sending OPEN and RELEASE
         if flags & WRITE_FLAGS:
             raise _erofs()
         ino = self._reader_ino(inode)
@@ -185,18 +193,18 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         if not stat.S_ISREG(node.mode):
             raise pyfuse3.FUSEError(errno.ENXIO)
-        return pyfuse3.FileInfo(fh=ino, keep_cache=True)
+        return pyfuse3.FileInfo(fh=inode, keep_cache=True)
 
     @guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
+        fh = self._reader_ino(fh)
         if self._little_work(fh, off, size):
             return self.image.read(fh, off, size, self.verify)
         return await trio.to_thread.run_sync(self.image.read, fh, off, size, self.verify,
                                              limiter=self.limiter)
 
     def _little_work(self, ino: int, off: int, size: int) -> bool:
-        """At most INLINE_BYTES to decompress (small files, inline data, holes): cheaper here
-        than the ~0.1 ms round trip to a worker thread."""
+        """At most INLINE_BYTES to decompress: cheaper here than the round trip to a worker."""
         chunks = self.image.chunks(ino)
         if not chunks:      # inline data (copied whole by the reader) or a file of holes
             return self.image.inode(ino).size <= INLINE_BYTES
