@@ -67,8 +67,8 @@ def register(sub: Any) -> None:
                    help="memory for decompressed chunks, e.g. 64M (default 8M; 0 disables); "
                    "the kernel page cache keeps file data on top of it")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                   help="worker threads reading and decompressing chunks "
-                   "(default: the number of CPUs, at least 4)")
+                   help="worker threads for reads with more than 2 MiB to decompress, and "
+                   "prefetch (default: the number of CPUs, at least 4)")
     p.add_argument("--allow-other", action="store_true",
                    help="let other users access the mount (non-root needs user_allow_other "
                    "in /etc/fuse.conf); permissions still follow the image's modes")

@@ -52,13 +52,16 @@ def _symbols(path: str, wanted: set[str]) -> dict[str, int]:
         if sh[1] != 2:                       # SHT_SYMTAB
             continue
         strtab = sections[sh[6]]             # sh_link
-        str_off = strtab[4]
-        for pos in range(sh[4], sh[4] + sh[5], 24):
-            name_off, _, _, _, value, _ = struct.unpack_from("<IBBHQQ", data, pos)
-            end = data.index(b"\0", str_off + name_off)
-            name = data[str_off + name_off:end].decode("ascii", "replace")
-            if name in wanted:
-                out[name] = value
+        names = bytes(data[strtab[4]:strtab[4] + strtab[5]])
+        offsets = {}                         # string table offset -> name, for the wanted ones
+        for name in wanted:
+            at = names.find(b"\0" + name.encode() + b"\0")
+            if at >= 0:
+                offsets[at + 1] = name
+        symtab = data[sh[4]:sh[4] + sh[5] - sh[5] % 24]
+        for name_off, _, _, _, value, _ in struct.iter_unpack("<IBBHQQ", symtab):
+            if name_off in offsets:
+                out[offsets[name_off]] = value
     return out
 
 
