@@ -8,7 +8,6 @@ import os
 import pathlib
 
 import pytest
-
 from conftest import needs_root
 from corpus import pattern
 from mount_helpers import Built, ImageBuilder, Mounts

@@ -88,8 +88,8 @@ class RequestTrace:
             if kind == "send":
                 sent[req] = (ts, int(m[4]))
             elif req in sent:
-                t0, op = sent.pop(req)
-                per[OPCODES.get(op, str(op))].append((ts - t0, max(0, int(m[5]) - OUT_HEADER)))
+                t0, code = sent.pop(req)
+                per[OPCODES.get(code, str(code))].append((ts - t0, max(0, int(m[5]) - OUT_HEADER)))
         out: dict = {"lost_events": lost, "unanswered": len(sent), "ops": {}}
         for op, v in sorted(per.items(), key=lambda kv: -len(kv[1])):
             lat = sorted(x[0] for x in v)
@@ -115,6 +115,11 @@ def _size_class(n: int) -> str:
     return ">1M"
 
 
+def _status_field(status: str, name: str) -> int:
+    m = re.search(rf"^{name}:\s+(\d+)", status, re.MULTILINE)
+    return int(m[1]) if m else 0
+
+
 def process_stats(pid: int) -> dict:
     """Counters of a process and all its live threads (CPU and wait in seconds)."""
     run = wait = 0
@@ -128,8 +133,8 @@ def process_stats(pid: int) -> dict:
         threads += 1
         run += int(r)
         wait += int(w)
-        vol += int(re.search(r"voluntary_ctxt_switches:\s+(\d+)", status)[1])
-        invol += int(re.search(r"nonvoluntary_ctxt_switches:\s+(\d+)", status)[1])
+        vol += _status_field(status, "voluntary_ctxt_switches")
+        invol += _status_field(status, "nonvoluntary_ctxt_switches")
     fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     io = dict(line.split(": ") for line in pathlib.Path(f"/proc/{pid}/io").read_text().splitlines())
     return {"threads": threads, "cpu_s": run / 1e9, "runqueue_wait_s": wait / 1e9,

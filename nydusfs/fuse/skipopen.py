@@ -21,7 +21,7 @@ import ctypes
 import logging
 import os
 import struct
-from typing import Callable
+from typing import Any
 
 log = logging.getLogger("nydusfs.fuse")
 
@@ -98,13 +98,20 @@ def _word(addr: int) -> int:
     return ctypes.c_uint64.from_address(addr).value
 
 
-def _shim(original: int) -> Callable[..., None]:
+def _shim(original: int) -> Any:
     call = _READ_GIL(original)        # pyfuse3's callback expects the GIL held: keep it
 
     def shim(req: int, ino: int, size: int, off: int, fi: int) -> None:
         ctypes.c_uint64.from_address(fi + FI_FH_OFFSET).value = ino
         call(req, ino, size, off, fi)
     return _READ(shim)
+
+
+def _address(fn: Any) -> int:
+    address = ctypes.cast(fn, ctypes.c_void_p).value
+    if not address:
+        raise ValueError("callback without an address")
+    return address
 
 
 def install() -> bool:
@@ -151,5 +158,5 @@ def _install() -> bool:
     for op in ("read", "readdirplus"):
         shim = _shim(want[op])
         _installed.append(shim)
-        ctypes.c_uint64.from_address(table + OPS[op] * WORD).value = ctypes.cast(shim, ctypes.c_void_p).value
+        ctypes.c_uint64.from_address(table + OPS[op] * WORD).value = _address(shim)
     return True
