@@ -92,7 +92,8 @@ class Competitors:
             time.sleep(0.1)
 
     def describe(self) -> str:
-        return (f"{self.cpus} CPU loop(s), 1 reader streaming {self.io_file.stat().st_size >> 20} MiB "
+        mib = self.io_file.stat().st_size >> 20
+        return (f"{self.cpus} CPU loop(s), 1 reader streaming {mib} MiB "
                 f"through the page cache, {self.mem >> 20} MiB held")
 
     def stop(self) -> None:

@@ -93,6 +93,12 @@ class Operations(pyfuse3.Operations):
     def _reader_ino(self, fuse_ino: int) -> int:
         return self.inodes.to_reader(fuse_ino)
 
+    def _handle_ino(self, fh: int) -> int:
+        """Reader inode of a file handle (a FUSE inode number; 0 never is one)."""
+        if not fh:
+            raise pyfuse3.FUSEError(errno.EIO)
+        return self.inodes.to_reader(fh)
+
     # --- metadata ----------------------------------------------------------------------------
     @guarded
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
@@ -164,7 +170,7 @@ class Operations(pyfuse3.Operations):
     @guarded
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         # offsets are positions in the immutable listing: '.', '..', then children by name
-        fh = self._reader_ino(fh)
+        fh = self._handle_ino(fh)
         children = self.image.readdir(fh)
         for pos in range(start_id, len(children) + 2):
             if pos == 0:
@@ -197,7 +203,7 @@ class Operations(pyfuse3.Operations):
 
     @guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        fh = self._reader_ino(fh)
+        fh = self._handle_ino(fh)
         if self._little_work(fh, off, size):
             return self.image.read(fh, off, size, self.verify)
         return await trio.to_thread.run_sync(self.image.read, fh, off, size, self.verify,

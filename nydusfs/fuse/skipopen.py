@@ -8,9 +8,12 @@ use this. `install()` puts a small shim in front of pyfuse3's two C callbacks in
 libfuse session: it copies the request's inode into the file handle, then calls pyfuse3's
 callback unchanged. The handlers then receive the FUSE inode as file handle in both modes.
 
-The shim is installed only when everything checks out: pyfuse3's extension carries its
-symbol table, the session's operation table holds exactly pyfuse3's callbacks at the places
-libfuse's `struct fuse_lowlevel_ops` puts them (init, lookup, open, read, opendir,
+A handler that still sees file handle 0 (a fuse_file_info laid out differently than the shim
+assumes) answers EIO rather than guess: FUSE never hands out inode 0.
+
+The shim is installed only when everything checks out: libfuse 3, pyfuse3's extension carries
+its symbol table, the session's operation table holds exactly pyfuse3's callbacks at the
+places libfuse's `struct fuse_lowlevel_ops` puts them (init, lookup, open, read, opendir,
 readdirplus all compared), and every address read lies in a readable mapping. Otherwise
 nothing is changed and the server keeps answering OPEN/OPENDIR as before.
 """
@@ -46,7 +49,8 @@ def _symbols(path: str, wanted: set[str]) -> dict[str, int]:
         return {}
     shoff, = struct.unpack_from("<Q", data, 0x28)
     shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
-    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize)
+                for i in range(shnum)]
     out: dict[str, int] = {}
     for sh in sections:
         if sh[1] != 2:                       # SHT_SYMTAB
@@ -86,7 +90,8 @@ def _mappings() -> list[tuple[int, int, str, int, str]]:
         for line in f:
             parts = line.split(maxsplit=5)
             lo, hi = (int(x, 16) for x in parts[0].split("-"))
-            out.append((lo, hi, parts[1], int(parts[2], 16), parts[5].strip() if len(parts) > 5 else ""))
+            path = parts[5].strip() if len(parts) > 5 else ""
+            out.append((lo, hi, parts[1], int(parts[2], 16), path))
     return out
 
 
@@ -123,8 +128,18 @@ def install() -> bool:
         return False
 
 
+def _libfuse_major() -> int:
+    try:
+        return int(ctypes.CDLL("libfuse3.so.3").fuse_version()) // 100
+    except (OSError, AttributeError):
+        return 0
+
+
 def _install() -> bool:
     import pyfuse3
+    if _libfuse_major() != 3:          # struct fuse_file_info as the shim writes it
+        log.debug("open/opendir stay on: not libfuse 3")
+        return False
     path = os.path.realpath(pyfuse3.__file__)
     names = {f"__pyx_f_7pyfuse3_fuse_{op}": op for op in OPS}
     syms = _symbols(path, set(names) | {"__pyx_v_7pyfuse3_session"})
