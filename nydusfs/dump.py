@@ -14,7 +14,8 @@ docs/dump.md documents the JSON schema. In short, one object with
   chunks      {blob_index, blob_id, file_offset, compressed_offset, compressed_size,
                uncompressed_offset, uncompressed_size, index, digest (hex), flags,
                flags_decoded, crc32}
-  verify      {failures: [{path, file_offset, blob_index, index, error}]} (with --verify)
+  verify      {failures: [{path, file_offset, blob_index, index, error}]} (with --verify;
+              null fields where a failure concerns a whole file or the whole image)
 Numbers are integers (mode is st_mode with type bits, rdev a Linux dev_t); names and paths are
 strings decoded with os.fsdecode (undecodable bytes become surrogate escapes).
 """
@@ -27,6 +28,7 @@ from typing import Any, Iterator
 from .format.flags import BlobFeatures, ChunkFlags, SuperFlags, flag_names
 from .format.v5 import ChunkInfo, V5Inode
 from .reader import Image, file_kind
+from .reader.chunkmap import ImageChunks, chunk_identity, file_problem
 
 
 def _plain(value: Any) -> Any:
@@ -150,23 +152,47 @@ def header(image: Image) -> dict[str, Any]:
 
 
 def verify(image: Image, only: tuple[bytes, int] | None = None) -> Iterator[dict[str, Any]]:
-    """Read every distinct chunk through the blob store (or those of `only`, a (path, ino));
-    yield one failure dict per chunk that does not read, decompress or match its digest."""
+    """Check every chunk (or those of `only`, a (path, ino)); yield one failure dict per problem.
+
+    Each file's chunk map must tile the file as the format requires (reader/chunkmap.py); every
+    distinct chunk - by its whole identity, not its offset, so two records of one compressed
+    range with different digests are both checked - must read, decompress and match its own
+    digest; across the image, one (blob, index) must describe one chunk and distinct chunks
+    must not overlap in their blob."""
     from .errors import NydusfsError
 
     assert image.blob_store is not None, "open_image attaches a blob store"
-    seen: set[tuple[int, int]] = set()
+    seen: set[tuple[object, ...]] = set()
+    whole = ImageChunks(image)
     for path, ino in (image.walk() if only is None else [only]):
         n = image.inode(ino)
         if not n.is_reg:
             continue
-        for c in image.chunks(ino):
-            key = (c.blob_index, c.compressed_offset)
+        try:
+            chunks = image.chunks(ino)
+            problem = file_problem(image, ino)
+        except NydusfsError as e:
+            yield _failure(path, None, str(e))
+            continue
+        if problem is not None:
+            yield _failure(path, problem[0], f"chunk map: {problem[1]}")
+        for c in chunks:
+            whole.add(path, c)
+            key = chunk_identity(c)
             if key in seen:
                 continue
             seen.add(key)
             try:
                 image.blob_store.load_chunk(c, verify=True)
             except NydusfsError as e:
-                yield {"path": os.fsdecode(path), "file_offset": c.file_offset,
-                       "blob_index": c.blob_index, "index": c.index, "error": str(e)}
+                yield _failure(path, c, str(e))
+    if only is None:
+        for path, c, message in whole.problems():
+            yield _failure(path, c, f"chunks: {message}")
+
+
+def _failure(path: bytes, c: ChunkInfo | None, error: str) -> dict[str, Any]:
+    return {"path": os.fsdecode(path) if path else None,
+            "file_offset": c.file_offset if c is not None else None,
+            "blob_index": c.blob_index if c is not None else None,
+            "index": c.index if c is not None else None, "error": error}

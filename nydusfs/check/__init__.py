@@ -20,7 +20,7 @@ from ..util.signals import main_thread_only
 from . import oracle
 from .compare import FIELDS, PRECISIONS, Difference, Entry, Options, compare, counts, flatten, show_bytes
 from .manifest import blob_differences
-from .sides import Hashing, walk_image, walk_tree
+from .sides import Hashing, chunk_differences, walk_image, walk_tree
 
 __all__ = ["CheckOptions", "CheckResult", "Difference", "run_check", "parse_ignore", "HOST_XATTRS"]
 
@@ -162,6 +162,7 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
             from .mount import mounted
 
             coarse = _coarse_mtime_paths(image)
+            extra.extend(chunk_differences(image))
             with mounted(opts.bootstrap, opts.blob_dirs) as mnt:
                 found, problems = walk_tree(mnt, hashing, HASH)
                 if hashing is not None:

@@ -14,7 +14,7 @@ from .oracle import Node
 
 # every kind of difference, in report order
 FIELDS = ("missing", "extra", "type", "mode", "uid", "gid", "size", "content", "symlink", "rdev",
-          "nlink", "hardlink", "xattr", "mtime", "entries", "blob")
+          "nlink", "hardlink", "xattr", "mtime", "entries", "chunks", "blob")
 PRECISIONS = {"s": 1_000_000_000, "us": 1_000, "ns": 1}
 
 

@@ -16,6 +16,7 @@ from typing import Callable
 from ..errors import NydusfsError
 from ..format.blob import new_hasher
 from ..reader import Image, file_kind
+from ..reader.chunkmap import ImageChunks, file_problem
 from .compare import Difference, Entry
 from .oracle import FS_KINDS, READ, hash_file
 
@@ -54,14 +55,15 @@ class Hashing:
 # --- a Nydus image through the reader -------------------------------------------------------------
 
 def image_digest(image: Image, ino: int, size: int, algo: str) -> bytes | str:
-    """Digest of the file's bytes read chunk by chunk; a chunk that cannot be read makes the
-    content 'unreadable' (a difference, not an error)."""
+    """Digest of the file's bytes read chunk by chunk, each chunk checked against its own
+    digest; a chunk that cannot be read or does not verify makes the content 'unreadable'
+    (a difference, not an error)."""
     h = new_hasher(algo)
     step = image.chunk_size or READ
     off = 0
     try:
         while off < size:
-            data = image.read(ino, off, step, verify=False)
+            data = image.read(ino, off, step, verify=True)
             if not data:
                 return f"short read at offset {off} of {size}"
             h.update(data)
@@ -71,10 +73,49 @@ def image_digest(image: Image, ino: int, size: int, algo: str) -> bytes | str:
     return h.digest()
 
 
+CHUNKS_EXPECTED = "chunks that tile the file and agree with the blob table and each other"
+
+
+class ChunkAudit:
+    """The structural claims of the image's chunk records (reader/chunkmap.py), as 'chunks'
+    differences: per file, and across the whole image once every file was added."""
+
+    def __init__(self, image: Image) -> None:
+        self.image = image
+        self.whole = ImageChunks(image)
+        self.found: list[Difference] = []
+
+    def file(self, path: bytes, ino: int) -> None:
+        try:
+            chunks = self.image.chunks(ino)
+            problem = file_problem(self.image, ino)
+        except NydusfsError as e:
+            self.found.append(Difference(path, "chunks", CHUNKS_EXPECTED, str(e)))
+            return
+        if problem is not None:
+            self.found.append(Difference(path, "chunks", CHUNKS_EXPECTED, problem[1]))
+        for c in chunks:
+            self.whole.add(path, c)
+
+    def differences(self) -> list[Difference]:
+        return self.found + [Difference(path, "chunks", CHUNKS_EXPECTED, message)
+                             for path, _, message in self.whole.problems()]
+
+
+def chunk_differences(image: Image) -> list[Difference]:
+    """The 'chunks' differences of every regular file of the image."""
+    audit = ChunkAudit(image)
+    for path, ino in image.walk():
+        if image.inode(ino).is_reg:
+            audit.file(path, ino)
+    return audit.differences()
+
+
 def walk_image(image: Image, hashing: Hashing | None,
                algo: str = "blake3") -> tuple[dict[bytes, Entry], list[Difference]]:
     entries: dict[bytes, Entry] = {}
     problems: list[Difference] = []
+    audit = ChunkAudit(image)
     for path, ino in image.walk():
         node = image.inode(ino)
         kind = file_kind(node.mode)
@@ -89,6 +130,7 @@ def walk_image(image: Image, hashing: Hashing | None,
             e.link = ("image", image.link_key(ino))
         if kind == "file":
             e.size = node.size
+            audit.file(path, ino)
             if hashing is not None:
                 size = node.size
                 hashing.submit(e.link, functools.partial(image_digest, image, ino, size, algo), size)
@@ -98,6 +140,7 @@ def walk_image(image: Image, hashing: Hashing | None,
         elif kind in ("char", "block"):
             e.rdev = (os.major(node.rdev), os.minor(node.rdev))
         entries[path] = e
+    problems.extend(audit.differences())
     return entries, problems
 
 

@@ -22,6 +22,11 @@ the mount does not come up. Stop it with `nydusfs umount MOUNTPOINT`, or send SI
 pid in the pid file: the server unmounts on its way out. With --foreground the command stays
 attached, logs to stderr and unmounts on Ctrl-C or SIGTERM.
 
+Every chunk is checked against its own digest when it is read from its blob (a chunk that does
+not match, or that records no digest, reads as EIO), and a file whose chunk records do not tile
+it as the format requires reads as EIO whatever the options; --no-verify skips only the digest
+check. --verify-chunks, once the switch that turned checking on, is accepted and changes nothing.
+
 Mount options: ro, default_permissions (the kernel checks the image's modes), nosuid and
 nodev (see --suid, --dev), fsname=nydusfs:<bootstrap name>, type fuse.nydusfs. Writes fail
 with EROFS. A missing or corrupt blob makes reads of the files that use it fail with EIO
@@ -60,9 +65,11 @@ def register(sub: Any) -> None:
                    help="stay attached, log to stderr, unmount on Ctrl-C/SIGTERM")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                    help="debug logging: every request, tracebacks of failed requests")
-    p.add_argument("--verify-chunks", action="store_true",
-                   help="check every chunk read against its digest (a mismatch reads as EIO); "
-                   "default: off, as nydusd")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="serve chunks without checking them against their digests, as nydusd "
+                   "does (default: every chunk is checked once, when it enters the chunk cache; "
+                   "a mismatch reads as EIO)")
+    p.add_argument("--verify-chunks", action="store_true", help=argparse.SUPPRESS)  # the old default-off switch
     p.add_argument("--cache-size", type=parse_size, default=None, metavar="N",
                    help="memory for decompressed chunks, e.g. 64M (default 8M; 0 disables); "
                    "the kernel page cache keeps file data on top of it")
@@ -104,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         blob_dirs=[os.path.abspath(d) for d in args.blob_dir],
         foreground=args.foreground,
         debug=bool(getattr(args, "debug", False)),
-        verify=args.verify_chunks,
+        verify=args.verify,
         cache_bytes=DEFAULT_CACHE_BYTES if args.cache_size is None else args.cache_size,
         allow_other=args.allow_other,
         suid=args.suid,

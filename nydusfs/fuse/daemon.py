@@ -40,7 +40,7 @@ class MountConfig:
     blob_dirs: list[str] = dataclasses.field(default_factory=list)
     foreground: bool = False
     debug: bool = False
-    verify: bool = False
+    verify: bool = True        # chunk digests checked as chunks enter the cache
     cache_bytes: int = DEFAULT_CACHE_BYTES
     threads: int = max(4, os.cpu_count() or 1)
     allow_other: bool = False

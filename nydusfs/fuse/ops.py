@@ -47,7 +47,7 @@ def _erofs() -> pyfuse3.FUSEError:
 class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
 
-    def __init__(self, image: Any, *, verify: bool = False, threads: int = 8,
+    def __init__(self, image: Any, *, verify: bool = True, threads: int = 8,
                  debug: bool = False) -> None:
         super().__init__()
         self.image = image

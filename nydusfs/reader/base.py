@@ -20,6 +20,7 @@ from ..errors import FormatError, InvalidInodeError, NotADirError, NotFoundError
 from ..format.layer import LayerLayout
 from ..format.record import Record
 from ..format.v5 import ChunkInfo
+from .chunkmap import file_problem
 from .model import BlobInfo, Inode, Region
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ class Image(abc.ABC):
         self.inode = functools.lru_cache(maxsize=65536)(self._load_inode)
         self.readdir = functools.lru_cache(maxsize=4096)(self._load_children)
         self.chunks = functools.lru_cache(maxsize=4096)(self._load_chunks)
+        self.chunk_map_problem = functools.lru_cache(maxsize=4096)(self._chunk_map_problem)
         try:
             self._open(stem)
         except FormatError as e:
@@ -217,6 +219,12 @@ class Image(abc.ABC):
         if flat is not None:
             return flat[offset:end]
         chunks = self.chunks(ino)
+        problem = self.chunk_map_problem(ino)
+        if problem is not None:
+            # a chunk map the format does not allow would serve wrong bytes: refuse the file
+            raise FormatError(f"RAFS chunk map of inode {ino}", offset=node.offset,
+                              expected="chunks that tile the file as the format requires",
+                              found=problem)
         out = []
         pos = offset
         i = max(0, bisect.bisect_right(chunks, pos, key=_file_offset) - 1)
@@ -236,6 +244,10 @@ class Image(abc.ABC):
             pos = stop
         return b"".join(out)
 
+    def _chunk_map_problem(self, ino: int) -> str | None:
+        found = file_problem(self, ino)
+        return None if found is None else found[1]
+
     def chunk_data(self, chunk: ChunkInfo, verify: bool = True) -> bytes:
         if self.blob_store is None:
             raise NotFoundError(f"{self.name}: no blob store attached")
@@ -254,7 +266,7 @@ class Image(abc.ABC):
         return (total + 4095) // 4096, self.inode_count
 
     def close(self) -> None:
-        for cache in (self.inode, self.readdir, self.chunks):
+        for cache in (self.inode, self.readdir, self.chunks, self.chunk_map_problem):
             cache.cache_clear()
         if self.blob_store is not None:
             self.blob_store.close()

@@ -1,5 +1,8 @@
 """Blob store: finds blob files, reads chunks with os.pread, decompresses, verifies, caches.
 
+Verification checks every chunk against its own digest: a zeroed digest is compared like any
+other, and a chunk whose metadata records none (`NoDigestChunk`) fails.
+
 Thread-safe: file descriptors are opened once and only used with pread (no shared seek
 position); the decompressed-chunk cache is an LRU bounded in bytes, guarded by a lock.
 """
@@ -17,6 +20,7 @@ from ..format.blob import (BLOB_META_HEADER_SIZE, BLOB_META_MAGIC, COMPRESSOR_NA
                            decompress, digest)
 from ..format.flags import BlobFeatures, ChunkFlags
 from ..format.v5 import ChunkInfo
+from .chunkmap import NoDigestChunk, chunk_identity
 from .model import BlobInfo
 
 DEFAULT_CACHE_BYTES = 64 << 20
@@ -40,7 +44,8 @@ class BlobStore:
         self.files = dict(files or {})
         self._fds: dict[int, int] = {}
         self._lock = threading.Lock()
-        self._cache: collections.OrderedDict[tuple[int, int], bytes] = collections.OrderedDict()
+        # chunk identity -> (bytes, checked against the digest)
+        self._cache: collections.OrderedDict[tuple[object, ...], tuple[bytes, bool]] = collections.OrderedDict()
         self._cache_used = 0
         self.cache_bytes = cache_bytes
         self._ci_tables: dict[int, list[ChunkInfo] | None] = {}
@@ -108,20 +113,26 @@ class BlobStore:
 
     # --- chunks ---------------------------------------------------------------------------
     def chunk_data(self, chunk: ChunkInfo, verify: bool = True) -> bytes:
-        key = (chunk.blob_index, chunk.compressed_offset)
+        """A chunk's bytes through the LRU, keyed by everything that identifies them (two records
+        naming one compressed range with different digests are two entries). Verified chunks
+        are checked once, when they enter the cache."""
+        key = chunk_identity(chunk)
         with self._lock:
-            data = self._cache.get(key)
-            if data is not None:
+            hit = self._cache.get(key)
+            if hit is not None and (hit[1] or not verify):
                 self._cache.move_to_end(key)
-                return data
+                return hit[0]
         data = self.load_chunk(chunk, verify)
         with self._lock:
-            if key not in self._cache and len(data) <= self.cache_bytes:
-                self._cache[key] = data
+            old = self._cache.pop(key, None)
+            if old is not None:
+                self._cache_used -= len(old[0])
+            if len(data) <= self.cache_bytes:
+                self._cache[key] = (data, verify)
                 self._cache_used += len(data)
                 while self._cache_used > self.cache_bytes:
-                    _, old = self._cache.popitem(last=False)
-                    self._cache_used -= len(old)
+                    _, (dropped, _) = self._cache.popitem(last=False)
+                    self._cache_used -= len(dropped)
         return data
 
     def load_chunk(self, chunk: ChunkInfo, verify: bool = True) -> bytes:
@@ -153,7 +164,12 @@ class BlobStore:
                             offset=chunk.compressed_offset)
         else:
             data = raw
-        if verify and any(chunk.block_id):
+        if verify:
+            if isinstance(chunk, NoDigestChunk):
+                raise BlobError(blob.blob_id, "the image records no digest for this chunk, so its "
+                                "bytes cannot be verified (reading without verification serves "
+                                "them)", chunk=chunk.index, offset=chunk.compressed_offset)
+            # a zeroed digest is a digest like any other: the bytes must match it
             got = digest(data, blob.digester)
             if got != chunk.block_id:
                 raise BlobError(blob.blob_id, f"{blob.digester} digest mismatch: expected "
@@ -205,8 +221,9 @@ class BlobStore:
             else:
                 coff, csize, uoff, usize = decode_ci_v1(raw, i * unit)
                 cflag = ChunkFlags.COMPRESSED if csize != usize else 0
+            kind = ChunkInfo if digests else NoDigestChunk
             block_id = digests[i * 32:(i + 1) * 32] if digests else bytes(32)
-            out.append(ChunkInfo(block_id, index, int(cflag), csize, usize, coff, uoff, 0, i, 0))
+            out.append(kind(block_id, index, int(cflag), csize, usize, coff, uoff, 0, i, 0))
         return out
 
     def _digest_array(self, index: int) -> bytes:

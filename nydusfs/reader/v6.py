@@ -16,6 +16,7 @@ from ..format.v5 import CHUNK_INFO_SIZE, ChunkInfo
 from ..format.v6 import (ChunkAddr, DeviceSlot, ErofsSuperBlock, InodeCompact, InodeExtended,
                          V6BlobEntry, V6SuperBlockExt)
 from .base import Image, names_file
+from .chunkmap import NoDigestChunk
 from .model import MARK_IMPLICIT_DIR, BlobInfo, Inode, Region, decode_mark, dev_from_disk, stem_owners
 
 
@@ -307,8 +308,8 @@ class ImageV6(Image):
                               found=a.blob_index)
         if self.tarfs:
             off = a.blkaddr * self.bs
-            return ChunkInfo(bytes(32), a.blob_index, 0, length, length, off, off, file_offset,
-                             a.ci_index, 0)
+            return NoDigestChunk(bytes(32), a.blob_index, 0, length, length, off, off, file_offset,
+                                 a.ci_index, 0)
         pos = self._table().get((a.blob_index, a.ci_index))
         if pos is not None:
             # decode with this file's offset in place (dataclasses.replace costs more than
@@ -316,13 +317,16 @@ class ImageV6(Image):
             fields = list(ChunkInfo._struct.unpack_from(self.buf, pos))
             fields[_FILE_OFFSET] = file_offset
             return ChunkInfo(*fields)
-        if self.blob_store is not None:
+        # the blob meta stands in only for a bootstrap without a chunk table: a table that lacks
+        # the entry (or names another blob in it) is a lie the reader must not paper over
+        if self.blob_store is not None and not self.ext.s_chunk_table_size:
             found = self.blob_store.ci_entry(a.blob_index, a.ci_index)
             if found is not None:
                 return found.replace(file_offset=file_offset)
         raise FormatError("RAFS v6 chunk table", field="index", offset=self.ext.s_chunk_table_offset,
                           expected=f"an entry for blob {a.blob_index} chunk {a.ci_index}",
-                          found="none", hint="no chunk table entry and no blob meta to fall back on")
+                          found="none", hint="the chunk table has no such entry" if self.ext.s_chunk_table_size
+                          else "no chunk table entry and no blob meta to fall back on")
 
     # --- dump support ---------------------------------------------------------------------
     def keeps_mtime(self, ino: int) -> bool:

@@ -1,0 +1,188 @@
+"""What a chunk map must satisfy before its bytes can be trusted, checked against the rest of
+the image.
+
+Digests prove that a chunk's bytes are the bytes its record names; they cannot prove that the
+records place those bytes where they belong. `file_problem` checks one file's chunk list (the
+read path refuses a file that fails it), `ImageChunks` the chunks of a whole image against each
+other (dump --verify and check).
+
+Holes: RAFS v5 places chunk i at file offset i * chunk_size and every chunk but the last is
+chunk_size long, unless the inode has the HAS_HOLE flag (then chunks may skip slots, which read
+as zeros; no upstream builder sets it). RAFS v6 has one chunk index per chunk_size slot and
+nydus never writes the EROFS null address, so a v6 file has no holes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+from ..format.blob import digest
+from ..format.flags import BlobFeatures, ChunkFlags, InodeFlagsV5
+from ..format.v5 import ChunkInfo
+
+if TYPE_CHECKING:
+    from .base import Image
+
+V6_DATA_ALIGN = 4096        # RAFS v6 places chunks at 4 KiB-aligned uncompressed offsets
+
+
+class NoDigestChunk(ChunkInfo):
+    """A chunk whose metadata records no digest (RAFS v6 tarfs, or blob meta without a digest
+    array); `block_id` is zeros only because the record needs a value. Verification refuses it:
+    its bytes cannot be checked."""
+
+    __slots__ = ()
+
+
+def chunk_identity(c: ChunkInfo) -> tuple[int, int, int, int, bytes, bool, bool]:
+    """Everything that determines a chunk's bytes and how they are checked: caches and the
+    verifier key on this, never on the offset alone."""
+    return (c.blob_index, c.compressed_offset, c.compressed_size, c.uncompressed_size, c.block_id,
+            bool(c.flags & ChunkFlags.COMPRESSED), isinstance(c, NoDigestChunk))
+
+
+def chunk_problem(image: "Image", c: ChunkInfo) -> str | None:
+    """A chunk record that contradicts the blob table or the superblock."""
+    if not 0 <= c.blob_index < len(image.blobs):
+        return f"blob_index {c.blob_index} is outside the blob table ({len(image.blobs)} blobs)"
+    if getattr(image, "tarfs", False):
+        return None     # synthesized from the inode's block addresses: nothing recorded to lie
+    blob = image.blobs[c.blob_index]
+    if not 0 < c.uncompressed_size <= image.chunk_size:
+        return f"uncompressed_size {c.uncompressed_size} is outside 1..{image.chunk_size} (the chunk size)"
+    if c.compressed_size == 0:
+        return "compressed_size is 0"
+    compressed = bool(c.flags & ChunkFlags.COMPRESSED)
+    if compressed and blob.compressor == "none":
+        return "flags say COMPRESSED but the blob's compressor is none"
+    if not compressed and c.compressed_size != c.uncompressed_size:
+        return (f"flags say not compressed but compressed_size {c.compressed_size} differs from "
+                f"uncompressed_size {c.uncompressed_size}")
+    if blob.uncompressed_size and c.uncompressed_offset + c.uncompressed_size > blob.uncompressed_size:
+        return (f"uncompressed range {c.uncompressed_offset}+{c.uncompressed_size} ends past the "
+                f"blob's uncompressed size {blob.uncompressed_size}")
+    if image.version == 6 and c.uncompressed_offset % V6_DATA_ALIGN:
+        return f"uncompressed_offset {c.uncompressed_offset} is not 4 KiB aligned (RAFS v6)"
+    if blob.chunk_count and c.index >= blob.chunk_count:
+        return f"index {c.index} is not below the blob's chunk_count {blob.chunk_count}"
+    return None
+
+
+def file_problem(image: "Image", ino: int) -> tuple[ChunkInfo | None, str] | None:
+    """(offending chunk or None, message) when the chunk map of regular file `ino` is not one
+    the format allows for its size; None when it is."""
+    node = image.inode(ino)
+    chunks = image.chunks(ino)
+    size, cs = node.size, image.chunk_size
+    holes = image.version == 5 and bool(node.record.i_flags & InodeFlagsV5.HAS_HOLE)
+    if getattr(image, "tarfs", False):
+        holes = False
+    pos = 0
+    seen: dict[tuple[int, str, int], ChunkInfo] = {}
+    ranges: list[tuple[int, int, int]] = []     # (blob, uncompressed start, end) per distinct chunk
+    for i, c in enumerate(chunks):
+        what = f"chunk {i} (blob {c.blob_index} index {c.index})"
+        bad = chunk_problem(image, c)
+        if bad:
+            return c, f"{what}: {bad}"
+        if c.file_offset < pos:
+            return c, (f"{what}: file_offset {c.file_offset} lies before the end of the previous "
+                       f"chunk ({pos}): chunks unsorted or overlapping")
+        end = c.file_offset + c.uncompressed_size
+        if end > size:
+            return c, f"{what}: file range {c.file_offset}+{c.uncompressed_size} ends past the file size {size}"
+        if not holes and not getattr(image, "tarfs", False):
+            if c.file_offset != i * cs:
+                return c, f"{what}: file_offset {c.file_offset}, expected {i * cs} (chunk {i} of {cs} bytes)"
+            if c.uncompressed_size != min(cs, size - c.file_offset):
+                return c, (f"{what}: uncompressed_size {c.uncompressed_size}, expected "
+                           f"{min(cs, size - c.file_offset)} for file offset {c.file_offset} of {size}")
+        key = _name(image, c)
+        first = seen.get(key)
+        if first is None:
+            seen[key] = c
+            ranges.append((c.blob_index, c.uncompressed_offset, c.uncompressed_offset + c.uncompressed_size))
+        elif _differs(first, c):
+            return c, f"{what}: the same chunk ({key[1]} {key[2]}) is described differently earlier in the file"
+        pos = end
+    if not holes and pos != size:
+        return None, f"the chunks cover {pos} of {size} bytes"
+    if image.version == 5:
+        # RAFS v5 keeps a digest of the file's chunk digests: chunks reordered, swapped for other
+        # chunks of the blob or edited show here even where each one matches its own digest
+        want = node.record.i_digest
+        if want != digest(b"".join(c.block_id for c in chunks), image.digester):
+            return None, "i_digest does not match the digest of the chunk digests"
+    ranges.sort()
+    for (b1, s1, e1), (b2, s2, e2) in zip(ranges, ranges[1:]):
+        if b1 == b2 and s2 < e1:
+            return None, (f"two chunks of blob {b1} overlap in the uncompressed blob: "
+                          f"{s1}..{e1} and {s2}..{e2}")
+    return None
+
+
+def show_path(path: bytes) -> str:
+    """A path from the image inside a message: every non-printable or non-ASCII byte escaped."""
+    return repr(path)[2:-1]
+
+
+def _name(image: "Image", c: ChunkInfo) -> tuple[int, str, int]:
+    """What names one chunk of a blob: its index, where the blob table says how many chunks
+    the blob has; else (pre-2021 RAFS v5, which left `index` 0) its compressed offset."""
+    blob = image.blobs[c.blob_index] if 0 <= c.blob_index < len(image.blobs) else None
+    if blob is not None and blob.chunk_count:
+        return (c.blob_index, "index", c.index)
+    return (c.blob_index, "offset", c.compressed_offset)
+
+
+def _signature(c: ChunkInfo) -> tuple[object, ...]:
+    return (c.block_id, c.flags, c.compressed_offset, c.compressed_size, c.uncompressed_offset,
+            c.uncompressed_size)
+
+
+def _differs(a: ChunkInfo, b: ChunkInfo) -> bool:
+    return _signature(a) != _signature(b)
+
+
+class ImageChunks:
+    """Chunks of a whole image checked against each other: a (blob, index) names one chunk, and
+    distinct chunks of a blob occupy disjoint compressed and uncompressed ranges."""
+
+    def __init__(self, image: "Image") -> None:
+        self.image = image
+        self._first: dict[tuple[int, str, int], tuple[bytes, tuple[object, ...]]] = {}
+        self._problems: list[tuple[bytes, ChunkInfo | None, str]] = []
+
+    def add(self, path: bytes, c: ChunkInfo) -> None:
+        key = _name(self.image, c)
+        sig = _signature(c)
+        first = self._first.get(key)
+        if first is None:
+            self._first[key] = (path, sig)
+        elif first[1] != sig:
+            self._problems.append((path, c, (
+                f"chunk {key[1]} {key[2]} of blob {c.blob_index} is described differently here "
+                f"and at {show_path(first[0])}")))
+
+    def problems(self) -> Iterator[tuple[bytes, ChunkInfo | None, str]]:
+        yield from self._problems
+        blobs = self.image.blobs
+        by_blob: dict[int, list[tuple[int, bytes, int, int, int, int]]] = {}
+        for (b, _, index), (path, sig) in self._first.items():
+            if not 0 <= b < len(blobs) or blobs[b].features & (BlobFeatures.ZRAN | BlobFeatures.BATCH):
+                continue    # reported per chunk / not supported: several chunks share a stream
+            _, _, coff, csize, uoff, usize = sig
+            by_blob.setdefault(b, []).append((index, path, coff, csize, uoff, usize))  # type: ignore[arg-type]
+        for b, entries in by_blob.items():
+            for name, start in (("compressed", 2), ("uncompressed", 4)):
+                spans = sorted((e[start], e[start + 1], e[0], e[1]) for e in entries)
+                for (s1, n1, i1, _), (s2, n2, i2, p2) in zip(spans, spans[1:]):
+                    if s2 < s1 + n1:
+                        yield p2, None, (f"chunks {i1} and {i2} of blob {b} overlap in the {name} "
+                                         f"blob: {s1}+{n1} and {s2}+{n2}")
+        table = getattr(self.image, "chunk_table", None)
+        if table is not None and self.image.version == 6:
+            for pos, c in table():
+                if not 0 <= c.blob_index < len(blobs):
+                    yield b"", None, (f"chunk table entry at offset {pos}: blob_index {c.blob_index} "
+                                      f"is outside the blob table ({len(blobs)} blobs)")
