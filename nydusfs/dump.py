@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from typing import Any, Iterator
 
+from .errors import NydusfsError
 from .format.flags import BlobFeatures, ChunkFlags, SuperFlags, flag_names
 from .format.v5 import ChunkInfo, V5Inode
 from .reader import Image, file_kind
@@ -108,7 +109,9 @@ def chunk(image: Image, c: ChunkInfo) -> dict[str, Any]:
     }
 
 
-def inode(image: Image, path: bytes, ino: int) -> dict[str, Any]:
+def inode(image: Image, path: bytes, ino: int, lenient: bool = False) -> dict[str, Any]:
+    """One inode as a dict. `lenient` (dump --verify): chunk records the reader cannot resolve
+    become `chunks_error` instead of an exception, and verify() reports them as failures."""
     n = image.inode(ino)
     d: dict[str, Any] = {
         "path": os.fsdecode(path), "ino": ino, "type": file_kind(n.mode), "mode": n.mode,
@@ -117,8 +120,15 @@ def inode(image: Image, path: bytes, ino: int) -> dict[str, Any]:
         "symlink": os.fsdecode(image.readlink(ino)) if n.is_symlink else None,
         "xattrs": {os.fsdecode(k): v.hex() for k, v in image.xattrs(ino)},
         "implicit": n.implicit,
-        "chunks": [chunk(image, c) for c in image.chunks(ino)] if n.is_reg else [],
+        "chunks": [],
     }
+    if n.is_reg:
+        try:
+            d["chunks"] = [chunk(image, c) for c in image.chunks(ino)]
+        except NydusfsError as e:
+            if not lenient:
+                raise
+            d["chunks_error"] = str(e)
     rec = n.record
     d["offset"] = n.offset
     if isinstance(rec, V5Inode):
@@ -131,9 +141,9 @@ def inode(image: Image, path: bytes, ino: int) -> dict[str, Any]:
     return d
 
 
-def inodes(image: Image) -> Iterator[dict[str, Any]]:
+def inodes(image: Image, lenient: bool = False) -> Iterator[dict[str, Any]]:
     for path, ino in image.walk():
-        yield inode(image, path, ino)
+        yield inode(image, path, ino, lenient)
 
 
 def tables(image: Image) -> list[dict[str, Any]]:
@@ -159,8 +169,6 @@ def verify(image: Image, only: tuple[bytes, int] | None = None) -> Iterator[dict
     range with different digests are both checked - must read, decompress and match its own
     digest; across the image, one (blob, index) must describe one chunk and distinct chunks
     must not overlap in their blob."""
-    from .errors import NydusfsError
-
     assert image.blob_store is not None, "open_image attaches a blob store"
     seen: set[tuple[object, ...]] = set()
     whole = ImageChunks(image)

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 def _json(image: Image, args: argparse.Namespace, out: IO[str]) -> int:
     if args.path:
         ino = image.resolve(args.path)
-        doc: dict[str, Any] = model.inode(image, os.fsencode(args.path), ino)
+        doc: dict[str, Any] = model.inode(image, os.fsencode(args.path), ino, args.verify)
         failures = 0
         if args.verify:
             bad = list(model.verify(image, (os.fsencode(args.path), ino)))
@@ -74,7 +74,7 @@ def _json(image: Image, args: argparse.Namespace, out: IO[str]) -> int:
     text = json.dumps(head, indent=1)
     out.write(text[:-2] + ',\n "inodes": [')  # stream the inodes into the same object
     first = True
-    for node in model.inodes(image):
+    for node in model.inodes(image, args.verify):
         if args.no_chunks:
             node.pop("chunks")
         out.write(("\n  " if first else ",\n  ") + json.dumps(node, separators=(",", ":")))
@@ -125,7 +125,7 @@ def _tables(image: Image, args: argparse.Namespace, out: IO[str]) -> int:
     console = Console(file=out, width=200 if wide else None)
     if args.path:
         ino = image.resolve(args.path)
-        _one_inode(console, model.inode(image, os.fsencode(args.path), ino))
+        _one_inode(console, model.inode(image, os.fsencode(args.path), ino, args.verify))
         if not args.verify:
             return 0
         return _report_failures(console, list(model.verify(image, (os.fsencode(args.path), ino))))
@@ -197,7 +197,7 @@ def _inode_tables(console: Any, image: Image, args: argparse.Namespace) -> int:
     chunk_rows: list[tuple[str, dict[str, Any]]] = []
     table = None
     count = 0
-    for node in model.inodes(image):
+    for node in model.inodes(image, args.verify):
         if table is None:
             table = _table("Inodes" if count == 0 else None, INODE_COLUMNS, show_header=count == 0)
         rdev = f"{os.major(node['rdev'])}:{os.minor(node['rdev'])}" if node["rdev"] else ""
