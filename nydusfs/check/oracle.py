@@ -35,6 +35,7 @@ from typing import BinaryIO, Callable, Mapping
 from ..errors import LayerError
 from ..format.blob import new_hasher
 from ..util.streams import open_decompressed
+from .tarframe import TarFrame
 
 WHITEOUT = b".wh."
 OPAQUE = b".wh..wh..opq"
@@ -274,12 +275,14 @@ def read_tar(path: str, hash_algo: str | None = "blake3",
              tick: Callable[[int], None] = lambda n: None) -> Changeset:
     """Stream one layer tar (plain, gzip or zstd, detected by magic bytes) into a changeset."""
     cs = Changeset(path)
+    frame = TarFrame(path)          # the framing tarfile would forgive
     tf: tarfile.TarFile | None = None
     last: tarfile.TarInfo | None = None
     in_data = False
     try:
         with open(path, "rb") as raw:
-            fwd = _Forward(open_decompressed(io.BufferedReader(_Counting(raw, tick), READ)))  # type: ignore[type-var]
+            stream = open_decompressed(io.BufferedReader(_Counting(raw, tick), READ))  # type: ignore[type-var]
+            fwd = _Forward(frame.watch(stream))
             tf = tarfile.open(fileobj=fwd, mode="r:", encoding="utf-8", errors="surrogateescape")
             for last in tf:
                 in_data = True
@@ -295,6 +298,7 @@ def read_tar(path: str, hash_algo: str | None = "blake3",
                 if rest.count(0) != len(rest):
                     raise LayerError(path, "unreadable tar header, or data after the end of the "
                                      "archive", offset=end - tarfile.BLOCKSIZE)
+            frame.finish()
     except LayerError:
         raise
     except FileNotFoundError:
