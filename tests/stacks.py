@@ -274,6 +274,12 @@ class Reference:
         if target in own:
             where = self._resolve(target[:-1], "lookup")
             node = self.fs.get(where + target[-1:]) if where is not None else None
+        elif any(target[:i] in own and self.fs.get(target[:i]) is not None
+                 and self.fs[target[:i]].kind != "dir" for i in range(1, len(target))):
+            # through a symlink or file this layer has put there: linking follows the symlink
+            # as it is now, and fails below a file (ENOTDIR)
+            where = self._resolve(target[:-1], "lookup")
+            node = self.fs.get(where + target[-1:]) if where is not None else None
         else:
             now, self.fs = self.fs, before
             try:
@@ -551,12 +557,39 @@ def three_layers() -> Stack:
                  contents={"/a/x": b"x2", "/a/z": b"z1", "/d/h": b"h2", "/o/old1": b"1"})
 
 
+def hardlink_to_lower_then_dir_replaced() -> Stack:
+    """A link to a lower file made before the layer replaces the file's directory: the link
+    keeps the file (markers elsewhere in that directory do not hide it)."""
+    top = Layer().whiteout("d/g").hardlink("keep", "d/e/f").file("d", b"now a file")
+    return Stack([_lower_tree(), top], absent=("/d/e", "/d/g"), kinds={"/d": "file"},
+                 contents={"/keep": pattern(3 * CHUNK + 5, 7), "/d": b"now a file"})
+
+
+# Stacks every side must refuse: a hard link of a layer to a lower file that a whiteout of the
+# same layer removes, where the same layer then replaces the whiteout's directory (so the
+# marker leaves the layer's tree), or a link through a non-directory the layer put there.
+REFUSED: dict[str, Callable[[], list[Layer]]] = {
+    "marker-link-then-dir-replaced": lambda: [
+        _lower_tree(), Layer().whiteout("d/e/f").hardlink("back", "d/e/f").file("d", b"file")],
+    "link-marker-then-dir-replaced-by-symlink": lambda: [
+        _lower_tree(), Layer().hardlink("back", "d/g").whiteout("d/g").symlink("d", "a")],
+    "opaque-link-then-dir-replaced": lambda: [
+        _lower_tree(), Layer().opaque("o").hardlink("back", "o/old1").file("o", b"file")],
+    "dir-replaced-then-marker-then-link": lambda: [
+        _lower_tree(), Layer().file("d", b"file").whiteout("d/g").hardlink("back", "d/g")],
+    "dir-replaced-then-link-below-it": lambda: [
+        _lower_tree(), Layer().file("d", b"file").hardlink("back", "d/g")],
+    "marker-below-own-symlink-then-link": lambda: [
+        _lower_tree(), Layer().symlink("d", "a").whiteout("d/g").hardlink("back", "a/x").hardlink("back2", "d/g")],
+}
+
+
 STACKS: dict[str, Callable[[], Stack]] = {f.__name__: f for f in (
     whiteout_file, whiteout_tree, whiteout_nonexistent, opaque_before_siblings,
     opaque_after_siblings, opaque_implicit_dir, whiteout_recreate_same_layer, whiteout_then_readd,
     dir_over_dir, type_changes, implicit_parents, implicit_root, explicit_root, hardlinks_split,
     hardlinks_whiteout, hardlinks_to_lower_files, same_inode_numbers, duplicates, symlinked_parents, non_utf8_names,
-    lowest_layer_markers, specials_carried, three_layers)}
+    lowest_layer_markers, specials_carried, three_layers, hardlink_to_lower_then_dir_replaced)}
 
 
 def assert_facts(stack: Stack, snap: dict[bytes, Entry]) -> None:
@@ -571,7 +604,7 @@ def assert_facts(stack: Stack, snap: dict[bytes, Entry]) -> None:
         stack.check(snap)
 
 
-__all__ = ["Layer", "MTIME", "STACKS", "Stack", "build_layers", "build_bootstraps", "reference",
+__all__ = ["Layer", "MTIME", "STACKS", "REFUSED", "Stack", "build_layers", "build_bootstraps", "reference",
            "snapshot_image", "differences", "assert_facts", "Reference", "Refused", "CHUNK"]
 
 

@@ -20,8 +20,8 @@ from typing import Callable
 
 from ..errors import LayerError, ParentNotADirError
 from ..format import v6, whiteout
-from ..tree.node import LOWER_LINK_XATTR, Node, new_dir, split_path
-from ..tree.paths import LOOP, walk
+from ..tree.node import HIDDEN_MARKERS_XATTR, LOWER_LINK_XATTR, Node, new_dir, split_path
+from ..tree.paths import LOOP, MAX_SYMLINK_HOPS, walk
 from .tarstream import Entry
 TYPE_MODE = {
     b"0": stat.S_IFREG, b"\0": stat.S_IFREG, b"7": stat.S_IFREG, b"2": stat.S_IFLNK,
@@ -67,6 +67,7 @@ class LayerTree:
         self.root = new_dir(0o755, implicit=True)
         self.dropped_xattrs: dict[bytes, int] = {}
         self.lower_links: dict[bytes, Node] = {}
+        self.hidden_markers: list[bytes] = []     # see HIDDEN_MARKERS_XATTR
 
     # --- paths ----------------------------------------------------------------------------
     def _parent(self, parts: list[bytes], entry: Entry) -> Node:
@@ -102,16 +103,13 @@ class LayerTree:
             self._set_attrs(self.root, entry, xattrs)
             self.root.implicit = False
             return self.root
-        try:
-            parent = self._parent(parts, entry)
-        except ParentNotADirError:
-            if not parts[-1].startswith(whiteout.PREFIX):
-                raise
-            # a whiteout below a path this layer turned into a file: the file already hides
-            # everything the lower layers had there, so the marker has nothing left to do
-            self.warn(f"whiteout {os.fsdecode(entry.name)!r} sits below a non-directory of this "
-                      "layer; dropped (the lower entries are hidden by that file anyway)")
+        if parts[-1].startswith(whiteout.PREFIX) and self._below_non_directory(parts):
+            # a whiteout below a path this layer turned into a file or symlink: it acts on the
+            # lower layers only (before this layer's entries), so it is not placed where this
+            # layer's symlink leads but kept as it is written (HIDDEN_MARKERS_XATTR)
+            self.hidden_markers.append(b"/".join(parts))
             return None
+        parent = self._parent(parts, entry)
         name = parts[-1]
         assert parent.children is not None
         existing = parent.children.get(name)
@@ -119,11 +117,15 @@ class LayerTree:
             target_parts = clean_parts(entry.linkname, self.source, entry, "hard link target")
             target = self.lookup(target_parts)
             if target is None:
+                target_parts = self._link_path(entry, target_parts)
+                target = self.lookup(target_parts)
+            if target is None:
                 target = self._lower_link(entry, target_parts, xattrs)
             if target.is_dir:
                 raise LayerError(self.source, f"hard link to directory {entry.linkname[:200]!r}",
                                  member=entry.name, offset=entry.offset)
             if existing is not target:
+                self._hide_markers(parts, existing)
                 parent.children[name] = target
             return target
         if entry.type == b"5":
@@ -147,8 +149,70 @@ class LayerTree:
         elif entry.is_regular:
             node.size = entry.size
             node.chunks = chunks if chunks is not None else []
+        self._hide_markers(parts, existing)
         parent.children[name] = node
         return node
+
+    def _hide_markers(self, parts: list[bytes], replaced: Node | None) -> None:
+        """A directory replaced by a non-directory takes its whiteout markers with it: keep
+        their paths (HIDDEN_MARKERS_XATTR), they still act on the lower layers."""
+        if replaced is None or not replaced.is_dir:
+            return
+        stack: list[tuple[list[bytes], Node]] = [(parts, replaced)]
+        while stack:
+            path, d = stack.pop()
+            for name, child in (d.children or {}).items():
+                if name.startswith(whiteout.PREFIX):
+                    self.hidden_markers.append(b"/".join(path + [name]))
+                elif child.is_dir:
+                    stack.append((path + [name], child))
+
+    def _below_non_directory(self, parts: list[bytes]) -> bool:
+        node = self.root
+        for p in parts[:-1]:
+            node = (node.children or {}).get(p)  # type: ignore[assignment]
+            if node is None:
+                return False
+            if not node.is_dir:
+                return True
+        return False
+
+    def _link_path(self, entry: Entry, parts: list[bytes]) -> list[bytes]:
+        """The target of a hard link as linking in the unpacked layer finds it: symlinks of
+        this layer on the way are followed; below the first component the layer does not hold,
+        the path is the lower layers' (merge resolves it). A non-directory of this layer on the
+        way fails there (ENOTDIR), so it is an error."""
+        pending = list(parts[:-1])
+        resolved: list[bytes] = []
+        hops = 0
+        while pending:
+            name = pending.pop(0)
+            if name == b"..":
+                if resolved:
+                    resolved.pop()
+                continue
+            node = self.lookup(resolved + [name])
+            if node is None or node.is_dir:
+                resolved.append(name)
+            elif node.is_symlink:
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise LayerError(self.source, "too many levels of symbolic links in the hard "
+                                     "link target", member=entry.name, offset=entry.offset)
+                target = node.symlink or b""
+                if target.startswith(b"/"):
+                    resolved = []
+                pending = [p for p in target.split(b"/") if p and p != b"."] + pending
+            else:
+                raise LayerError(self.source, f"hard link to {entry.linkname[:200]!r}, below "
+                                 f"{b'/'.join(resolved + [name])[:200]!r}, which this layer made a "
+                                 "non-directory", member=entry.name, offset=entry.offset)
+        return resolved + parts[-1:]
+
+    def finish(self) -> None:
+        """After the last entry: markers that left the tree go into the root's private xattr."""
+        if self.hidden_markers:
+            self.root.xattrs[HIDDEN_MARKERS_XATTR] = b"\0".join(self.hidden_markers)
 
     def _lower_link(self, entry: Entry, target_parts: list[bytes], xattrs: dict[bytes, bytes]) -> Node:
         """A hard link to a file this layer does not hold: a placeholder that `merge` resolves

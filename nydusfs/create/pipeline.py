@@ -245,6 +245,7 @@ def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, outp
             entries += 1
             if progress and entries % 64 == 0:
                 progress(consumed(), total)
+        layer.finish()
         chunker.finish()
     except BaseException:
         chunker.close()

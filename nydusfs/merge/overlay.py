@@ -28,7 +28,7 @@ import os
 from ..errors import MergeError
 from ..format.choices import WhiteoutSpec
 from ..format.whiteout import OPAQUE, OVERLAY_OPAQUE_XATTR, PREFIX
-from ..tree.node import LOWER_LINK_XATTR, Node
+from ..tree.node import HIDDEN_MARKERS_XATTR, LOWER_LINK_XATTR, Node
 from ..tree.paths import walk
 from . import links
 
@@ -75,7 +75,7 @@ class Scan:
 
 
 def scan(upper: Node, rules: Rules) -> Scan:
-    markers: list[tuple[Path, int, bytes]] = []
+    markers = hidden_markers(upper, rules)
     placeholders: dict[int, Node] = {}
     stack: list[tuple[Node, Path]] = [(upper, ())]
     while stack:
@@ -89,6 +89,21 @@ def scan(upper: Node, rules: Rules) -> Scan:
             elif child.xattrs and LOWER_LINK_XATTR in child.xattrs:
                 placeholders[id(child)] = child
     return Scan(markers, list(placeholders.values()))
+
+
+def hidden_markers(upper: Node, rules: Rules) -> list[tuple[Path, int, bytes]]:
+    """Markers whose directory the layer itself replaced by a non-directory (create keeps them
+    in the root's HIDDEN_MARKERS_XATTR): gone from the tree, they still hide lower files, from
+    the layer's hard links too."""
+    raw = upper.xattrs.get(HIDDEN_MARKERS_XATTR) if rules.oci else None
+    out: list[tuple[Path, int, bytes]] = []
+    for item in raw.split(b"\0") if raw else ():
+        parts = tuple(p for p in item.split(b"/") if p)
+        if parts and parts[-1].startswith(PREFIX):
+            name = parts[-1]
+            out.append((parts[:-1], OPAQUE_ALL, b"") if name == OPAQUE
+                       else (parts[:-1], REMOVE, name[len(PREFIX):]))
+    return out
 
 
 def remove_whiteouts(root: Node, markers: list[tuple[Path, int, bytes]]) -> None:
@@ -191,9 +206,12 @@ def _only_markers(node: Node, rules: Rules) -> bool:
 
 
 def _xattrs(node: Node, rules: Rules) -> dict[bytes, bytes]:
-    """The overlayfs opaque mark is an instruction to the merge, not content."""
-    if rules.overlayfs and OVERLAY_OPAQUE_XATTR in node.xattrs:
-        return {k: v for k, v in node.xattrs.items() if k != OVERLAY_OPAQUE_XATTR}
+    """The overlayfs opaque mark and the hidden markers are instructions to the merge, not
+    content."""
+    drop = (OVERLAY_OPAQUE_XATTR,) if rules.overlayfs else ()
+    drop += (HIDDEN_MARKERS_XATTR,)
+    if any(k in node.xattrs for k in drop):
+        return {k: v for k, v in node.xattrs.items() if k not in drop}
     return node.xattrs
 
 

@@ -21,6 +21,12 @@ from ..util.modes import FileKind
 # as written in the tar), and `merge` turns it into a second name of the lower file.
 LOWER_LINK_XATTR = b"trusted.nydusfs.lowerlink"
 
+# Whiteout markers of a layer whose directory the same layer then replaced by a non-directory
+# cannot stay in the tree, yet they still hide lower files from the layer's hard links (OCI
+# applies a layer's whiteouts before its entries). `create` keeps their paths in this private
+# xattr of the layer's root (NUL-separated); `merge` applies them with the other markers.
+HIDDEN_MARKERS_XATTR = b"trusted.nydusfs.whiteouts"
+
 
 @dataclasses.dataclass(slots=True, eq=False)
 class Node(FileKind):
