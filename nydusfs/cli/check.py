@@ -20,7 +20,10 @@ Compare a Nydus image (bootstrap + blobs) with the OCI layers it was converted f
 layer; lowest first) are applied in memory with the OCI image-spec rules (whiteouts, opaque
 directories, hard links...), independently of nydusfs merge, and every path is compared:
 presence, type, mode (with setuid/setgid/sticky), uid, gid, size, content digest, symlink
-target, device numbers, nlink, hard-link groups, xattrs (bytes) and mtime.
+target, device numbers, nlink, hard-link groups, xattrs (bytes) and mtime. Every chunk read is
+checked against its own digest, and the chunk records against the format and each other
+(`chunks` differences: chunks that do not tile their file, overlap, or contradict the blob
+table). A layer that is not a well-formed tar is refused, as create refuses it.
 
 By default the image is read through nydusfs's reader; --through-mount mounts it with nydusfs's
 FUSE filesystem and compares what the kernel shows; --mounted DIR compares any mounted tree

@@ -39,7 +39,8 @@ def register(sub: Any) -> None:
     p.add_argument("--path", metavar="P", help="show only the inode at absolute path P, in full")
     p.add_argument("--no-chunks", action="store_true", help="leave out the per-file chunk tables")
     p.add_argument("--verify", action="store_true",
-                   help="read every chunk through the blobs and check its digest; exit 1 on failures")
+                   help="read every chunk through the blobs and check it against its own digest, and "
+                   "the chunk records against the format and each other; exit 1 on failures")
     p.set_defaults(run=run)
 
 
