@@ -195,8 +195,8 @@ def verify(image: Image, only: tuple[bytes, int] | None = None) -> Iterator[dict
             except NydusfsError as e:
                 yield _failure(path, c, str(e))
     if only is None:
-        for path, c, message in whole.problems():
-            yield _failure(path, c, f"chunks: {message}")
+        for where, chunk, message in whole.problems():
+            yield _failure(where, chunk, f"chunks: {message}")
 
 
 def _failure(path: bytes, c: ChunkInfo | None, error: str) -> dict[str, Any]:

@@ -13,17 +13,16 @@ import dataclasses
 import errno
 import io
 import json
-import os
 import pathlib
 import random
 import struct
 import tarfile
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
-
 from conftest import needs_root
 from mount_helpers import nydusfs
+
 from nydusfs.errors import BlobError
 from nydusfs.format.flags import ChunkFlags
 from nydusfs.format.record import align

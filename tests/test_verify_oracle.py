@@ -12,12 +12,13 @@ import io
 import os
 import pathlib
 import tarfile
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mount_helpers import nydusfs
+
 from nydusfs.check import oracle
 from nydusfs.create.tarstream import TarStream
 from nydusfs.errors import LayerError

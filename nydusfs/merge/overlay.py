@@ -208,8 +208,8 @@ def _only_markers(node: Node, rules: Rules) -> bool:
 def _xattrs(node: Node, rules: Rules) -> dict[bytes, bytes]:
     """The overlayfs opaque mark and the hidden markers are instructions to the merge, not
     content."""
-    drop = (OVERLAY_OPAQUE_XATTR,) if rules.overlayfs else ()
-    drop += (HIDDEN_MARKERS_XATTR,)
+    drop: tuple[bytes, ...] = (HIDDEN_MARKERS_XATTR, OVERLAY_OPAQUE_XATTR) if rules.overlayfs \
+        else (HIDDEN_MARKERS_XATTR,)
     if any(k in node.xattrs for k in drop):
         return {k: v for k, v in node.xattrs.items() if k not in drop}
     return node.xattrs

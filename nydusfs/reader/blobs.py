@@ -221,9 +221,11 @@ class BlobStore:
             else:
                 coff, csize, uoff, usize = decode_ci_v1(raw, i * unit)
                 cflag = ChunkFlags.COMPRESSED if csize != usize else 0
-            kind = ChunkInfo if digests else NoDigestChunk
-            block_id = digests[i * 32:(i + 1) * 32] if digests else bytes(32)
-            out.append(kind(block_id, index, int(cflag), csize, usize, coff, uoff, 0, i, 0))
+            if digests:
+                out.append(ChunkInfo(digests[i * 32:(i + 1) * 32], index, int(cflag), csize, usize,
+                                     coff, uoff, 0, i, 0))
+            else:
+                out.append(NoDigestChunk(bytes(32), index, int(cflag), csize, usize, coff, uoff, 0, i, 0))
         return out
 
     def _digest_array(self, index: int) -> bytes:

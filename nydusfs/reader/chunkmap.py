@@ -14,7 +14,9 @@ nydus never writes the EROFS null address, so a v6 file has no holes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+import itertools
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from ..format.blob import digest
 from ..format.flags import BlobFeatures, ChunkFlags, InodeFlagsV5
@@ -41,7 +43,7 @@ def chunk_identity(c: ChunkInfo) -> tuple[int, int, int, int, bytes, bool, bool]
             bool(c.flags & ChunkFlags.COMPRESSED), isinstance(c, NoDigestChunk))
 
 
-def chunk_problem(image: "Image", c: ChunkInfo) -> str | None:
+def chunk_problem(image: Image, c: ChunkInfo) -> str | None:
     """A chunk record that contradicts the blob table or the superblock."""
     if not 0 <= c.blob_index < len(image.blobs):
         return f"blob_index {c.blob_index} is outside the blob table ({len(image.blobs)} blobs)"
@@ -68,7 +70,7 @@ def chunk_problem(image: "Image", c: ChunkInfo) -> str | None:
     return None
 
 
-def file_problem(image: "Image", ino: int) -> tuple[ChunkInfo | None, str] | None:
+def file_problem(image: Image, ino: int) -> tuple[ChunkInfo | None, str] | None:
     """(offending chunk or None, message) when the chunk map of regular file `ino` is not one
     the format allows for its size; None when it is."""
     node = image.inode(ino)
@@ -114,7 +116,7 @@ def file_problem(image: "Image", ino: int) -> tuple[ChunkInfo | None, str] | Non
         if want != digest(b"".join(c.block_id for c in chunks), image.digester):
             return None, "i_digest does not match the digest of the chunk digests"
     ranges.sort()
-    for (b1, s1, e1), (b2, s2, e2) in zip(ranges, ranges[1:]):
+    for (b1, s1, e1), (b2, s2, e2) in itertools.pairwise(ranges):
         if b1 == b2 and s2 < e1:
             return None, (f"two chunks of blob {b1} overlap in the uncompressed blob: "
                           f"{s1}..{e1} and {s2}..{e2}")
@@ -126,7 +128,7 @@ def show_path(path: bytes) -> str:
     return repr(path)[2:-1]
 
 
-def _name(image: "Image", c: ChunkInfo) -> tuple[int, str, int]:
+def _name(image: Image, c: ChunkInfo) -> tuple[int, str, int]:
     """What names one chunk of a blob: its index, where the blob table says how many chunks
     the blob has; else (pre-2021 RAFS v5, which left `index` 0) its compressed offset."""
     blob = image.blobs[c.blob_index] if 0 <= c.blob_index < len(image.blobs) else None
@@ -148,7 +150,7 @@ class ImageChunks:
     """Chunks of a whole image checked against each other: a (blob, index) names one chunk, and
     distinct chunks of a blob occupy disjoint compressed and uncompressed ranges."""
 
-    def __init__(self, image: "Image") -> None:
+    def __init__(self, image: Image) -> None:
         self.image = image
         self._first: dict[tuple[int, str, int], tuple[bytes, tuple[object, ...]]] = {}
         self._problems: list[tuple[bytes, ChunkInfo | None, str]] = []
@@ -167,16 +169,18 @@ class ImageChunks:
     def problems(self) -> Iterator[tuple[bytes, ChunkInfo | None, str]]:
         yield from self._problems
         blobs = self.image.blobs
-        by_blob: dict[int, list[tuple[int, bytes, int, int, int, int]]] = {}
+        # blob -> kind -> [(start, length, chunk name, path)]
+        spans: dict[int, dict[str, list[tuple[int, int, int, bytes]]]] = {}
         for (b, _, index), (path, sig) in self._first.items():
             if not 0 <= b < len(blobs) or blobs[b].features & (BlobFeatures.ZRAN | BlobFeatures.BATCH):
                 continue    # reported per chunk / not supported: several chunks share a stream
             _, _, coff, csize, uoff, usize = sig
-            by_blob.setdefault(b, []).append((index, path, coff, csize, uoff, usize))  # type: ignore[arg-type]
-        for b, entries in by_blob.items():
-            for name, start in (("compressed", 2), ("uncompressed", 4)):
-                spans = sorted((e[start], e[start + 1], e[0], e[1]) for e in entries)
-                for (s1, n1, i1, _), (s2, n2, i2, p2) in zip(spans, spans[1:]):
+            mine = spans.setdefault(b, {"compressed": [], "uncompressed": []})
+            mine["compressed"].append((int(coff), int(csize), index, path))  # type: ignore[call-overload]
+            mine["uncompressed"].append((int(uoff), int(usize), index, path))  # type: ignore[call-overload]
+        for b, kinds in spans.items():
+            for name, found in kinds.items():
+                for (s1, n1, i1, _), (s2, n2, i2, p2) in itertools.pairwise(sorted(found)):
                     if s2 < s1 + n1:
                         yield p2, None, (f"chunks {i1} and {i2} of blob {b} overlap in the {name} "
                                          f"blob: {s1}+{n1} and {s2}+{n2}")
