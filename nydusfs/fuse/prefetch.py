@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import trio
 
 from ..errors import BlobError, FormatError
+from ..reader.chunkmap import chunk_identity
 from .guard import FaultLog
 
 log = logging.getLogger("nydusfs.fuse")
@@ -60,7 +61,7 @@ def _chunks(image: Any, faults: FaultLog) -> list[Any]:
             faults.report(("format", str(e)), f"prefetch: inode {ino}: {e}")
             continue
         for c in chunks:
-            key = (c.blob_index, c.compressed_offset)
+            key = chunk_identity(c)   # as the chunk cache: records of one range may differ
             if key not in keys:
                 keys.add(key)
                 out.append(c)
