@@ -219,6 +219,26 @@ def test_mount_refuses_every_lie(lied: Lied, mounts) -> None:
             continue
         served.append((name, data == lied.files[name]))
     assert not served, served
+    # a refused file is logged once, however often it is read
+    if "uncompressed-size-short" in lied.lies:
+        with pytest.raises(OSError):
+            (m.path / "uncompressed-size-short").read_bytes()
+        log = m.wait_log("uncompressed_size 4095")
+        assert log.count("uncompressed_size 4095") == 1, log
+
+
+@needs_root
+def test_check_through_mount_names_every_lie(tmp_path: pathlib.Path) -> None:
+    lied = build(tmp_path, 5, "zstd", lies_for(5, "zstd"))
+    out = tmp_path / "check.json"
+    done = nydusfs("check", lied.boot, "--blob-dir", lied.blob_dir, "--layers", lied.tar,
+                   "--through-mount", "--json", out)
+    assert done.returncode == 1, done.stderr
+    diffs = json.loads(out.read_text())["differences"]
+    unreadable = {d["path"] for d in diffs if d["field"] == "content"}
+    assert {"/" + n for n in lied.lies} <= unreadable, sorted({"/" + n for n in lied.lies} - unreadable)
+    assert "/clean" not in unreadable
+    assert {d["path"] for d in diffs if d["field"] == "chunks"} <= {"/" + n for n in lied.lies}
 
 
 @needs_root
