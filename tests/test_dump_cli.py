@@ -275,7 +275,7 @@ def test_verify_exits_1_on_a_corrupted_blob_copy(as_json, corrupt_blob_dir, caps
         assert f"blob {V6_BLOB} chunk 1" in failures[0]["error"]
     else:
         assert "verify failed" in out and "/sync_io.rs" in out and V6_BLOB in out
-        assert "1 chunk(s) failed verification" in out
+        assert "1 verification failure(s)" in out
 
 
 def test_verify_of_one_path(corrupt_blob_dir, capsys):

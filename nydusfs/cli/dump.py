@@ -252,11 +252,15 @@ def _report_failures(console: Any, failures: list[dict[str, Any]]) -> int:
     from rich.text import Text
 
     if not failures:
-        console.print(Text("verify: every chunk read and matched its digest", style="green"))
+        console.print(Text("verify: every chunk read and matched its digest; the chunk records "
+                           "agree with the format and each other", style="green"))
         return 0
     for f in failures:
         line = Text("verify failed ", style="red")
-        line.append(_printable(f"{f['path']} @ {f['file_offset']}: {f['error']}"))
+        where = f["path"] or "(image)"
+        if f["file_offset"] is not None:
+            where += f" @ {f['file_offset']}"
+        line.append(_printable(f"{where}: {f['error']}"))
         console.print(line, highlight=False)
-    console.print(Text(f"{len(failures)} chunk(s) failed verification", style="red"))
+    console.print(Text(f"{len(failures)} verification failure(s)", style="red"))
     return len(failures)
