@@ -18,6 +18,7 @@ import itertools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from ..format import v6
 from ..format.blob import digest
 from ..format.flags import BlobFeatures, ChunkFlags, InodeFlagsV5
 from ..format.v5 import ChunkInfo
@@ -75,6 +76,8 @@ def file_problem(image: Image, ino: int) -> tuple[ChunkInfo | None, str] | None:
     the format allows for its size; None when it is."""
     node = image.inode(ino)
     chunks = image.chunks(ino)
+    if image.version == 6 and v6.data_layout(node.record.i_format) != v6.LAYOUT_CHUNK_BASED:
+        return None     # data inside the bootstrap (EROFS plain or inline): no chunks to tile
     size, cs = node.size, image.chunk_size
     holes = image.version == 5 and bool(node.record.i_flags & InodeFlagsV5.HAS_HOLE)
     if getattr(image, "tarfs", False):
