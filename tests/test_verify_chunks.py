@@ -51,6 +51,7 @@ class Rec:
 
     pos: int
     info: ChunkInfo
+    addr: int | None = None     # RAFS v6: where the inode's chunk index for it sits
 
 
 Edit = Callable[["Editor", list[Rec]], None]
@@ -91,6 +92,9 @@ LIES: dict[str, tuple[tuple[int, ...], tuple[str, ...], Edit]] = {
                                       lambda e, r: e.set(r[1], "uncompressed_offset", 1 << 40)),
     "uncompressed-offset-overlap": ((5, 6), ("zstd", "none"),
                                     lambda e, r: e.set(r[1], "uncompressed_offset", r[0].info.uncompressed_offset)),
+    "uncompressed-offset-into-next-chunk": ((5, 6), ("zstd", "none"),
+                                           lambda e, r: e.set(r[1], "uncompressed_offset", r[2].info.uncompressed_offset)),
+    "chunk-indexes-swapped": ((6,), ("zstd", "none"), lambda e, r: _swap_indexes(e, r[0], r[1])),
     "uncompressed-size-short": ((5, 6), ("zstd", "none"),
                                 lambda e, r: e.set(r[0], "uncompressed_size", CHUNK - 1)),
     "uncompressed-size-long": ((5, 6), ("zstd", "none"),
@@ -110,6 +114,14 @@ LIES: dict[str, tuple[tuple[int, ...], tuple[str, ...], Edit]] = {
         e.set(r[3], "uncompressed_size", r[3].info.uncompressed_size - 8))),
     "index-of-other-chunk": ((5,), ("zstd", "none"), lambda e, r: e.set(r[1], "index", r[0].info.index)),
 }
+
+
+def _swap_indexes(e: Editor, a: Rec, b: Rec) -> None:
+    """Swap which chunks two slots of a RAFS v6 inode name (advise and device_id), leaving
+    their block addresses."""
+    assert a.addr is not None and b.addr is not None
+    x, y = e.boot[a.addr:a.addr + 4], e.boot[b.addr:b.addr + 4]
+    e.boot[a.addr:a.addr + 4], e.boot[b.addr:b.addr + 4] = y, x
 
 
 def _flip(e: Editor, rec: Rec) -> None:
@@ -140,7 +152,8 @@ def records(boot: str, blob_dir: pathlib.Path, path: str) -> list[Rec]:
             _, pos = im._xattr_span(node.offset, node.record)
             return [Rec(pos + i * 80, c) for i, c in enumerate(chunks)]
         table = im._table()
-        return [Rec(table[(c.blob_index, c.index)], c) for c in chunks]
+        addrs = align(im._body(node), 8)
+        return [Rec(table[(c.blob_index, c.index)], c, addrs + 8 * i) for i, c in enumerate(chunks)]
 
 
 @dataclasses.dataclass

@@ -82,6 +82,14 @@ def file_problem(image: Image, ino: int) -> tuple[ChunkInfo | None, str] | None:
     holes = image.version == 5 and bool(node.record.i_flags & InodeFlagsV5.HAS_HOLE)
     if getattr(image, "tarfs", False):
         holes = False
+    if image.version == 6 and not getattr(image, "tarfs", False):
+        # the inode's chunk index also records each chunk's uncompressed block: an index that
+        # names another chunk of the blob (or a table entry with another offset) shows here
+        for i, (a, c) in enumerate(zip(image.chunk_addrs(ino), chunks)):
+            if a.blkaddr * image.bs != c.uncompressed_offset:
+                return c, (f"chunk {i} (blob {c.blob_index} index {c.index}): uncompressed_offset "
+                           f"{c.uncompressed_offset}, but the inode's chunk index says block "
+                           f"{a.blkaddr} ({a.blkaddr * image.bs})")
     pos = 0
     seen: dict[tuple[int, str, int], ChunkInfo] = {}
     ranges: list[tuple[int, int, int]] = []     # (blob, uncompressed start, end) per distinct chunk
