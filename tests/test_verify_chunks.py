@@ -165,16 +165,23 @@ class Lied:
     lies: list[str]
 
 
-def build(tmp: pathlib.Path, version: int, compressor: str, lies: list[str]) -> Lied:
+def convert(tmp: pathlib.Path, version: int, compressor: str, names: list[str]) -> Lied:
+    """A layer of the file "clean" and one file per name, converted by `nydusfs create`."""
     tar = tmp / "layer.tar"
-    files = layer_tar(tar, ["clean"] + lies)
+    files = layer_tar(tar, ["clean"] + names)
     boot, blob_dir = tmp / "image.boot", tmp / "blobs"
     done = nydusfs("create", tar, "--bootstrap", boot, "--blob-dir", blob_dir, "--fs-version",
                    version, "--compressor", compressor, "--chunk-size", hex(CHUNK), "-q")
     assert done.returncode == 0, done.stderr
-    (blob_path,) = blob_dir.iterdir()
-    # the untouched image verifies: what fails below fails because of the edits
+    # the untouched image verifies: what fails later fails because of the edits
     assert nydusfs("dump", boot, "--blob-dir", blob_dir, "--verify").returncode == 0
+    return Lied(boot, blob_dir, tar, files, names)
+
+
+def build(tmp: pathlib.Path, version: int, compressor: str, lies: list[str]) -> Lied:
+    lied = convert(tmp, version, compressor, lies)
+    boot, blob_dir = lied.boot, lied.blob_dir
+    (blob_path,) = blob_dir.iterdir()
     plan = {name: records(str(boot), blob_dir, "/" + name) for name in lies}
     for name, recs in plan.items():
         assert len(recs) == 4 and recs[2].info.flags & COMPRESSED == 0, (name, recs)
@@ -185,7 +192,7 @@ def build(tmp: pathlib.Path, version: int, compressor: str, lies: list[str]) -> 
         LIES[name][2](editor, recs)
     boot.write_bytes(editor.boot)
     blob_path.write_bytes(editor.blob)
-    return Lied(boot, blob_dir, tar, files, lies)
+    return lied
 
 
 VARIANTS = [(5, "zstd"), (6, "zstd"), (5, "none"), (6, "none")]
