@@ -204,7 +204,7 @@ def _upper(ops: list[tuple[str, ...]]) -> Layer:
     return layer
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None)
 @given(ops=st.lists(st.sampled_from(UPPER_OPS), min_size=1, max_size=6, unique=True),
        version=st.sampled_from([5, 6]))
 def test_markers_of_a_replaced_directory(ops: list[tuple[str, ...]], version: int) -> None:

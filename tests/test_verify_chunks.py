@@ -226,8 +226,14 @@ def test_check_names_every_lie(lied: Lied, tmp_path: pathlib.Path) -> None:
     assert not [d for d in diffs if d["path"] == "/clean" and d["field"] == "content"]
 
 
+REFUSED_FILE = r"ERROR read\(\d+, \d+\): .*: (RAFS chunk map of inode \d+|RAFS v6 chunk table) "
+BAD_CHUNK = r"ERROR read: inode \d+: blob [0-9a-f]{64} chunk \d+ at offset \d+: "
+
+
 @needs_root
 def test_mount_refuses_every_lie(lied: Lied, mounts) -> None:
+    mounts.expect_log(REFUSED_FILE)     # each refusal is logged (once: see below)
+    mounts.expect_log(BAD_CHUNK)
     m = mounts.mount(lied.boot, "--blob-dir", lied.blob_dir)
     assert (m.path / "clean").read_bytes() == lied.files["clean"]
     served = []
@@ -264,6 +270,8 @@ def test_check_through_mount_names_every_lie(tmp_path: pathlib.Path) -> None:
 @needs_root
 def test_no_verify_skips_only_digests(tmp_path: pathlib.Path, mounts) -> None:
     lied = build(tmp_path, 6, "zstd", ["digest-zeroed", "uncompressed-size-short"])
+    mounts.expect_log(REFUSED_FILE + ".*uncompressed_size 4095")
+    mounts.expect_log(BAD_CHUNK + "blake3 digest mismatch")
     m = mounts.mount(lied.boot, "--blob-dir", lied.blob_dir, "--no-verify")
     # the bytes are right, only the digest lies: nydusd's behaviour serves them
     assert (m.path / "digest-zeroed").read_bytes() == lied.files["digest-zeroed"]
