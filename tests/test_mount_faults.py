@@ -133,8 +133,8 @@ def test_damaged_chunk_record_fails_that_file_only(mounts: Mounts, tmp_path: pat
     assert at > 0 and boot.find(record, at + 1) < 0
     boot[at + 32:at + 36] = (99).to_bytes(4, "little")    # blob_index
     built.bootstrap.write_bytes(bytes(boot))
-    mounts.expect_log(r"ERROR read.*: (blob #99 chunk \d+: chunk refers to a blob index outside the "
-                      r"blob table|RAFS v6 chunk table field index .*no chunk table entry)")
+    mounts.expect_log(r"ERROR read.*: (RAFS chunk map of inode \d+ .*blob_index 99 is outside the "
+                      r"blob table|RAFS v6 chunk table field index .*the chunk table has no such entry)")
     m = mounts.mount(built.bootstrap, "--blob-dir", built.blob_dir)
     assert eio(m.path / "a" / "a1")
     assert_alive_and_intact(built, m.path, ["a/a0", "a/a2", "a/text", "b/b0", "b/b1", "b/b2"])
