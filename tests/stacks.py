@@ -254,6 +254,10 @@ class Reference:
             old = self.fs.get(key)
             if ti.type == tarfile.LNKTYPE:
                 node = self._link_target(_parts(ti.linkname), own, after_whiteouts)
+                target = _parts(ti.linkname)
+                if old is not None and old.kind == "dir" and (
+                        target[:len(parts)] == parts or target[:len(key)] == key) and len(target) > len(parts):
+                    raise Refused(f"hard link {key!r} over the directory holding its target")
                 self._delete(key)
                 self.fs[key] = node
                 continue
@@ -567,7 +571,8 @@ def hardlink_to_lower_then_dir_replaced() -> Stack:
 
 # Stacks every side must refuse: a hard link of a layer to a lower file that a whiteout of the
 # same layer removes, where the same layer then replaces the whiteout's directory (so the
-# marker leaves the layer's tree), or a link through a non-directory the layer put there.
+# marker leaves the layer's tree), a link through a non-directory the layer put there, or a
+# link put over the directory that holds its target (unpacking removes the directory first).
 REFUSED: dict[str, Callable[[], list[Layer]]] = {
     "marker-link-then-dir-replaced": lambda: [
         _lower_tree(), Layer().whiteout("d/e/f").hardlink("back", "d/e/f").file("d", b"file")],
@@ -579,6 +584,10 @@ REFUSED: dict[str, Callable[[], list[Layer]]] = {
         _lower_tree(), Layer().file("d", b"file").whiteout("d/g").hardlink("back", "d/g")],
     "dir-replaced-then-link-below-it": lambda: [
         _lower_tree(), Layer().file("d", b"file").hardlink("back", "d/g")],
+    "link-over-the-directory-of-its-target": lambda: [
+        Layer().file("a/b", b"y").hardlink("a", "a/b")],
+    "link-over-the-lower-directory-of-its-target": lambda: [
+        _lower_tree(), Layer().hardlink("d", "d/g")],
     "marker-below-own-symlink-then-link": lambda: [
         _lower_tree(), Layer().symlink("d", "a").whiteout("d/g").hardlink("back", "a/x").hardlink("back2", "d/g")],
 }

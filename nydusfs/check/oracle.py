@@ -139,12 +139,28 @@ def apply(root: Node, cs: Changeset) -> None:
                                  "which does not exist at this point", member=m.name, offset=m.offset)
             if target.kind == "dir":
                 raise LayerError(cs.source, "hard link to a directory", member=m.name, offset=m.offset)
+            if old is not None and old.kind == "dir" and _holds(old, target):
+                # unpacking removes the directory first, and the target with it
+                raise LayerError(cs.source, "hard link over the directory that holds its target",
+                                 member=m.name, offset=m.offset)
             parent.children[leaf] = target
         elif m.node is not None and m.node.kind == "dir" and old is not None and old.kind == "dir":
             _take_attributes(old, m.node)
         else:
             assert m.node is not None
             parent.children[leaf] = m.node
+
+
+def _holds(d: Node, node: Node) -> bool:
+    """Whether `node` is somewhere below directory `d`."""
+    stack = [d]
+    while stack:
+        for child in (stack.pop().children or {}).values():
+            if child is node:
+                return True
+            if child.kind == "dir":
+                stack.append(child)
+    return False
 
 
 def _take_attributes(d: Node, new: Node) -> None:

@@ -60,6 +60,18 @@ def storable_xattrs(xattrs: dict[bytes, bytes]) -> tuple[dict[bytes, bytes], lis
     return kept, dropped
 
 
+def _holds(d: Node, node: Node) -> bool:
+    """Whether `node` is somewhere below directory `d`."""
+    stack = [d]
+    while stack:
+        for child in (stack.pop().children or {}).values():
+            if child is node:
+                return True
+            if child.is_dir:
+                stack.append(child)
+    return False
+
+
 class LayerTree:
     def __init__(self, source: str, warn: Callable[[str], None] = lambda m: None) -> None:
         self.source = source
@@ -124,6 +136,11 @@ class LayerTree:
             if target.is_dir:
                 raise LayerError(self.source, f"hard link to directory {entry.linkname[:200]!r}",
                                  member=entry.name, offset=entry.offset)
+            if existing is not None and existing.is_dir and (
+                    _holds(existing, target) or target_parts[:len(parts)] == parts):
+                # unpacking removes the directory first, and the target with it
+                raise LayerError(self.source, f"hard link over the directory that holds its target "
+                                 f"{entry.linkname[:200]!r}", member=entry.name, offset=entry.offset)
             if existing is not target:
                 self._hide_markers(parts, existing)
                 parent.children[name] = target

@@ -17,12 +17,20 @@ from ..tree.node import LOWER_LINK_XATTR, Node
 from ..tree.paths import walk
 
 
-def resolve(lower: Node | None, nodes: list[Node], label: str) -> dict[int, Node]:
+def resolve(lower: Node | None, nodes: list[Node], label: str,
+            names: dict[int, list[tuple[bytes, ...]]] | None = None) -> dict[int, Node]:
     """id(placeholder) -> the lower node it names. Symlinks in the target's parent
-    directories are followed inside the image; the last component is linked as it is."""
+    directories are followed inside the image; the last component is linked as it is.
+    `names` (id(placeholder) -> its paths in the layer) refuses a link put over the lower
+    directory that holds its target: unpacking removes the directory first."""
     out: dict[int, Node] = {}
     for p in nodes:
         target = p.xattrs[LOWER_LINK_XATTR]
+        parts = tuple(x for x in target.split(b"/") if x)
+        for name in (names or {}).get(id(p), []):
+            if len(parts) > len(name) and parts[:len(name)] == name:
+                raise MergeError(f"{label}: hard link {os.fsdecode(b'/'.join(name))!r} to "
+                                 f"{os.fsdecode(target)!r}, over the directory that holds its target")
         node = _lookup(lower, target) if lower is not None else None
         if node is None or node.children is not None or LOWER_LINK_XATTR in node.xattrs:
             what = "a directory" if node is not None and node.children is not None else "not there"

@@ -72,11 +72,13 @@ class Scan:
 
     markers: list[tuple[Path, int, bytes]]   # (directory in the layer, REMOVE|OPAQUE_ALL, name)
     placeholders: list[Node]                 # hard links to lower files (links.py), each once
+    names: dict[int, list[Path]] = dataclasses.field(default_factory=dict)  # id(placeholder) -> its paths
 
 
 def scan(upper: Node, rules: Rules) -> Scan:
     markers = hidden_markers(upper, rules)
     placeholders: dict[int, Node] = {}
+    names: dict[int, list[Path]] = {}
     stack: list[tuple[Node, Path]] = [(upper, ())]
     while stack:
         d, path = stack.pop()
@@ -88,7 +90,8 @@ def scan(upper: Node, rules: Rules) -> Scan:
                 stack.append((child, path + (name,)))
             elif child.xattrs and LOWER_LINK_XATTR in child.xattrs:
                 placeholders[id(child)] = child
-    return Scan(markers, list(placeholders.values()))
+                names.setdefault(id(child), []).append(path + (name,))
+    return Scan(markers, list(placeholders.values()), names)
 
 
 def hidden_markers(upper: Node, rules: Rules) -> list[tuple[Path, int, bytes]]:
@@ -147,7 +150,7 @@ def apply(lower: Node | None, upper: Node, rules: Rules, label: str = "the layer
     wanted = scan(upper, rules)
     if lower is not None:
         remove_whiteouts(lower, wanted.markers)
-    swap = links.resolve(lower, wanted.placeholders, label) if wanted.placeholders else None
+    swap = links.resolve(lower, wanted.placeholders, label, wanted.names) if wanted.placeholders else None
     return add_entries(lower, upper, rules, swap, label)
 
 
