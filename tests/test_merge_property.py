@@ -228,6 +228,6 @@ def test_markers_of_a_replaced_directory(ops: list[tuple[str, ...]], version: in
             return
         data = merge(build_layers(layers, work, version=version)).bootstrap()
         out = work / "merged.boot"
-        commit([(str(out), data)])
+        write_outputs([(str(out), data)])
         diffs = differences(snapshot_image(out, [work / "layers"]), want)
         assert not diffs, "\n".join(diffs)

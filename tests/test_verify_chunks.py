@@ -92,8 +92,8 @@ LIES: dict[str, tuple[tuple[int, ...], tuple[str, ...], Edit]] = {
                                       lambda e, r: e.set(r[1], "uncompressed_offset", 1 << 40)),
     "uncompressed-offset-overlap": ((5, 6), ("zstd", "none"),
                                     lambda e, r: e.set(r[1], "uncompressed_offset", r[0].info.uncompressed_offset)),
-    "uncompressed-offset-into-next-chunk": ((5, 6), ("zstd", "none"),
-                                           lambda e, r: e.set(r[1], "uncompressed_offset", r[2].info.uncompressed_offset)),
+    "uncompressed-offset-into-next-chunk": ((5, 6), ("zstd", "none"), lambda e, r: e.set(
+        r[1], "uncompressed_offset", r[2].info.uncompressed_offset)),
     "chunk-indexes-swapped": ((6,), ("zstd", "none"), lambda e, r: _swap_indexes(e, r[0], r[1])),
     "uncompressed-size-short": ((5, 6), ("zstd", "none"),
                                 lambda e, r: e.set(r[0], "uncompressed_size", CHUNK - 1)),

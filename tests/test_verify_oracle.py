@@ -126,7 +126,7 @@ def create_refuses(raw: bytes) -> str | None:
     """create's tar reader on `raw`: None when it reads every member, else its error."""
     try:
         stream = TarStream(io.BytesIO(raw), "layer.tar")
-        for e in stream:
+        for _ in stream:
             while stream.read_data(1 << 20):
                 pass
     except LayerError as e:

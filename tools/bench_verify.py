@@ -3,8 +3,8 @@
 every chunk checked against its digest) and `nydusfs mount --no-verify`, in the same run.
 
 The image is one layer made from real directories of this machine (default: /usr/lib/python3.11
-and /usr/lib/gcc: thousands of small files and a few big binaries, about 175 MB), converted with `nydusfs create` (RAFS v6,
-zstd, 1 MiB chunks). Each run mounts afresh (empty chunk cache, no kernel page cache for the
+and /usr/lib/gcc: many small files and a few big binaries, about 175 MB), converted with
+`nydusfs create` (RAFS v6, zstd, 1 MiB chunks). Each run mounts afresh (empty chunk cache, no kernel page cache for the
 mount) and reads every file with 1 MiB reads; the modes alternate so that drifts of a shared
 machine hit both. The blob stays in the host page cache, so the figures are the daemon's CPU
 cost (decompression, hashing, FUSE), the case where verification weighs most. Besides the wall

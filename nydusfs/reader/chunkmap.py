@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from ..format import v6
 from ..format.blob import digest
 from ..format.flags import BlobFeatures, ChunkFlags, InodeFlagsV5
-from ..format.v5 import ChunkInfo
+from ..format.v5 import ChunkInfo, V5Inode
+from ..format.v6 import InodeCompact, InodeExtended
 
 if TYPE_CHECKING:
     from .base import Image
@@ -74,18 +75,20 @@ def chunk_problem(image: Image, c: ChunkInfo) -> str | None:
 def file_problem(image: Image, ino: int) -> tuple[ChunkInfo | None, str] | None:
     """(offending chunk or None, message) when the chunk map of regular file `ino` is not one
     the format allows for its size; None when it is."""
+    from .v6 import ImageV6     # here: the v6 reader imports this module
+
     node = image.inode(ino)
     chunks = image.chunks(ino)
-    if image.version == 6 and v6.data_layout(node.record.i_format) != v6.LAYOUT_CHUNK_BASED:
+    rec = node.record
+    if isinstance(rec, (InodeCompact, InodeExtended)) and v6.data_layout(rec.i_format) != v6.LAYOUT_CHUNK_BASED:
         return None     # data inside the bootstrap (EROFS plain or inline): no chunks to tile
     size, cs = node.size, image.chunk_size
-    holes = image.version == 5 and bool(node.record.i_flags & InodeFlagsV5.HAS_HOLE)
-    if getattr(image, "tarfs", False):
-        holes = False
-    if image.version == 6 and not getattr(image, "tarfs", False):
+    tarfs = isinstance(image, ImageV6) and image.tarfs
+    holes = isinstance(rec, V5Inode) and bool(rec.i_flags & InodeFlagsV5.HAS_HOLE)
+    if isinstance(image, ImageV6) and not tarfs:
         # the inode's chunk index also records each chunk's uncompressed block: an index that
         # names another chunk of the blob (or a table entry with another offset) shows here
-        for i, (a, c) in enumerate(zip(image.chunk_addrs(ino), chunks)):
+        for i, (a, c) in enumerate(zip(image.chunk_addrs(ino), chunks, strict=False)):
             if a.blkaddr * image.bs != c.uncompressed_offset:
                 return c, (f"chunk {i} (blob {c.blob_index} index {c.index}): uncompressed_offset "
                            f"{c.uncompressed_offset}, but the inode's chunk index says block "
@@ -104,7 +107,7 @@ def file_problem(image: Image, ino: int) -> tuple[ChunkInfo | None, str] | None:
         end = c.file_offset + c.uncompressed_size
         if end > size:
             return c, f"{what}: file range {c.file_offset}+{c.uncompressed_size} ends past the file size {size}"
-        if not holes and not getattr(image, "tarfs", False):
+        if not holes and not tarfs:
             if c.file_offset != i * cs:
                 return c, f"{what}: file_offset {c.file_offset}, expected {i * cs} (chunk {i} of {cs} bytes)"
             if c.uncompressed_size != min(cs, size - c.file_offset):
@@ -120,11 +123,10 @@ def file_problem(image: Image, ino: int) -> tuple[ChunkInfo | None, str] | None:
         pos = end
     if not holes and pos != size:
         return None, f"the chunks cover {pos} of {size} bytes"
-    if image.version == 5:
+    if isinstance(rec, V5Inode):
         # RAFS v5 keeps a digest of the file's chunk digests: chunks reordered, swapped for other
         # chunks of the blob or edited show here even where each one matches its own digest
-        want = node.record.i_digest
-        if want != digest(b"".join(c.block_id for c in chunks), image.digester):
+        if rec.i_digest != digest(b"".join(c.block_id for c in chunks), image.digester):
             return None, "i_digest does not match the digest of the chunk digests"
     ranges.sort()
     for (b1, s1, e1), (b2, s2, e2) in itertools.pairwise(ranges):
@@ -148,7 +150,10 @@ def _name(image: Image, c: ChunkInfo) -> tuple[int, str, int]:
     return (c.blob_index, "offset", c.compressed_offset)
 
 
-def _signature(c: ChunkInfo) -> tuple[object, ...]:
+Signature = tuple[bytes, int, int, int, int, int]
+
+
+def _signature(c: ChunkInfo) -> Signature:
     return (c.block_id, c.flags, c.compressed_offset, c.compressed_size, c.uncompressed_offset,
             c.uncompressed_size)
 
@@ -163,7 +168,7 @@ class ImageChunks:
 
     def __init__(self, image: Image) -> None:
         self.image = image
-        self._first: dict[tuple[int, str, int], tuple[bytes, tuple[object, ...]]] = {}
+        self._first: dict[tuple[int, str, int], tuple[bytes, Signature]] = {}
         self._problems: list[tuple[bytes, ChunkInfo | None, str]] = []
 
     def add(self, path: bytes, c: ChunkInfo) -> None:
@@ -187,8 +192,8 @@ class ImageChunks:
                 continue    # reported per chunk / not supported: several chunks share a stream
             _, _, coff, csize, uoff, usize = sig
             mine = spans.setdefault(b, {"compressed": [], "uncompressed": []})
-            mine["compressed"].append((int(coff), int(csize), index, path))  # type: ignore[call-overload]
-            mine["uncompressed"].append((int(uoff), int(usize), index, path))  # type: ignore[call-overload]
+            mine["compressed"].append((coff, csize, index, path))
+            mine["uncompressed"].append((uoff, usize, index, path))
         for b, kinds in spans.items():
             for name, found in kinds.items():
                 for (s1, n1, i1, _), (s2, n2, i2, p2) in itertools.pairwise(sorted(found)):
