@@ -11,11 +11,13 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from stacks import REFUSED, Refused, build_bootstraps, build_layers, reference
+from stacks import (REFUSED, Refused, assert_facts, build_bootstraps, build_layers, differences,
+                    hardlink_to_lower_then_dir_replaced, reference, snapshot_image)
 
 from nydusfs.check import oracle
 from nydusfs.errors import LayerError, MergeError
 from nydusfs.merge import merge
+from nydusfs.util.output import write_outputs
 
 
 @pytest.mark.parametrize("version", [5, 6])
@@ -42,3 +44,15 @@ def test_bare_bootstraps_refuse_too(tmp_path: pathlib.Path, name: str) -> None:
         return
     with pytest.raises(MergeError, match="hard link"):
         merge(boots)
+
+
+@pytest.mark.parametrize("version", [5, 6])
+def test_link_made_before_its_directory_is_replaced_keeps_the_file(tmp_path: pathlib.Path,
+                                                                    version: int) -> None:
+    stack = hardlink_to_lower_then_dir_replaced()
+    want = reference(stack.layers)
+    out = tmp_path / "merged.boot"
+    write_outputs([(str(out), merge(build_layers(stack.layers, tmp_path, version=version)).bootstrap())])
+    got = snapshot_image(out, [tmp_path / "layers"])
+    assert not differences(got, want), differences(got, want)
+    assert_facts(stack, got)

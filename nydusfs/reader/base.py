@@ -64,6 +64,8 @@ class Image(abc.ABC):
     inode: functools._lru_cache_wrapper[Inode]
     readdir: functools._lru_cache_wrapper[tuple[tuple[bytes, int], ...]]
     chunks: functools._lru_cache_wrapper[tuple[ChunkInfo, ...]]
+    chunk_map_problem: functools._lru_cache_wrapper[str | None]
+    tarfs = False                 # RAFS v6 tarfs: chunks are the inode's block addresses
 
     def __init__(self, name: str, buf: Any, layout: LayerLayout, keepalive: Any, stem: str) -> None:
         """`stem`: the file-name stem that blobs stored inside the layer file take as their id."""
@@ -129,6 +131,16 @@ class Image(abc.ABC):
     def keeps_mtime(self, ino: int) -> bool:
         """Whether the inode stores its own mtime (RAFS v6 compact inodes do not)."""
         return True
+
+    def table_chunks(self) -> list[tuple[int, ChunkInfo]]:
+        """(file offset, record) of every chunk record kept apart from the inodes (the RAFS v6
+        chunk table); RAFS v5 keeps them in the inodes: none."""
+        return []
+
+    def chunk_place_problem(self, ino: int) -> tuple[int, str] | None:
+        """(chunk number, what disagrees) where the inode records its chunks' places apart from
+        the chunk records (RAFS v6 chunk indexes) and the two disagree; None otherwise."""
+        return None
 
     @property
     def size(self) -> int:

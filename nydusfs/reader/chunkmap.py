@@ -49,7 +49,7 @@ def chunk_problem(image: Image, c: ChunkInfo) -> str | None:
     """A chunk record that contradicts the blob table or the superblock."""
     if not 0 <= c.blob_index < len(image.blobs):
         return f"blob_index {c.blob_index} is outside the blob table ({len(image.blobs)} blobs)"
-    if getattr(image, "tarfs", False):
+    if image.tarfs:
         return None     # synthesized from the inode's block addresses: nothing recorded to lie
     blob = image.blobs[c.blob_index]
     if not 0 < c.uncompressed_size <= image.chunk_size:
@@ -75,24 +75,18 @@ def chunk_problem(image: Image, c: ChunkInfo) -> str | None:
 def file_problem(image: Image, ino: int) -> tuple[ChunkInfo | None, str] | None:
     """(offending chunk or None, message) when the chunk map of regular file `ino` is not one
     the format allows for its size; None when it is."""
-    from .v6 import ImageV6     # here: the v6 reader imports this module
-
     node = image.inode(ino)
     chunks = image.chunks(ino)
     rec = node.record
     if isinstance(rec, (InodeCompact, InodeExtended)) and v6.data_layout(rec.i_format) != v6.LAYOUT_CHUNK_BASED:
         return None     # data inside the bootstrap (EROFS plain or inline): no chunks to tile
     size, cs = node.size, image.chunk_size
-    tarfs = isinstance(image, ImageV6) and image.tarfs
+    tarfs = image.tarfs
     holes = isinstance(rec, V5Inode) and bool(rec.i_flags & InodeFlagsV5.HAS_HOLE)
-    if isinstance(image, ImageV6) and not tarfs:
-        # the inode's chunk index also records each chunk's uncompressed block: an index that
-        # names another chunk of the blob (or a table entry with another offset) shows here
-        for i, (a, c) in enumerate(zip(image.chunk_addrs(ino), chunks, strict=False)):
-            if a.blkaddr * image.bs != c.uncompressed_offset:
-                return c, (f"chunk {i} (blob {c.blob_index} index {c.index}): uncompressed_offset "
-                           f"{c.uncompressed_offset}, but the inode's chunk index says block "
-                           f"{a.blkaddr} ({a.blkaddr * image.bs})")
+    placed = image.chunk_place_problem(ino)
+    if placed is not None:
+        c = chunks[placed[0]]
+        return c, f"chunk {placed[0]} (blob {c.blob_index} index {c.index}): {placed[1]}"
     pos = 0
     seen: dict[tuple[int, str, int], ChunkInfo] = {}
     ranges: list[tuple[int, int, int]] = []     # (blob, uncompressed start, end) per distinct chunk
@@ -200,9 +194,7 @@ class ImageChunks:
                     if s2 < s1 + n1:
                         yield p2, None, (f"chunks {i1} and {i2} of blob {b} overlap in the {name} "
                                          f"blob: {s1}+{n1} and {s2}+{n2}")
-        table = getattr(self.image, "chunk_table", None)
-        if table is not None and self.image.version == 6:
-            for pos, c in table():
-                if not 0 <= c.blob_index < len(blobs):
-                    yield b"", None, (f"chunk table entry at offset {pos}: blob_index {c.blob_index} "
-                                      f"is outside the blob table ({len(blobs)} blobs)")
+        for pos, c in self.image.table_chunks():
+            if not 0 <= c.blob_index < len(blobs):
+                yield b"", None, (f"chunk table entry at offset {pos}: blob_index {c.blob_index} "
+                                  f"is outside the blob table ({len(blobs)} blobs)")

@@ -328,6 +328,20 @@ class ImageV6(Image):
                           found="none", hint="the chunk table has no such entry" if self.ext.s_chunk_table_size
                           else "no chunk table entry and no blob meta to fall back on")
 
+    def table_chunks(self) -> list[tuple[int, ChunkInfo]]:
+        return self.chunk_table()
+
+    def chunk_place_problem(self, ino: int) -> tuple[int, str] | None:
+        """A chunk index records the chunk's uncompressed block too: an index that names another
+        chunk of the blob (or a table entry with another offset) shows here."""
+        if self.tarfs:
+            return None
+        for i, (a, c) in enumerate(zip(self.chunk_addrs(ino), self.chunks(ino), strict=False)):
+            if a.blkaddr * self.bs != c.uncompressed_offset:
+                return i, (f"uncompressed_offset {c.uncompressed_offset}, but the inode's chunk "
+                           f"index says block {a.blkaddr} ({a.blkaddr * self.bs})")
+        return None
+
     # --- dump support ---------------------------------------------------------------------
     def keeps_mtime(self, ino: int) -> bool:
         return isinstance(_rec(self.inode(ino)), InodeExtended)
