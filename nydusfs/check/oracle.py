@@ -34,6 +34,7 @@ from typing import BinaryIO, Callable, Mapping
 
 from ..errors import LayerError
 from ..format.blob import new_hasher
+from ..util.limits import NotRegularFileError, open_regular
 from ..util.streams import open_decompressed
 
 WHITEOUT = b".wh."
@@ -278,7 +279,11 @@ def read_tar(path: str, hash_algo: str | None = "blake3",
     last: tarfile.TarInfo | None = None
     in_data = False
     try:
-        with open(path, "rb") as raw:
+        try:
+            fd = open_regular(path, "a layer")
+        except NotRegularFileError as e:
+            raise LayerError(path, e.detail) from None
+        with open(fd, "rb") as raw:
             fwd = _Forward(open_decompressed(io.BufferedReader(_Counting(raw, tick), READ)))  # type: ignore[type-var]
             tf = tarfile.open(fileobj=fwd, mode="r:", encoding="utf-8", errors="surrogateescape")
             for last in tf:

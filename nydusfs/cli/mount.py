@@ -115,4 +115,17 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.threads is not None:
         cfg.threads = args.threads
+    _refuse_paths_inside(cfg)
     return mount(cfg)
+
+
+def _refuse_paths_inside(cfg: Any) -> None:
+    """Paths the server opens must not lie inside its own mount: it would wait on itself."""
+    from ..util.limits import inside
+
+    named = [("BOOTSTRAP", cfg.bootstrap)] + [("--blob-dir", d) for d in cfg.blob_dirs]
+    named += [("--pid-file", cfg.pid_file), ("--log-file", cfg.log_file)]
+    for option, path in named:
+        if path is not None and inside(path, cfg.mountpoint):
+            raise UsageError(f"{option} {path}: inside the mountpoint {cfg.mountpoint} (the "
+                             "server would wait on its own mount)")
