@@ -152,6 +152,14 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
                 progress.tick("layers", n)
 
         jobs = [layer_pool.submit(oracle.read_layer, p, algo, tick) for p in opts.layers]
+
+        def expected_side() -> dict[bytes, Entry]:
+            changesets = [j.result() for j in jobs]
+            jobs.clear()  # the futures hold the changesets too
+            root = oracle.build(changesets)
+            del changesets  # entries and their paths: only the tree is needed from here
+            return flatten(root)
+
         hashing = Hashing(hash_pool, lambda n: progress.tick("content", n)) if algo else None
         extra: list[Difference] = []
         if target == "image":
@@ -164,9 +172,10 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
             coarse = _coarse_mtime_paths(image)
             with mounted(opts.bootstrap, opts.blob_dirs) as mnt:
                 found, problems = walk_tree(mnt, hashing, HASH)
+                expected = expected_side()
                 if hashing is not None:
-                    progress.total("content", hashing.files)
-                    _wait(hashing)  # read while the mount is up
+                    progress.total("content", hashing.files + len(hashing.deferred))
+                    hashing.fill(found, expected)  # read while the mount is up
             for p in coarse:
                 if p in found:
                     found[p].precision = None
@@ -178,11 +187,10 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
         extra.extend(problems)
         if hashing is not None:
             progress.total("content", hashing.files)
-        changesets = [j.result() for j in jobs]
-        expected = flatten(oracle.build(changesets))
-        del changesets
+        if target != "mount":
+            expected = expected_side()
         if hashing is not None:
-            hashing.fill(found)
+            hashing.fill(found, expected)
         if opts.manifest:
             assert image is not None
             extra.extend(blob_differences(image, opts.manifest))
@@ -198,11 +206,6 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
         hash_pool.shutdown(wait=True, cancel_futures=True)
         if image is not None:
             image.close()
-
-
-def _wait(hashing: Hashing) -> None:
-    for fut in list(hashing.futures.values()):
-        fut.result()
 
 
 def _coarse_mtime_paths(image: Image) -> list[bytes]:

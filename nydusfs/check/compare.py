@@ -124,17 +124,24 @@ class Options:
     digest_algo: str = "blake3"
 
 
-def tree_order(path: bytes) -> list[bytes]:
-    """Sort key: DFS pre-order with name-sorted children, root first."""
-    return [] if path == b"/" else path[1:].split(b"/")
+def tree_order(path: bytes) -> bytes:
+    """Sort key: DFS pre-order with name-sorted children, root first. Names hold no NUL, so
+    with '/' as NUL a byte comparison orders by components (one bytes object per path, not a
+    list of components)."""
+    return path.replace(b"/", b"\0")
 
 
 def _groups(entries: dict[bytes, Entry], others: dict[bytes, Entry]) -> dict[bytes, frozenset[bytes]]:
     """For every hard-linked path: the other names of its inode that both sides hold."""
-    by_key: dict[object, list[bytes]] = {}
+    names: dict[object, int] = {}   # counted first: a list per inode costs ~100 bytes each
     for path, e in entries.items():
         if e.kind != "dir" and path in others:
+            names[e.link] = names.get(e.link, 0) + 1
+    by_key: dict[object, list[bytes]] = {}
+    for path, e in entries.items():
+        if e.kind != "dir" and names.get(e.link, 0) > 1 and path in others:
             by_key.setdefault(e.link, []).append(path)
+    del names
     out = {}
     for paths in by_key.values():
         if len(paths) > 1:

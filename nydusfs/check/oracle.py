@@ -34,12 +34,13 @@ from typing import BinaryIO, Callable, Mapping
 
 from ..errors import LayerError
 from ..format.blob import new_hasher
-from ..util.limits import NotRegularFileError, open_regular
+from ..util.limits import MAX_PATH, NotRegularFileError, open_regular
 from ..util.streams import open_decompressed
 
 WHITEOUT = b".wh."
 OPAQUE = b".wh..wh..opq"
 READ = 1 << 20
+NO_XATTRS: dict[bytes, bytes] = {}   # shared by every node without xattrs; never modified
 
 Parts = tuple[bytes, ...]
 
@@ -83,6 +84,9 @@ class Changeset:
     def add(self, path: Parts, name: bytes, offset: int | None, node: Node | None = None,
             link: Parts | None = None) -> None:
         """Record one entry; whiteout markers become whiteouts, never entries."""
+        if sum(map(len, path)) + len(path) > MAX_PATH or (link and sum(map(len, link)) + len(link) > MAX_PATH):
+            raise LayerError(self.source, f"path longer than {MAX_PATH} bytes (PATH_MAX)",
+                             member=name[:200], offset=offset)
         if any(p.startswith(WHITEOUT) for p in path[:-1]):
             raise LayerError(self.source, "entry inside a whiteout marker", member=name, offset=offset)
         if path and path[-1].startswith(WHITEOUT):
@@ -163,15 +167,17 @@ def _resolve(root: Node, parts: Parts, cs: Changeset, name: bytes, offset: int |
     non-directory in the way is an error, as it is for those extractors. Without `create`,
     a path that leads nowhere gives None."""
     trail = [root]                 # resolved directories from the root, for '..'
-    todo = list(parts)
+    lengths = [0]                  # bytes of each resolved path
+    todo = list(reversed(parts))   # next component last
     hops = 0
     while todo:
-        p = todo.pop(0)
+        p = todo.pop()
         if p in (b"", b"."):
             continue
         if p == b"..":
             if len(trail) > 1:
                 trail.pop()
+                lengths.pop()
             continue
         d = trail[-1]
         assert d.children is not None
@@ -183,8 +189,8 @@ def _resolve(root: Node, parts: Parts, cs: Changeset, name: bytes, offset: int |
                                  member=name, offset=offset)
             target = child.target or b""
             if target.startswith(b"/"):
-                trail = [root]
-            todo = target.split(b"/") + todo
+                trail, lengths = [root], [0]
+            todo.extend(reversed(target.split(b"/")))
             continue
         if child is None:
             if not create:
@@ -196,6 +202,10 @@ def _resolve(root: Node, parts: Parts, cs: Changeset, name: bytes, offset: int |
             raise LayerError(cs.source, f"parent component {os.fsdecode(p)!r} is a {child.kind}, "
                              "not a directory", member=name, offset=offset)
         trail.append(child)
+        lengths.append(lengths[-1] + 1 + len(p))
+        if lengths[-1] > MAX_PATH:
+            raise LayerError(cs.source, f"the parent path resolves (through symlinks) to more "
+                             f"than {MAX_PATH} bytes (PATH_MAX)", member=name[:200], offset=offset)
     return trail[-1]
 
 
@@ -327,7 +337,7 @@ def _tar_member(cs: Changeset, tf: tarfile.TarFile, ti: tarfile.TarInfo, hash_al
     if kind is None:
         raise LayerError(cs.source, f"unsupported tar entry type {ti.type!r}", member=name,
                          offset=ti.offset)
-    xattrs = _pax_xattrs(ti.pax_headers)
+    xattrs = _pax_xattrs(ti.pax_headers) or NO_XATTRS
     node = Node(kind, mode=ti.mode & 0o7777, uid=ti.uid, gid=ti.gid, mtime_ns=_mtime_ns(ti),
                 xattrs=xattrs)
     if kind == "dir":

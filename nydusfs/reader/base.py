@@ -20,6 +20,7 @@ from ..errors import FormatError, InvalidInodeError, NotADirError, NotFoundError
 from ..format.layer import LayerLayout
 from ..format.record import Record
 from ..format.v5 import ChunkInfo
+from ..util.limits import MAX_PATH
 from .model import BlobInfo, Inode, Region
 
 if TYPE_CHECKING:
@@ -137,6 +138,17 @@ class Image(abc.ABC):
         """The bootstrap's bytes."""
         return bytes(self.buf)
 
+    def backed_bound(self, ino: int) -> int:
+        """The most bytes of the regular file `ino` its records can back with data (chunks or
+        inline blocks); a larger size is a hole nothing stores. Readers of whole files (check)
+        use it to avoid reading such sizes out as zeros."""
+        return self.inode(ino).size
+
+    @abc.abstractmethod
+    def max_names(self) -> int:
+        """The most names (root included) the bootstrap has room for; a walk yielding more
+        has met directories that share entries."""
+
     # --- common API -----------------------------------------------------------------------
     def getattr(self, ino: int) -> Inode:
         return self.inode(ino)
@@ -172,7 +184,9 @@ class Image(abc.ABC):
 
         A directory has exactly one parent, so a directory reached a second time (a loop, or
         a corrupt image sharing a subtree, which could multiply the walk exponentially) raises
-        FormatError: the walk visits each directory once and always ends.
+        FormatError: the walk visits each directory once and always ends. So do paths longer
+        than MAX_PATH (which bounds the depth, and the bytes spent per path) and more names
+        than the bootstrap has room for (directories sharing entries).
         """
         try:  # a generator: errors surface while iterating, so `names_file` cannot wrap it
             yield from self._walk(top, prefix)
@@ -186,6 +200,7 @@ class Image(abc.ABC):
         if self.inode(start).is_dir:
             stack.append((prefix, iter(self.readdir(start))))
         seen: set[int] = {start}
+        names, most = 1, self.max_names()
         while stack:
             base, it = stack[-1]
             child = next(it, None)
@@ -193,6 +208,17 @@ class Image(abc.ABC):
                 stack.pop()
                 continue
             name, ino = child
+            if len(base) + 1 + len(name) > MAX_PATH:
+                raise FormatError("directory tree", field="path", offset=self.inode(ino).offset,
+                                  expected=f"paths of at most {MAX_PATH} bytes (PATH_MAX)",
+                                  found=f"{len(base) + 1 + len(name)} bytes at depth {len(stack)}: "
+                                  f"{os.fsdecode(base[:60])!r}...")
+            names += 1
+            if names > most:
+                raise FormatError("directory tree", field="dirent", offset=self.inode(ino).offset,
+                                  expected=f"at most {most} names, what the bootstrap has room for",
+                                  found=f"more, at {os.fsdecode(base[:200] + b'/' + name)!r}",
+                                  hint="directories share entries")
             path = base + b"/" + name
             yield path, ino
             if self.inode(ino).is_dir:

@@ -121,6 +121,10 @@ class ImageV6(Image):
                 raise X.field_error(field, xbase, expected=f"a table of whole {unit}-byte entries inside the "
                                     f"{size}-byte file", found=f"{off}+{length}")
 
+    def max_names(self) -> int:
+        # a name costs a 12-byte dirent and at least one byte in a directory block
+        return 1 + len(self.buf) // (v6.DIRENT_SIZE + 1)
+
     # --- inodes ---------------------------------------------------------------------------
     def _inode_at(self, nid: int) -> tuple[int, InodeCompact | InodeExtended]:
         off = self.meta_start + nid * v6.INODE_SLOT
