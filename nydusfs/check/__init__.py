@@ -172,10 +172,12 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
             coarse = _coarse_mtime_paths(image)
             with mounted(opts.bootstrap, opts.blob_dirs) as mnt:
                 found, problems = walk_tree(mnt, hashing, HASH)
-                expected = expected_side()
                 if hashing is not None:
                     progress.total("content", hashing.files + len(hashing.deferred))
-                    hashing.fill(found, expected)  # read while the mount is up
+                    hashing.fill(found)  # read while the mount is up
+                expected = expected_side()
+                if hashing is not None:
+                    hashing.run_deferred(found, expected)
             for p in coarse:
                 if p in found:
                     found[p].precision = None
@@ -188,9 +190,11 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
         if hashing is not None:
             progress.total("content", hashing.files)
         if target != "mount":
+            if hashing is not None:
+                hashing.fill(found)  # digests into the entries before the layers' tree is built
             expected = expected_side()
-        if hashing is not None:
-            hashing.fill(found, expected)
+            if hashing is not None:
+                hashing.run_deferred(found, expected)
         if opts.manifest:
             assert image is not None
             extra.extend(blob_differences(image, opts.manifest))

@@ -79,21 +79,28 @@ class Hashing:
 
     def run_deferred(self, found: dict[bytes, Entry], expected: dict[bytes, Entry]) -> None:
         """Hash the deferred files whose size the expected side confirms (once per inode)."""
+        jobs = []
         for path, e in found.items():
             job = self.deferred.get(e.link) if e.kind == "file" else None
             x = expected.get(path)
             if job is not None and x is not None and x.kind == "file" and x.size == e.size:
                 del self.deferred[e.link]
                 self.submit(e.link, *job)
-        self.wait()
+                jobs.append(e.link)
+        self.deferred.clear()
+        if jobs:
+            self.fill(found)
 
     def fill(self, entries: dict[bytes, Entry], expected: dict[bytes, Entry] | None = None) -> None:
+        """Put the digests into the entries; finished digests are then let go (each entry keeps
+        its own). With `expected`, deferred files are hashed first where the sizes agree."""
         if expected is not None:
             self.run_deferred(entries, expected)
         self.wait()
         for e in entries.values():
-            if e.kind == "file":
-                e.digest = self.results.get(e.link)
+            if e.kind == "file" and e.link in self.results:
+                e.digest = self.results[e.link]
+        self.results.clear()
 
 
 # --- a Nydus image through the reader -------------------------------------------------------------
@@ -151,7 +158,7 @@ def _dir_problems(image: Image, path: bytes, ino: int) -> list[Difference]:
     """Lookups (RAFS v5, EROFS) binary-search the names in their on-disk order, so that order
     must be strictly ascending: a name out of place, or twice, is listed but not found. Checked
     on the order instead of looking every name up, which would decode each block again."""
-    names = [n for n, _ in image.readdir(ino)]
+    names = [n for n, _ in image.list_dir(ino)]
     bad = [f"{os.fsdecode(a)!r} before {os.fsdecode(b)!r}" for a, b in zip(names, names[1:], strict=False) if a >= b]
     if not bad:
         return []

@@ -95,6 +95,10 @@ class Image(abc.ABC):
     @abc.abstractmethod
     def _load_chunks(self, ino: int) -> tuple[ChunkInfo, ...]: ...
 
+    def list_dir(self, ino: int) -> tuple[tuple[bytes, int], ...]:
+        """`readdir` without its cache, for whole-image walks that read each directory once."""
+        return self._load_children(ino)
+
     @abc.abstractmethod
     def lookup(self, parent: int, name: bytes) -> int:
         """The inode of `name` in directory `parent`; NotFoundError if there is none."""
@@ -194,11 +198,13 @@ class Image(abc.ABC):
             raise e.in_file(self.name) from None
 
     def _walk(self, top: int | None, prefix: bytes) -> Iterator[tuple[bytes, int]]:
+        # directories are listed uncached: a walk reads each once, and keeping them in the
+        # readdir cache would hold every name of the image
         start = self.root_ino if top is None else top
         yield (prefix or b"/"), start
         stack: list[tuple[bytes, Iterator[tuple[bytes, int]]]] = []
         if self.inode(start).is_dir:
-            stack.append((prefix, iter(self.readdir(start))))
+            stack.append((prefix, iter(self.list_dir(start))))
         seen: set[int] = {start}
         names, most = 1, self.max_names()
         while stack:
@@ -227,7 +233,7 @@ class Image(abc.ABC):
                                       expected="each directory under one parent",
                                       found=f"inode {ino} again at {os.fsdecode(path)!r}")
                 seen.add(ino)
-                stack.append((path, iter(self.readdir(ino))))
+                stack.append((path, iter(self.list_dir(ino))))
 
     @names_file
     def read(self, ino: int, offset: int, size: int, verify: bool = True) -> bytes:
