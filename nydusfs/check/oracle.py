@@ -357,7 +357,7 @@ def _tar_member(cs: Changeset, tf: tarfile.TarFile, ti: tarfile.TarInfo, hash_al
                 if not block:
                     break
                 h.update(block)
-            node.digest = h.digest()
+            node.digest = shared_digest(h.digest())
     cs.add(parts, name, ti.offset, node=node)
 
 
@@ -431,6 +431,17 @@ def _fs_xattrs(path: bytes) -> dict[bytes, bytes]:
     return out
 
 
+_EMPTY = {algo: new_hasher(algo).digest() for algo in ("blake3", "sha256")}
+
+
+def shared_digest(digest: bytes) -> bytes:
+    """The one object for the digest of empty content (common in layers; 65 bytes each)."""
+    for empty in _EMPTY.values():
+        if digest == empty:
+            return empty
+    return digest
+
+
 def hash_file(path: bytes | str, hash_algo: str) -> bytes:
     h = new_hasher(hash_algo)
     with open(path, "rb", buffering=0) as f:
@@ -439,7 +450,7 @@ def hash_file(path: bytes | str, hash_algo: str) -> bytes:
             if not block:
                 break
             h.update(block)
-    return h.digest()
+    return shared_digest(h.digest())
 
 
 # --- the whole stack --------------------------------------------------------------------------

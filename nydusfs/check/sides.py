@@ -17,7 +17,7 @@ from ..errors import NydusfsError
 from ..format.blob import new_hasher
 from ..reader import Image, file_kind
 from .compare import Difference, Entry
-from .oracle import FS_KINDS, READ, hash_file
+from .oracle import FS_KINDS, READ, hash_file, shared_digest
 
 Tick = Callable[[int], None]
 NO_XATTRS: dict[bytes, bytes] = {}   # shared by every entry without xattrs; never modified
@@ -120,7 +120,7 @@ def image_digest(image: Image, ino: int, size: int, algo: str) -> bytes | str:
             off += len(data)
     except NydusfsError as e:  # BlobError mostly; FormatError for a broken chunk table
         return str(e)
-    return h.digest()
+    return shared_digest(h.digest())
 
 
 def walk_image(image: Image, hashing: Hashing | None,
