@@ -32,7 +32,7 @@ def run(*args: Any, ceiling: int = MEMORY_CEILING, timeout: float = TIME_LIMIT,
                                                 for a in args]
     full_env = dict(os.environ) | BASE_ENV | (env or {})
     return subprocess.run(argv, capture_output=True, timeout=timeout, env=full_env,
-                          preexec_fn=_limit(ceiling), stdin=subprocess.DEVNULL)
+                          preexec_fn=_limit(ceiling), stdin=subprocess.DEVNULL, check=False)
 
 
 def stderr_lines(proc: subprocess.CompletedProcess) -> list[str]:

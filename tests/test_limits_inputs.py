@@ -11,18 +11,18 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import pathlib
 import random
 import tarfile
 import tracemalloc
 
 import pytest
 import zstandard
-
 from bounded import MEMORY_CEILING, assert_clean, assert_error, run
 from conftest import needs_root
 from corpus import Layer, pattern
 from mount_helpers import ImageBuilder, is_ours_mounted
-from nydusfs.errors import FormatError
+
 from nydusfs.format import blob
 from nydusfs.format.v6 import V6BlobEntry
 from nydusfs.reader import open_image
@@ -312,6 +312,6 @@ def test_mount_refuses_paths_inside_its_mountpoint(tmp_path):
 
 
 def test_memory_ceiling_is_what_the_docs_state():
-    docs = (os.path.dirname(__file__) + "/../docs/limits.md")
-    text = open(docs, encoding="utf-8").read()
+    docs = pathlib.Path(__file__).resolve().parent.parent / "docs" / "limits.md"
+    text = docs.read_text(encoding="utf-8")
     assert f"{MEMORY_CEILING >> 20} MiB" in text

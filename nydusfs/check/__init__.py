@@ -137,7 +137,9 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
     algo = HASH if "content" not in fields else None
     target = "mounted" if opts.mounted else ("mount" if opts.through_mount else "image")
 
-    image: Image | None = open_image(opts.bootstrap, opts.blob_dirs) if opts.bootstrap else None
+    # no chunk cache: each inode is hashed once, and a cache of many tiny chunks would cost
+    # per entry far more than the bytes it counts
+    image: Image | None = open_image(opts.bootstrap, opts.blob_dirs, cache_bytes=0) if opts.bootstrap else None
     layer_pool = cf.ThreadPoolExecutor(max_workers=min(len(opts.layers), _workers(opts.workers)),
                                        thread_name_prefix="check-layer", initializer=main_thread_only)
     hash_pool = cf.ThreadPoolExecutor(max_workers=_workers(opts.workers), thread_name_prefix="check-hash",
@@ -151,7 +153,8 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
             with lock:
                 progress.tick("layers", n)
 
-        jobs = [layer_pool.submit(oracle.read_layer, p, algo, tick) for p in opts.layers]
+        jobs = [layer_pool.submit(oracle.read_layer, p, algo, tick, i == 0)
+                for i, p in enumerate(opts.layers)]
 
         def expected_side() -> dict[bytes, Entry]:
             changesets = [j.result() for j in jobs]

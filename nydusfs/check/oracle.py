@@ -76,7 +76,13 @@ class Member:
 
 @dataclasses.dataclass(slots=True)
 class Changeset:
+    """One layer's entries and whiteouts. With `root` (the lowest layer), entries are applied
+    to it as they are read and never kept: below the lowest layer there is nothing a whiteout
+    could hide, so the order rule has nothing to reorder, and a layer of a million entries is
+    not held twice (as entries and as the tree)."""
+
     source: str
+    root: "Node | None" = None
     members: list[Member] = dataclasses.field(default_factory=list)
     # (directory, NAME to remove or None for opaque, member name, offset)
     whiteouts: list[tuple[Parts, bytes | None, bytes, int | None]] = dataclasses.field(default_factory=list)
@@ -90,10 +96,14 @@ class Changeset:
         if any(p.startswith(WHITEOUT) for p in path[:-1]):
             raise LayerError(self.source, "entry inside a whiteout marker", member=name, offset=offset)
         if path and path[-1].startswith(WHITEOUT):
-            target = None if path[-1] == OPAQUE else path[-1][len(WHITEOUT):]
-            self.whiteouts.append((path[:-1], target, name, offset))
+            if self.root is None:  # in the lowest layer, a whiteout has nothing to hide
+                target = None if path[-1] == OPAQUE else path[-1][len(WHITEOUT):]
+                self.whiteouts.append((path[:-1], target, name, offset))
             return
-        self.members.append(Member(path, node, link, name, offset))
+        if self.root is not None:
+            _apply_member(self.root, self, Member(path, node, link, name, offset))
+        else:
+            self.members.append(Member(path, node, link, name, offset))
 
 
 def clean(name: bytes) -> Parts:
@@ -125,30 +135,34 @@ def apply(root: Node, cs: Changeset) -> None:
         else:
             d.children.pop(gone, None)
     for m in cs.members:
-        if not m.path:
-            if m.node is None or m.node.kind != "dir":
-                raise LayerError(cs.source, "the root can only be a directory", member=m.name,
-                                 offset=m.offset)
-            _take_attributes(root, m.node)
-            continue
-        parent = _resolve(root, m.path[:-1], cs, m.name, m.offset, create=True)
-        assert parent is not None and parent.children is not None
-        leaf = m.path[-1]
-        old = parent.children.get(leaf)
-        if m.link is not None:
-            d = _resolve(root, m.link[:-1], cs, m.name, m.offset, create=False) if m.link else None
-            target = d.children.get(m.link[-1]) if d is not None and d.children is not None else None
-            if target is None:
-                raise LayerError(cs.source, f"hard link to {os.fsdecode(b'/'.join(m.link))!r}, "
-                                 "which does not exist at this point", member=m.name, offset=m.offset)
-            if target.kind == "dir":
-                raise LayerError(cs.source, "hard link to a directory", member=m.name, offset=m.offset)
-            parent.children[leaf] = target
-        elif m.node is not None and m.node.kind == "dir" and old is not None and old.kind == "dir":
-            _take_attributes(old, m.node)
-        else:
-            assert m.node is not None
-            parent.children[leaf] = m.node
+        _apply_member(root, cs, m)
+
+
+def _apply_member(root: Node, cs: Changeset, m: Member) -> None:
+    if not m.path:
+        if m.node is None or m.node.kind != "dir":
+            raise LayerError(cs.source, "the root can only be a directory", member=m.name,
+                             offset=m.offset)
+        _take_attributes(root, m.node)
+        return
+    parent = _resolve(root, m.path[:-1], cs, m.name, m.offset, create=True)
+    assert parent is not None and parent.children is not None
+    leaf = m.path[-1]
+    old = parent.children.get(leaf)
+    if m.link is not None:
+        d = _resolve(root, m.link[:-1], cs, m.name, m.offset, create=False) if m.link else None
+        target = d.children.get(m.link[-1]) if d is not None and d.children is not None else None
+        if target is None:
+            raise LayerError(cs.source, f"hard link to {os.fsdecode(b'/'.join(m.link))!r}, "
+                             "which does not exist at this point", member=m.name, offset=m.offset)
+        if target.kind == "dir":
+            raise LayerError(cs.source, "hard link to a directory", member=m.name, offset=m.offset)
+        parent.children[leaf] = target
+    elif m.node is not None and m.node.kind == "dir" and old is not None and old.kind == "dir":
+        _take_attributes(old, m.node)
+    else:
+        assert m.node is not None
+        parent.children[leaf] = m.node
 
 
 def _take_attributes(d: Node, new: Node) -> None:
@@ -282,9 +296,10 @@ def _mtime_ns(ti: tarfile.TarInfo) -> int:
 
 
 def read_tar(path: str, hash_algo: str | None = "blake3",
-             tick: Callable[[int], None] = lambda n: None) -> Changeset:
-    """Stream one layer tar (plain, gzip or zstd, detected by magic bytes) into a changeset."""
-    cs = Changeset(path)
+             tick: Callable[[int], None] = lambda n: None, lowest: bool = False) -> Changeset:
+    """Stream one layer tar (plain, gzip or zstd, detected by magic bytes) into a changeset
+    (applied to a root of its own as it is read when `lowest`)."""
+    cs = Changeset(path, new_root() if lowest else None)
     tf: tarfile.TarFile | None = None
     last: tarfile.TarInfo | None = None
     in_data = False
@@ -369,11 +384,11 @@ FS_KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink",
 
 
 def read_dir(path: str, hash_algo: str | None = "blake3",
-             tick: Callable[[int], None] = lambda n: None) -> Changeset:
+             tick: Callable[[int], None] = lambda n: None, lowest: bool = False) -> Changeset:
     """Read an untarred layer the way a tar is read: lstat, readlink, xattrs, `.wh.` names as
     whiteouts. The directory itself stands for the root and is not an entry (its metadata is
     the extractor's, not the layer's). Names sharing an inode become hard links."""
-    cs = Changeset(path)
+    cs = Changeset(path, new_root() if lowest else None)
     top = os.fsencode(path)
     first: dict[tuple[int, int], Parts] = {}
     stack: list[Parts] = [()]
@@ -456,22 +471,24 @@ def hash_file(path: bytes | str, hash_algo: str) -> bytes:
 # --- the whole stack --------------------------------------------------------------------------
 
 def read_layer(path: str, hash_algo: str | None = "blake3",
-               tick: Callable[[int], None] = lambda n: None) -> Changeset:
+               tick: Callable[[int], None] = lambda n: None, lowest: bool = False) -> Changeset:
     if os.path.isdir(path):
-        return read_dir(path, hash_algo, tick)
-    return read_tar(path, hash_algo, tick)
+        return read_dir(path, hash_algo, tick, lowest)
+    return read_tar(path, hash_algo, tick, lowest)
 
 
 def build(changesets: list[Changeset]) -> Node:
-    root = new_root()
+    """Apply the changesets lowest first; one read with `lowest` already holds its tree."""
+    root = changesets[0].root if changesets and changesets[0].root is not None else new_root()
     for cs in changesets:
-        apply(root, cs)
+        if cs.root is None:
+            apply(root, cs)
     return root
 
 
 def reference(layers: list[str], hash_algo: str | None = "blake3") -> Node:
     """The tree the layers (lowest first) hold once applied."""
-    return build([read_layer(p, hash_algo) for p in layers])
+    return build([read_layer(p, hash_algo, lowest=i == 0) for i, p in enumerate(layers)])
 
 
 def _pax_xattrs(pax: Mapping[str, str]) -> dict[bytes, bytes]:

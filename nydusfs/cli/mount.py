@@ -22,6 +22,9 @@ the mount does not come up. Stop it with `nydusfs umount MOUNTPOINT`, or send SI
 pid in the pid file: the server unmounts on its way out. With --foreground the command stays
 attached, logs to stderr and unmounts on Ctrl-C or SIGTERM.
 
+The bootstrap, blob directories, log and pid files must not lie inside MOUNTPOINT (the server
+would wait on its own mount): such paths are refused before mounting.
+
 Mount options: ro, default_permissions (the kernel checks the image's modes), nosuid and
 nodev (see --suid, --dev), fsname=nydusfs:<bootstrap name>, type fuse.nydusfs. Writes fail
 with EROFS. A missing or corrupt blob makes reads of the files that use it fail with EIO

@@ -26,7 +26,7 @@ class ImageV6(Image):
     version = 6
 
     def __init__(self, name: str, buf: Any, layout: LayerLayout, keepalive: Any, stem: str) -> None:
-        self._chunk_map: dict[tuple[int, int], int] | None = None
+        self._chunk_map: dict[int, int] | None = None   # blob index << 32 | ci index -> offset
         self._chunk_map_lock = threading.Lock()
         super().__init__(name, buf, layout, keepalive, stem)
 
@@ -270,7 +270,7 @@ class ImageV6(Image):
         raw = self.buf[pos:pos + count * v6.CHUNK_ADDR_SIZE]
         return [ChunkAddr(*fields) for fields in ChunkAddr._struct.iter_unpack(raw)]
 
-    def _table(self) -> dict[tuple[int, int], int]:
+    def _table(self) -> dict[int, int]:
         table = self._chunk_map
         if table is not None:  # built once; no lock needed to read it afterwards
             return table
@@ -279,8 +279,9 @@ class ImageV6(Image):
                 ext, m = self.ext, {}
                 for pos in range(ext.s_chunk_table_offset,
                                  ext.s_chunk_table_offset + ext.s_chunk_table_size, CHUNK_INFO_SIZE):
-                    m[(int.from_bytes(self.buf[pos + 32:pos + 36], "little"),
-                       int.from_bytes(self.buf[pos + 72:pos + 76], "little"))] = pos
+                    # one int key per chunk, not a tuple: ~60 bytes less per chunk of the image
+                    m[int.from_bytes(self.buf[pos + 32:pos + 36], "little") << 32
+                      | int.from_bytes(self.buf[pos + 72:pos + 76], "little")] = pos
                 self._chunk_map = m
             return self._chunk_map
 
@@ -313,7 +314,7 @@ class ImageV6(Image):
             off = a.blkaddr * self.bs
             return ChunkInfo(bytes(32), a.blob_index, 0, length, length, off, off, file_offset,
                              a.ci_index, 0)
-        pos = self._table().get((a.blob_index, a.ci_index))
+        pos = self._table().get(a.blob_index << 32 | a.ci_index)
         if pos is not None:
             # decode with this file's offset in place (dataclasses.replace costs more than
             # the decode, and dump resolves every chunk of the image)
