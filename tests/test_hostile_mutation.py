@@ -127,8 +127,7 @@ def verbs(seeds: Seeds, name: str, path: pathlib.Path, work: pathlib.Path) -> li
 mounted = {"count": 0}
 
 
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=DERANDOMIZE, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=DERANDOMIZE, database=None)
 @given(st.sampled_from(["v5.boot", "v6.boot", "layer-b.nydus", "layer.tar", "layer.tar.gz",
                         "layer.tar.zst"]), mutations())
 def test_mutants_get_a_clean_answer_within_bounds(seeds, name, m):
