@@ -29,7 +29,7 @@ import zstandard
 from bounded import MEMORY_CEILING, TIME_LIMIT, assert_clean, run
 from conftest import is_root
 from corpus import Layer, pattern
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 EXAMPLES = 24
@@ -142,7 +142,7 @@ def test_mutants_get_a_clean_answer_within_bounds(seeds, name, m):
                               env=dict(os.environ, MALLOC_ARENA_MAX="2"), check=False)
         assert proc.returncode == 0, proc.stderr.decode()[-3000:]
         results = json.loads(proc.stdout)
-        for argv, (code, err) in zip(cases, results):
+        for argv, (code, err) in zip(cases, results, strict=True):
             lines = [line for line in err.splitlines() if line.strip()]
             assert "Traceback" not in err, (argv, m, err[-3000:])
             assert code in (0, 1, 2), (argv, m, code, err[-3000:])

@@ -109,7 +109,7 @@ class ImageV5(Image):
 
     def backed_bound(self, ino: int) -> int:
         # each chunk info holds at most MAX_CHUNK_SIZE bytes (the blob store refuses larger)
-        return self.inode(ino).record.i_child_count * MAX_CHUNK_SIZE
+        return _rec(self.inode(ino)).i_child_count * MAX_CHUNK_SIZE
 
     def max_names(self) -> int:
         return self.entries  # one inode table slot per name (hard links have their own)

@@ -150,5 +150,5 @@ def open_decompressed(stream: BinaryIO) -> BinaryIO:
         reader = zstandard.ZstdDecompressor().stream_reader(io.BufferedReader(source, READ_SIZE),
                                                             read_size=READ_SIZE,
                                                             read_across_frames=True)
-        return io.BufferedReader(_CheckedOutput(reader, source), READ_SIZE)  # type: ignore[arg-type]
+        return io.BufferedReader(_CheckedOutput(reader, source), READ_SIZE)
     return buffered
