@@ -76,7 +76,7 @@ class LayerTree:
     def _parent(self, parts: list[bytes], entry: Entry) -> Node:
         """The directory that will hold parts[-1], creating implicit directories on the way and
         following symlinks of this layer; '..' from symlink targets is clamped at the root."""
-        found = walk(self.root, parts[:-1], create=True)
+        found = walk(self.root, parts[:-1], create=True, max_path=MAX_PATH)
         if found.failure == LOOP:
             raise LayerError(self.source, "too many levels of symbolic links in the path",
                              member=entry.name, offset=entry.offset)

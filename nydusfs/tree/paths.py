@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable, Sequence
 
-from ..util.limits import MAX_PATH
 from .node import Node, new_dir
 
 MAX_SYMLINK_HOPS = 40       # symlinks followed in one walk, as the kernel's path walk
@@ -32,15 +31,15 @@ class Walk:
 
 
 def walk(root: Node, parts: Iterable[bytes], base: Sequence[bytes] = (), *, create: bool = False,
-         follow_last: bool = True) -> Walk:
+         follow_last: bool = True, max_path: int | None = None) -> Walk:
     """Resolve `parts` (path components) from the directory `base` (names of real directories).
 
     Every symlink met is followed and every component must be a directory (as the kernel
     resolves `path/`); without `follow_last` the last component is taken as it is, symlink or
     not (as lstat). With `create`, missing names become implied directories;
     when the walk then fails, the directories it made are removed again. Linear in the number of
-    components walked; a resolved path past MAX_PATH bytes fails (TOO_LONG), which bounds what
-    symlinks can stretch a path to."""
+    components walked. With `max_path` (create gives MAX_PATH), a resolved path longer than that
+    many bytes fails (TOO_LONG), which bounds what symlinks can stretch a path to."""
     nodes = [root]
     names: list[bytes] = []
     lengths = [0]                     # bytes of the path to each node in `nodes`
@@ -89,7 +88,7 @@ def walk(root: Node, parts: Iterable[bytes], base: Sequence[bytes] = (), *, crea
             continue
         elif child.children is None and (follow_last or not last):
             return fail(NOT_A_DIR, part)
-        if lengths[-1] + 1 + len(part) > MAX_PATH:
+        if max_path is not None and lengths[-1] + 1 + len(part) > max_path:
             return fail(TOO_LONG, part)
         names.append(part)
         nodes.append(child)
