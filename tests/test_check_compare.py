@@ -315,17 +315,17 @@ def test_directory_order_that_breaks_lookups_is_an_entry_difference(tmp_path, ve
     boot, blobs = sample().write_image(tmp_path, version)
     with open_image(boot, [blobs]) as image:
         l_ino = image.resolve("/l")
-        real = image.readdir
+        real = image.list_dir
 
         def shuffled(ino: int):
             kids = real(ino)
             return tuple(reversed(kids)) if ino == l_ino else kids
 
-        image.readdir = shuffled  # as an unsorted directory on disk would list
+        image.list_dir = shuffled  # as an unsorted directory on disk would list
         try:
             _, problems = walk_image(image, None)
         finally:
-            image.readdir = real
+            image.list_dir = real
     assert [(d.path, d.field) for d in problems] == [(b"/l", "entries")]
     assert problems[0].found[0] == "'target' before 'sym'"
 

@@ -137,7 +137,9 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
     algo = HASH if "content" not in fields else None
     target = "mounted" if opts.mounted else ("mount" if opts.through_mount else "image")
 
-    image: Image | None = open_image(opts.bootstrap, opts.blob_dirs) if opts.bootstrap else None
+    # no chunk cache: each inode is hashed once, and a cache of many tiny chunks would cost
+    # per entry far more than the bytes it counts
+    image: Image | None = open_image(opts.bootstrap, opts.blob_dirs, cache_bytes=0) if opts.bootstrap else None
     layer_pool = cf.ThreadPoolExecutor(max_workers=min(len(opts.layers), _workers(opts.workers)),
                                        thread_name_prefix="check-layer", initializer=main_thread_only)
     hash_pool = cf.ThreadPoolExecutor(max_workers=_workers(opts.workers), thread_name_prefix="check-hash",
@@ -151,7 +153,16 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
             with lock:
                 progress.tick("layers", n)
 
-        jobs = [layer_pool.submit(oracle.read_layer, p, algo, tick) for p in opts.layers]
+        jobs = [layer_pool.submit(oracle.read_layer, p, algo, tick, i == 0)
+                for i, p in enumerate(opts.layers)]
+
+        def expected_side() -> dict[bytes, Entry]:
+            changesets = [j.result() for j in jobs]
+            jobs.clear()  # the futures hold the changesets too
+            root = oracle.build(changesets)
+            del changesets  # entries and their paths: only the tree is needed from here
+            return flatten(root)
+
         hashing = Hashing(hash_pool, lambda n: progress.tick("content", n)) if algo else None
         extra: list[Difference] = []
         if target == "image":
@@ -166,8 +177,11 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
             with mounted(opts.bootstrap, opts.blob_dirs) as mnt:
                 found, problems = walk_tree(mnt, hashing, HASH)
                 if hashing is not None:
-                    progress.total("content", hashing.files)
-                    _wait(hashing)  # read while the mount is up
+                    progress.total("content", hashing.files + len(hashing.deferred))
+                    hashing.fill(found)  # read while the mount is up
+                expected = expected_side()
+                if hashing is not None:
+                    hashing.run_deferred(found, expected)
             for p in coarse:
                 if p in found:
                     found[p].precision = None
@@ -179,11 +193,12 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
         extra.extend(problems)
         if hashing is not None:
             progress.total("content", hashing.files)
-        changesets = [j.result() for j in jobs]
-        expected = flatten(oracle.build(changesets))
-        del changesets
-        if hashing is not None:
-            hashing.fill(found)
+        if target != "mount":
+            if hashing is not None:
+                hashing.fill(found)  # digests into the entries before the layers' tree is built
+            expected = expected_side()
+            if hashing is not None:
+                hashing.run_deferred(found, expected)
         if opts.manifest:
             assert image is not None
             extra.extend(blob_differences(image, opts.manifest))
@@ -199,11 +214,6 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
         hash_pool.shutdown(wait=True, cancel_futures=True)
         if image is not None:
             image.close()
-
-
-def _wait(hashing: Hashing) -> None:
-    for fut in list(hashing.futures.values()):
-        fut.result()
 
 
 def _coarse_mtime_paths(image: Image) -> list[bytes]:

@@ -88,23 +88,29 @@ def show_digest(d: bytes | str, algo: str) -> str:
 # --- the reference tree as entries ---------------------------------------------------------------
 
 def flatten(root: Node) -> dict[bytes, Entry]:
-    """path -> Entry for every name of the reference tree; nlink is counted from the names."""
+    """path -> Entry for every name of the reference tree; nlink is counted from the names.
+
+    Consumes the tree: each directory's children are let go once listed, so the nodes are
+    freed while their entries are made (the tree and the entries are not both held)."""
     names: dict[int, int] = {}
-    order: list[tuple[bytes, Node]] = []
-    stack = [(b"/", root)]
-    while stack:
-        path, node = stack.pop()
-        order.append((path, node))
-        if node.children:
-            base = b"" if path == b"/" else path
-            for name, child in node.children.items():
-                stack.append((base + b"/" + name, child))
-                if child.kind != "dir":
-                    names[id(child)] = names.get(id(child), 0) + 1
+    stack = [root]
+    while stack:  # names per non-directory node, before the tree is taken apart
+        node = stack.pop()
+        for child in (node.children or {}).values():
+            if child.kind == "dir":
+                stack.append(child)
+            else:
+                names[id(child)] = names.get(id(child), 0) + 1
     out = {}
-    for path, n in order:
+    todo = [(b"/", root)]
+    while todo:
+        path, n = todo.pop()
         if n.kind == "dir":
-            nlink = 2 + sum(1 for c in (n.children or {}).values() if c.kind == "dir")
+            kids = n.children or {}
+            nlink = 2 + sum(1 for c in kids.values() if c.kind == "dir")
+            base = b"" if path == b"/" else path
+            todo.extend((base + b"/" + name, child) for name, child in kids.items())
+            n.children = None
         else:
             nlink = names[id(n)]
         out[path] = Entry(kind=n.kind, mode=n.mode, uid=n.uid, gid=n.gid, mtime_ns=n.mtime_ns,
@@ -124,17 +130,24 @@ class Options:
     digest_algo: str = "blake3"
 
 
-def tree_order(path: bytes) -> list[bytes]:
-    """Sort key: DFS pre-order with name-sorted children, root first."""
-    return [] if path == b"/" else path[1:].split(b"/")
+def tree_order(path: bytes) -> bytes:
+    """Sort key: DFS pre-order with name-sorted children, root first. Names hold no NUL, so
+    with '/' as NUL a byte comparison orders by components (one bytes object per path, not a
+    list of components)."""
+    return path.replace(b"/", b"\0")
 
 
 def _groups(entries: dict[bytes, Entry], others: dict[bytes, Entry]) -> dict[bytes, frozenset[bytes]]:
     """For every hard-linked path: the other names of its inode that both sides hold."""
-    by_key: dict[object, list[bytes]] = {}
+    names: dict[object, int] = {}   # counted first: a list per inode costs ~100 bytes each
     for path, e in entries.items():
         if e.kind != "dir" and path in others:
+            names[e.link] = names.get(e.link, 0) + 1
+    by_key: dict[object, list[bytes]] = {}
+    for path, e in entries.items():
+        if e.kind != "dir" and names.get(e.link, 0) > 1 and path in others:
             by_key.setdefault(e.link, []).append(path)
+    del names
     out = {}
     for paths in by_key.values():
         if len(paths) > 1:

@@ -34,12 +34,14 @@ from typing import BinaryIO, Callable, Mapping
 
 from ..errors import LayerError
 from ..format.blob import new_hasher
+from ..util.limits import MAX_PATH, NotRegularFileError, open_regular
 from ..util.streams import open_decompressed
 from .tarframe import TarFrame
 
 WHITEOUT = b".wh."
 OPAQUE = b".wh..wh..opq"
 READ = 1 << 20
+NO_XATTRS: dict[bytes, bytes] = {}   # shared by every node without xattrs; never modified
 
 Parts = tuple[bytes, ...]
 
@@ -75,7 +77,13 @@ class Member:
 
 @dataclasses.dataclass(slots=True)
 class Changeset:
+    """One layer's entries and whiteouts. With `root` (the lowest layer), entries are applied
+    to it as they are read and never kept: below the lowest layer there is nothing a whiteout
+    could hide, so the order rule has nothing to reorder, and a layer of a million entries is
+    not held twice (as entries and as the tree)."""
+
     source: str
+    root: "Node | None" = None
     members: list[Member] = dataclasses.field(default_factory=list)
     # (directory, NAME to remove or None for opaque, member name, offset)
     whiteouts: list[tuple[Parts, bytes | None, bytes, int | None]] = dataclasses.field(default_factory=list)
@@ -83,13 +91,20 @@ class Changeset:
     def add(self, path: Parts, name: bytes, offset: int | None, node: Node | None = None,
             link: Parts | None = None) -> None:
         """Record one entry; whiteout markers become whiteouts, never entries."""
+        if sum(map(len, path)) + len(path) > MAX_PATH or (link and sum(map(len, link)) + len(link) > MAX_PATH):
+            raise LayerError(self.source, f"path longer than {MAX_PATH} bytes (PATH_MAX)",
+                             member=name[:200], offset=offset)
         if any(p.startswith(WHITEOUT) for p in path[:-1]):
             raise LayerError(self.source, "entry inside a whiteout marker", member=name, offset=offset)
         if path and path[-1].startswith(WHITEOUT):
-            target = None if path[-1] == OPAQUE else path[-1][len(WHITEOUT):]
-            self.whiteouts.append((path[:-1], target, name, offset))
+            if self.root is None:  # in the lowest layer, a whiteout has nothing to hide
+                target = None if path[-1] == OPAQUE else path[-1][len(WHITEOUT):]
+                self.whiteouts.append((path[:-1], target, name, offset))
             return
-        self.members.append(Member(path, node, link, name, offset))
+        if self.root is not None:
+            _apply_member(self.root, self, Member(path, node, link, name, offset))
+        else:
+            self.members.append(Member(path, node, link, name, offset))
 
 
 def clean(name: bytes) -> Parts:
@@ -121,34 +136,38 @@ def apply(root: Node, cs: Changeset) -> None:
         else:
             d.children.pop(gone, None)
     for m in cs.members:
-        if not m.path:
-            if m.node is None or m.node.kind != "dir":
-                raise LayerError(cs.source, "the root can only be a directory", member=m.name,
-                                 offset=m.offset)
-            _take_attributes(root, m.node)
-            continue
-        parent = _resolve(root, m.path[:-1], cs, m.name, m.offset, create=True)
-        assert parent is not None and parent.children is not None
-        leaf = m.path[-1]
-        old = parent.children.get(leaf)
-        if m.link is not None:
-            d = _resolve(root, m.link[:-1], cs, m.name, m.offset, create=False) if m.link else None
-            target = d.children.get(m.link[-1]) if d is not None and d.children is not None else None
-            if target is None:
-                raise LayerError(cs.source, f"hard link to {os.fsdecode(b'/'.join(m.link))!r}, "
-                                 "which does not exist at this point", member=m.name, offset=m.offset)
-            if target.kind == "dir":
-                raise LayerError(cs.source, "hard link to a directory", member=m.name, offset=m.offset)
-            if old is not None and old.kind == "dir" and _holds(old, target):
-                # unpacking removes the directory first, and the target with it
-                raise LayerError(cs.source, "hard link over the directory that holds its target",
-                                 member=m.name, offset=m.offset)
-            parent.children[leaf] = target
-        elif m.node is not None and m.node.kind == "dir" and old is not None and old.kind == "dir":
-            _take_attributes(old, m.node)
-        else:
-            assert m.node is not None
-            parent.children[leaf] = m.node
+        _apply_member(root, cs, m)
+
+
+def _apply_member(root: Node, cs: Changeset, m: Member) -> None:
+    if not m.path:
+        if m.node is None or m.node.kind != "dir":
+            raise LayerError(cs.source, "the root can only be a directory", member=m.name,
+                             offset=m.offset)
+        _take_attributes(root, m.node)
+        return
+    parent = _resolve(root, m.path[:-1], cs, m.name, m.offset, create=True)
+    assert parent is not None and parent.children is not None
+    leaf = m.path[-1]
+    old = parent.children.get(leaf)
+    if m.link is not None:
+        d = _resolve(root, m.link[:-1], cs, m.name, m.offset, create=False) if m.link else None
+        target = d.children.get(m.link[-1]) if d is not None and d.children is not None else None
+        if target is None:
+            raise LayerError(cs.source, f"hard link to {os.fsdecode(b'/'.join(m.link))!r}, "
+                             "which does not exist at this point", member=m.name, offset=m.offset)
+        if target.kind == "dir":
+            raise LayerError(cs.source, "hard link to a directory", member=m.name, offset=m.offset)
+        if old is not None and old.kind == "dir" and _holds(old, target):
+            # unpacking removes the directory first, and the target with it
+            raise LayerError(cs.source, "hard link over the directory that holds its target",
+                             member=m.name, offset=m.offset)
+        parent.children[leaf] = target
+    elif m.node is not None and m.node.kind == "dir" and old is not None and old.kind == "dir":
+        _take_attributes(old, m.node)
+    else:
+        assert m.node is not None
+        parent.children[leaf] = m.node
 
 
 def _holds(d: Node, node: Node) -> bool:
@@ -179,15 +198,17 @@ def _resolve(root: Node, parts: Parts, cs: Changeset, name: bytes, offset: int |
     non-directory in the way is an error, as it is for those extractors. Without `create`,
     a path that leads nowhere gives None."""
     trail = [root]                 # resolved directories from the root, for '..'
-    todo = list(parts)
+    lengths = [0]                  # bytes of each resolved path
+    todo = list(reversed(parts))   # next component last
     hops = 0
     while todo:
-        p = todo.pop(0)
+        p = todo.pop()
         if p in (b"", b"."):
             continue
         if p == b"..":
             if len(trail) > 1:
                 trail.pop()
+                lengths.pop()
             continue
         d = trail[-1]
         assert d.children is not None
@@ -199,8 +220,8 @@ def _resolve(root: Node, parts: Parts, cs: Changeset, name: bytes, offset: int |
                                  member=name, offset=offset)
             target = child.target or b""
             if target.startswith(b"/"):
-                trail = [root]
-            todo = target.split(b"/") + todo
+                trail, lengths = [root], [0]
+            todo.extend(reversed(target.split(b"/")))
             continue
         if child is None:
             if not create:
@@ -212,6 +233,10 @@ def _resolve(root: Node, parts: Parts, cs: Changeset, name: bytes, offset: int |
             raise LayerError(cs.source, f"parent component {os.fsdecode(p)!r} is a {child.kind}, "
                              "not a directory", member=name, offset=offset)
         trail.append(child)
+        lengths.append(lengths[-1] + 1 + len(p))
+        if lengths[-1] > MAX_PATH:
+            raise LayerError(cs.source, f"the parent path resolves (through symlinks) to more "
+                             f"than {MAX_PATH} bytes (PATH_MAX)", member=name[:200], offset=offset)
     return trail[-1]
 
 
@@ -288,15 +313,20 @@ def _mtime_ns(ti: tarfile.TarInfo) -> int:
 
 
 def read_tar(path: str, hash_algo: str | None = "blake3",
-             tick: Callable[[int], None] = lambda n: None) -> Changeset:
-    """Stream one layer tar (plain, gzip or zstd, detected by magic bytes) into a changeset."""
-    cs = Changeset(path)
+             tick: Callable[[int], None] = lambda n: None, lowest: bool = False) -> Changeset:
+    """Stream one layer tar (plain, gzip or zstd, detected by magic bytes) into a changeset
+    (applied to a root of its own as it is read when `lowest`)."""
+    cs = Changeset(path, new_root() if lowest else None)
     frame = TarFrame(path)          # the framing tarfile would forgive
     tf: tarfile.TarFile | None = None
     last: tarfile.TarInfo | None = None
     in_data = False
     try:
-        with open(path, "rb") as raw:
+        try:
+            fd = open_regular(path, "a layer")
+        except NotRegularFileError as e:
+            raise LayerError(path, e.detail) from None
+        with open(fd, "rb") as raw:
             stream = open_decompressed(io.BufferedReader(_Counting(raw, tick), READ))  # type: ignore[type-var]
             fwd = _Forward(frame.watch(stream))
             tf = tarfile.open(fileobj=fwd, mode="r:", encoding="utf-8", errors="surrogateescape")
@@ -342,7 +372,7 @@ def _tar_member(cs: Changeset, tf: tarfile.TarFile, ti: tarfile.TarInfo, hash_al
     if kind is None:
         raise LayerError(cs.source, f"unsupported tar entry type {ti.type!r}", member=name,
                          offset=ti.offset)
-    xattrs = _pax_xattrs(ti.pax_headers)
+    xattrs = _pax_xattrs(ti.pax_headers) or NO_XATTRS
     node = Node(kind, mode=ti.mode & 0o7777, uid=ti.uid, gid=ti.gid, mtime_ns=_mtime_ns(ti),
                 xattrs=xattrs)
     if kind == "dir":
@@ -362,7 +392,7 @@ def _tar_member(cs: Changeset, tf: tarfile.TarFile, ti: tarfile.TarInfo, hash_al
                 if not block:
                     break
                 h.update(block)
-            node.digest = h.digest()
+            node.digest = shared_digest(h.digest())
     cs.add(parts, name, ti.offset, node=node)
 
 
@@ -374,11 +404,11 @@ FS_KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink",
 
 
 def read_dir(path: str, hash_algo: str | None = "blake3",
-             tick: Callable[[int], None] = lambda n: None) -> Changeset:
+             tick: Callable[[int], None] = lambda n: None, lowest: bool = False) -> Changeset:
     """Read an untarred layer the way a tar is read: lstat, readlink, xattrs, `.wh.` names as
     whiteouts. The directory itself stands for the root and is not an entry (its metadata is
     the extractor's, not the layer's). Names sharing an inode become hard links."""
-    cs = Changeset(path)
+    cs = Changeset(path, new_root() if lowest else None)
     top = os.fsencode(path)
     first: dict[tuple[int, int], Parts] = {}
     stack: list[Parts] = [()]
@@ -436,6 +466,17 @@ def _fs_xattrs(path: bytes) -> dict[bytes, bytes]:
     return out
 
 
+_EMPTY = {algo: new_hasher(algo).digest() for algo in ("blake3", "sha256")}
+
+
+def shared_digest(digest: bytes) -> bytes:
+    """The one object for the digest of empty content (common in layers; 65 bytes each)."""
+    for empty in _EMPTY.values():
+        if digest == empty:
+            return empty
+    return digest
+
+
 def hash_file(path: bytes | str, hash_algo: str) -> bytes:
     h = new_hasher(hash_algo)
     with open(path, "rb", buffering=0) as f:
@@ -444,28 +485,30 @@ def hash_file(path: bytes | str, hash_algo: str) -> bytes:
             if not block:
                 break
             h.update(block)
-    return h.digest()
+    return shared_digest(h.digest())
 
 
 # --- the whole stack --------------------------------------------------------------------------
 
 def read_layer(path: str, hash_algo: str | None = "blake3",
-               tick: Callable[[int], None] = lambda n: None) -> Changeset:
+               tick: Callable[[int], None] = lambda n: None, lowest: bool = False) -> Changeset:
     if os.path.isdir(path):
-        return read_dir(path, hash_algo, tick)
-    return read_tar(path, hash_algo, tick)
+        return read_dir(path, hash_algo, tick, lowest)
+    return read_tar(path, hash_algo, tick, lowest)
 
 
 def build(changesets: list[Changeset]) -> Node:
-    root = new_root()
+    """Apply the changesets lowest first; one read with `lowest` already holds its tree."""
+    root = changesets[0].root if changesets and changesets[0].root is not None else new_root()
     for cs in changesets:
-        apply(root, cs)
+        if cs.root is None:
+            apply(root, cs)
     return root
 
 
 def reference(layers: list[str], hash_algo: str | None = "blake3") -> Node:
     """The tree the layers (lowest first) hold once applied."""
-    return build([read_layer(p, hash_algo) for p in layers])
+    return build([read_layer(p, hash_algo, lowest=i == 0) for i, p in enumerate(layers)])
 
 
 def _pax_xattrs(pax: Mapping[str, str]) -> dict[bytes, bytes]:

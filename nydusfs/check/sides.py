@@ -18,26 +18,55 @@ from ..format.blob import new_hasher
 from ..reader import Image, file_kind
 from ..reader.chunkmap import ImageChunks, file_problem
 from .compare import Difference, Entry
-from .oracle import FS_KINDS, READ, hash_file
+from .oracle import FS_KINDS, READ, hash_file, shared_digest
 
 Tick = Callable[[int], None]
+NO_XATTRS: dict[bytes, bytes] = {}   # shared by every entry without xattrs; never modified
+
+
+# Digests in flight at once: enough to keep the pool busy, few enough that a million small
+# files do not become a million queued futures (about 1 KB each).
+IN_FLIGHT = 256
+# A mounted tree's files above this size are hashed only once the layers say the same size:
+# a hole nothing backs (a corrupt size) would otherwise be read for ever.
+DEFER_ABOVE = 64 << 20
 
 
 class Hashing:
-    """Content digests keyed by inode identity, each computed once on a shared pool."""
+    """Content digests keyed by inode identity, each computed once on a shared pool.
+
+    At most IN_FLIGHT digests are queued; finished ones keep only their digest. A file whose
+    size its image cannot back (see `Image.backed_bound`) is deferred: it is hashed in `fill`
+    only when the expected side has a file of the same size there, so a crafted size costs
+    nothing but a `size` difference."""
 
     def __init__(self, pool: cf.Executor, tick: Tick = lambda n: None) -> None:
         self.pool = pool
         self.tick = tick
-        self.futures: dict[object, cf.Future] = {}
+        self.pending: dict[object, cf.Future] = {}
+        self.results: dict[object, bytes | str] = {}
+        self.deferred: dict[object, tuple[Callable[[], bytes | str], int]] = {}
         self.files = 0
         self.bytes = 0
 
-    def submit(self, key: object, fn: Callable[[], bytes | str], size: int) -> None:
-        if key not in self.futures:
-            self.files += 1
-            self.bytes += size
-            self.futures[key] = self.pool.submit(self._run, fn, size)
+    def submit(self, key: object, fn: Callable[[], bytes | str], size: int,
+               defer: bool = False) -> None:
+        if key in self.results or key in self.pending or key in self.deferred:
+            return
+        if defer:
+            self.deferred[key] = (fn, size)
+            return
+        self.files += 1
+        self.bytes += size
+        if size == 0:  # no data to read: cheaper here than as a queued future
+            self.results[key] = self._run(fn, size)
+            return
+        while len(self.pending) >= IN_FLIGHT:
+            self._collect(next(iter(self.pending)))
+        self.pending[key] = self.pool.submit(self._run, fn, size)
+
+    def _collect(self, key: object) -> None:
+        self.results[key] = self.pending.pop(key).result()
 
     def _run(self, fn: Callable[[], bytes | str], size: int) -> bytes | str:
         try:
@@ -45,11 +74,34 @@ class Hashing:
         finally:
             self.tick(1)
 
-    def fill(self, entries: dict[bytes, Entry]) -> None:
+    def wait(self) -> None:
+        while self.pending:
+            self._collect(next(iter(self.pending)))
+
+    def run_deferred(self, found: dict[bytes, Entry], expected: dict[bytes, Entry]) -> None:
+        """Hash the deferred files whose size the expected side confirms (once per inode)."""
+        jobs = []
+        for path, e in found.items():
+            job = self.deferred.get(e.link) if e.kind == "file" else None
+            x = expected.get(path)
+            if job is not None and x is not None and x.kind == "file" and x.size == e.size:
+                del self.deferred[e.link]
+                self.submit(e.link, *job)
+                jobs.append(e.link)
+        self.deferred.clear()
+        if jobs:
+            self.fill(found)
+
+    def fill(self, entries: dict[bytes, Entry], expected: dict[bytes, Entry] | None = None) -> None:
+        """Put the digests into the entries; finished digests are then let go (each entry keeps
+        its own). With `expected`, deferred files are hashed first where the sizes agree."""
+        if expected is not None:
+            self.run_deferred(entries, expected)
+        self.wait()
         for e in entries.values():
-            fut = self.futures.get(e.link) if e.kind == "file" else None
-            if fut is not None:
-                e.digest = fut.result()
+            if e.kind == "file" and e.link in self.results:
+                e.digest = self.results[e.link]
+        self.results.clear()
 
 
 # --- a Nydus image through the reader -------------------------------------------------------------
@@ -70,7 +122,7 @@ def image_digest(image: Image, ino: int, size: int, algo: str) -> bytes | str:
             off += len(data)
     except NydusfsError as e:  # BlobError mostly; FormatError for a broken chunk table
         return str(e)
-    return h.digest()
+    return shared_digest(h.digest())
 
 
 CHUNKS_EXPECTED = "chunks that tile the file and agree with the blob table and each other"
@@ -121,19 +173,20 @@ def walk_image(image: Image, hashing: Hashing | None,
         kind = file_kind(node.mode)
         e = Entry(kind=kind, mode=stat.S_IMODE(node.mode), uid=node.uid, gid=node.gid,
                   mtime_ns=node.mtime * 1_000_000_000 + node.mtime_nsec, nlink=node.nlink,
-                  xattrs=dict(image.xattrs(ino)),
+                  xattrs=dict(image.xattrs(ino)) or NO_XATTRS,
                   # compact v6 inodes keep no mtime of their own
                   precision="ns" if image.keeps_mtime(ino) else None)
         if kind == "dir":
             problems.extend(_dir_problems(image, path, ino))
         else:
-            e.link = ("image", image.link_key(ino))
+            e.link = image.link_key(ino)
         if kind == "file":
             e.size = node.size
             audit.file(path, ino)
             if hashing is not None:
                 size = node.size
-                hashing.submit(e.link, functools.partial(image_digest, image, ino, size, algo), size)
+                hashing.submit(e.link, functools.partial(image_digest, image, ino, size, algo), size,
+                               defer=size > image.backed_bound(ino))
         elif kind == "symlink":
             e.target = image.readlink(ino)
             e.size = node.size
@@ -148,7 +201,7 @@ def _dir_problems(image: Image, path: bytes, ino: int) -> list[Difference]:
     """Lookups (RAFS v5, EROFS) binary-search the names in their on-disk order, so that order
     must be strictly ascending: a name out of place, or twice, is listed but not found. Checked
     on the order instead of looking every name up, which would decode each block again."""
-    names = [n for n, _ in image.readdir(ino)]
+    names = [n for n, _ in image.list_dir(ino)]
     bad = [f"{os.fsdecode(a)!r} before {os.fsdecode(b)!r}" for a, b in zip(names, names[1:], strict=False) if a >= b]
     if not bad:
         return []
@@ -228,7 +281,8 @@ def _fs_entry(full: bytes, st: os.stat_result, hashing: Hashing | None, algo: st
     if kind == "file":
         e.size = st.st_size
         if hashing is not None:
-            hashing.submit(e.link, lambda: path_digest(full, algo), st.st_size)
+            hashing.submit(e.link, lambda: path_digest(full, algo), st.st_size,
+                           defer=st.st_size > DEFER_ABOVE)
     elif kind == "symlink":
         e.target = os.readlink(full)
         e.size = st.st_size

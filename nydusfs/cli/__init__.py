@@ -21,6 +21,9 @@ VERBS = ("create", "merge", "mount", "umount", "check", "dump", "unpack", "explo
 EPILOG = """\
 Exit status: 0 success; 1 the command ran and found problems (check differences,
 dump --verify failures); 2 bad input, usage error or missing file; 130 interrupted.
+
+Environment: NYDUSFS_MAX_BOOTSTRAP (default 512M) is the largest compressed bootstrap
+inflated into memory (docs/limits.md lists every limit).
 """
 
 

@@ -27,6 +27,9 @@ not match, or that records no digest, reads as EIO), and a file whose chunk reco
 it as the format requires reads as EIO whatever the options; --no-verify skips only the digest
 check. --verify-chunks, once the switch that turned checking on, is accepted and changes nothing.
 
+The bootstrap, blob directories, log and pid files must not lie inside MOUNTPOINT (the server
+would wait on its own mount): such paths are refused before mounting.
+
 Mount options: ro, default_permissions (the kernel checks the image's modes), nosuid and
 nodev (see --suid, --dev), fsname=nydusfs:<bootstrap name>, type fuse.nydusfs. Writes fail
 with EROFS. A missing or corrupt blob makes reads of the files that use it fail with EIO
@@ -122,4 +125,17 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.threads is not None:
         cfg.threads = args.threads
+    _refuse_paths_inside(cfg)
     return mount(cfg)
+
+
+def _refuse_paths_inside(cfg: Any) -> None:
+    """Paths the server opens must not lie inside its own mount: it would wait on itself."""
+    from ..util.limits import inside
+
+    named = [("BOOTSTRAP", cfg.bootstrap)] + [("--blob-dir", d) for d in cfg.blob_dirs]
+    named += [("--pid-file", cfg.pid_file), ("--log-file", cfg.log_file)]
+    for option, path in named:
+        if path is not None and inside(path, cfg.mountpoint):
+            raise UsageError(f"{option} {path}: inside the mountpoint {cfg.mountpoint} (the "
+                             "server would wait on its own mount)")

@@ -21,7 +21,8 @@ from typing import Callable
 from ..errors import LayerError, ParentNotADirError
 from ..format import v6, whiteout
 from ..tree.node import HIDDEN_MARKERS_XATTR, LOWER_LINK_XATTR, Node, new_dir, split_path
-from ..tree.paths import LOOP, MAX_SYMLINK_HOPS, walk
+from ..tree.paths import LOOP, MAX_SYMLINK_HOPS, TOO_LONG, walk
+from ..util.limits import MAX_PATH
 from .tarstream import Entry
 TYPE_MODE = {
     b"0": stat.S_IFREG, b"\0": stat.S_IFREG, b"7": stat.S_IFREG, b"2": stat.S_IFLNK,
@@ -34,6 +35,9 @@ def clean_parts(raw: bytes, source: str, entry: Entry, what: str = "path") -> li
         raise LayerError(source, f"absolute {what} {raw[:200]!r} is not allowed in a layer",
                          member=entry.name, offset=entry.offset)
     parts = split_path(raw)
+    if sum(map(len, parts)) + len(parts) > MAX_PATH:
+        raise LayerError(source, f"{what} longer than {MAX_PATH} bytes (PATH_MAX)",
+                         member=entry.name[:200], offset=entry.offset)
     if b".." in parts:
         raise LayerError(source, f"{what} {raw[:200]!r} has a '..' component",
                          member=entry.name, offset=entry.offset)
@@ -85,10 +89,14 @@ class LayerTree:
     def _parent(self, parts: list[bytes], entry: Entry) -> Node:
         """The directory that will hold parts[-1], creating implicit directories on the way and
         following symlinks of this layer; '..' from symlink targets is clamped at the root."""
-        found = walk(self.root, parts[:-1], create=True)
+        found = walk(self.root, parts[:-1], create=True, max_path=MAX_PATH)
         if found.failure == LOOP:
             raise LayerError(self.source, "too many levels of symbolic links in the path",
                              member=entry.name, offset=entry.offset)
+        if found.failure == TOO_LONG:
+            raise LayerError(self.source, f"the path resolves (through symlinks) to more than "
+                             f"{MAX_PATH} bytes (PATH_MAX)", member=entry.name[:200],
+                             offset=entry.offset)
         if found.node is None:
             raise ParentNotADirError(self.source, f"parent {b'/'.join(found.failed_at)!r} is "
                                      "not a directory", member=entry.name, offset=entry.offset)

@@ -21,6 +21,7 @@ from ..format.choices import (FS_VERSIONS, WRITABLE_COMPRESSORS, Compressor, Dig
 from ..format.flags import BlobFeatures, SuperFlags
 from ..format.record import align
 from ..tree.node import BlobDesc, Node, Tree, non_directories
+from ..util.limits import NotRegularFileError, open_regular
 from ..util.output import Outputs
 from ..util.streams import open_decompressed
 from ..write.blobfile import BlobFile, meta_header, sha256, toc_entry
@@ -149,9 +150,11 @@ def read_input(source: str) -> tuple[BinaryIO, int | None, Callable[[], int]]:
         total = None
     else:
         try:
-            raw = open(source, "rb", buffering=0)
+            raw = open(open_regular(source, "a layer"), "rb", buffering=0)
         except OSError as e:
             raise LayerError(source, f"cannot open: {e.strerror}") from None
+        except NotRegularFileError as e:
+            raise LayerError(source, e.detail) from None
         total = os.fstat(raw.fileno()).st_size
     counter = _Counting(raw)
     return open_decompressed(counter), total, lambda: counter.count  # type: ignore[arg-type]

@@ -124,7 +124,11 @@ class TarStream:
             if len(block) < BLOCK:
                 block += self._read(BLOCK - len(block), "a tar header")
             if not any(block):
-                # end-of-archive marker; concatenated archives are not layers, stop here
+                # end-of-archive marker; concatenated archives are not layers, stop here, but
+                # read the stream out so that a compressed one that ends early (a cut gzip
+                # trailer or zstd frame) is an error here as everywhere else
+                while self._read_some(1 << 20):
+                    pass
                 return
             if start is None:
                 start = header_offset

@@ -18,6 +18,7 @@ import tarfile
 from typing import Any
 
 from ..errors import FormatError
+from ..util.limits import BOOTSTRAP_ENV, NotRegularFileError, max_bootstrap, open_regular
 from . import v5, v6
 from .blob import (GZIP_MAGIC, TAR_BLOCK, TOC_ENTRY_SIZE, ZSTD_MAGIC, TocEntry, decompress,
                    parse_blob_tar_header, tar_checksum_ok)
@@ -163,19 +164,47 @@ def _member_name(raw: str) -> bytes:
     return name.rstrip(b"/")
 
 
+def _too_big(structure: str, field: str, size: int, limit: int, name: str,
+             offset: int | None = None) -> FormatError:
+    return FormatError(structure, field=field, offset=offset,
+                       expected=f"a bootstrap of at most {limit} bytes", found=size, file=name,
+                       hint=f"set {BOOTSTRAP_ENV} (e.g. {BOOTSTRAP_ENV}=2G) to allow larger ones")
+
+
 def extract_from_tarball(fd: int, name: str) -> bytes:
-    """The bootstrap bytes of a gzip/zstd compressed tar holding `image/image.boot`."""
+    """The bootstrap bytes of a gzip/zstd compressed tar holding `image/image.boot`.
+
+    The member's size is checked against the bootstrap limit before it is read, and the scan
+    for it stops once more than the limit has been inflated: a small tarball cannot make us
+    allocate or inflate without bound."""
     from ..util.streams import open_decompressed  # local import: only tarballs need it
 
+    limit = max_bootstrap()
     with open(os.dup(fd), "rb", closefd=True) as f:
         stream = open_decompressed(f)
         try:
             tf = tarfile.open(fileobj=stream, mode="r|")
             for m in tf:
                 if _member_name(m.name) in BOOT_NAMES and m.isfile():
+                    if m.size > limit:
+                        raise _too_big("compressed layer tarball member image/image.boot", "size",
+                                       m.size, limit, name)
                     fobj = tf.extractfile(m)
                     assert fobj is not None
-                    return fobj.read()
+                    data = fobj.read(m.size)
+                    if len(data) != m.size:
+                        raise FormatError("compressed layer tarball member image/image.boot",
+                                          field="size", expected=f"{m.size} bytes",
+                                          found=f"{len(data)} (the stream ends early)", file=name)
+                    return data
+                if m.offset_data + m.size > limit + (1 << 20):
+                    raise FormatError("compressed layer tarball", field="members",
+                                      expected=f"image/image.boot within the first {limit} bytes",
+                                      found=f"member {m.name!r} ending at {m.offset_data + m.size}",
+                                      file=name, hint="not a Nydus bootstrap layer, or one "
+                                      f"larger than {BOOTSTRAP_ENV} allows")
+        except FormatError:
+            raise
         except Exception as e:  # any codec's complaint about the stream means "not readable"
             raise FormatError("compressed layer tarball", offset=0, expected="a readable tar",
                               found=str(e) or type(e).__name__, file=name) from None
@@ -187,6 +216,12 @@ def load_section(fd: int, name: str, section: Section, what: str) -> bytes | Non
     """Bytes of a compressed section (ToC-described), checked against its digest; None if plain."""
     if section.compressor == "none" and section.digest is None:
         return None
+    limit = max_bootstrap()
+    if section.size > limit:
+        raise _too_big(f"{what} section", "compressed_size", section.size, limit, name, section.offset)
+    if section.compressor != "none" and (section.uncompressed_size or 0) > limit:
+        raise _too_big(f"{what} section", "uncompressed_size", section.uncompressed_size or 0, limit,
+                       name, section.offset)
     raw = _pread(fd, section.size, section.offset)
     if section.compressor != "none":
         try:
@@ -213,10 +248,13 @@ def open_bootstrap(path: str | os.PathLike[str]) -> tuple[Any, LayerLayout, Any]
 
     name = os.fspath(path)
     try:
-        fd = os.open(name, os.O_RDONLY)
+        fd = open_regular(name, "a bootstrap or Nydus layer")
     except OSError as e:
         raise FormatError("Nydus bootstrap or layer", expected="a readable file",
                           found=e.strerror, file=name) from None
+    except NotRegularFileError as e:
+        raise FormatError("Nydus bootstrap or layer", expected="a regular file",
+                          found=f"a {e.kind}", file=name) from None
     try:
         try:
             layout = detect(fd, name)

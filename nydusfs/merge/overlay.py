@@ -138,9 +138,10 @@ def add_entries(lower: Node | None, upper: Node, rules: Rules,
         if not upper.implicit:
             _take_attrs(root, upper, _xattrs(upper, rules))
     stack: list[tuple[Node, Node, Path]] = [(root, upper, ())]
+    memo: dict[int, bool] = {}
     while stack:
         dst, up, path = stack.pop()
-        _merge_dir(root, dst, up, path, rules, stack, swap, label)
+        _merge_dir(root, dst, up, path, rules, stack, swap, label, memo)
     return root
 
 
@@ -155,7 +156,8 @@ def apply(lower: Node | None, upper: Node, rules: Rules, label: str = "the layer
 
 
 def _merge_dir(root: Node, dst: Node, up: Node, path: Path, rules: Rules,
-               stack: list[tuple[Node, Node, Path]], swap: dict[int, Node], label: str) -> None:
+               stack: list[tuple[Node, Node, Path]], swap: dict[int, Node], label: str,
+               memo: dict[int, bool]) -> None:
     kids = dst.children
     assert kids is not None and up.children is not None
     for name, u in up.children.items():
@@ -165,7 +167,7 @@ def _merge_dir(root: Node, dst: Node, up: Node, path: Path, rules: Rules,
         if u.children is None:
             kids[name] = swap.get(id(u), u) if swap else u
             continue
-        if u.implicit and m is None and _only_markers(u, rules):
+        if u.implicit and m is None and _only_markers(u, rules, memo):
             continue            # implied only by whiteouts, which acted in phase 1: adds nothing
         low = kids.get(name)
         if low is not None and low.children is not None and m is None:
@@ -192,20 +194,32 @@ def _merge_dir(root: Node, dst: Node, up: Node, path: Path, rules: Rules,
         stack.append((merged, u, path + (name,)))
 
 
-def _only_markers(node: Node, rules: Rules) -> bool:
+def _only_markers(node: Node, rules: Rules, memo: dict[int, bool]) -> bool:
     """An implied directory holding nothing but whiteout markers (at any depth): unpacking it
-    creates nothing, not even the directory (a whiteout of a path that is not there is a no-op)."""
-    stack = [node]
+    creates nothing, not even the directory (a whiteout of a path that is not there is a no-op).
+    Answers for the whole subtree are kept in `memo` (by id), so a deep chain of implied
+    directories costs one pass, not one per level."""
+    if id(node) in memo:
+        return memo[id(node)]
+    order, stack = [], [node]
     while stack:
         d = stack.pop()
+        order.append(d)
+        for name, child in (d.children or {}).items():
+            m = rules.marker(name, child)
+            if m is None and child.children is not None and child.implicit and id(child) not in memo:
+                stack.append(child)
+    for d in reversed(order):  # children before their parents
+        ok = True
         for name, child in (d.children or {}).items():
             m = rules.marker(name, child)
             if m is not None and m[0] != OPAQUE_DIR:
                 continue
-            if child.children is None or not child.implicit or m is not None:
-                return False
-            stack.append(child)
-    return True
+            if child.children is None or not child.implicit or m is not None or not memo[id(child)]:
+                ok = False
+                break
+        memo[id(d)] = ok
+    return memo[id(node)]
 
 
 def _xattrs(node: Node, rules: Rules) -> dict[bytes, bytes]:

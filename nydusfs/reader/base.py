@@ -20,6 +20,7 @@ from ..errors import FormatError, InvalidInodeError, NotADirError, NotFoundError
 from ..format.layer import LayerLayout
 from ..format.record import Record
 from ..format.v5 import ChunkInfo
+from ..util.limits import MAX_PATH
 from .chunkmap import file_problem
 from .model import BlobInfo, Inode, Region
 
@@ -98,6 +99,10 @@ class Image(abc.ABC):
     @abc.abstractmethod
     def _load_chunks(self, ino: int) -> tuple[ChunkInfo, ...]: ...
 
+    def list_dir(self, ino: int) -> tuple[tuple[bytes, int], ...]:
+        """`readdir` without its cache, for whole-image walks that read each directory once."""
+        return self._load_children(ino)
+
     @abc.abstractmethod
     def lookup(self, parent: int, name: bytes) -> int:
         """The inode of `name` in directory `parent`; NotFoundError if there is none."""
@@ -151,6 +156,17 @@ class Image(abc.ABC):
         """The bootstrap's bytes."""
         return bytes(self.buf)
 
+    def backed_bound(self, ino: int) -> int:
+        """The most bytes of the regular file `ino` its records can back with data (chunks or
+        inline blocks); a larger size is a hole nothing stores. Readers of whole files (check)
+        use it to avoid reading such sizes out as zeros."""
+        return self.inode(ino).size
+
+    @abc.abstractmethod
+    def max_names(self) -> int:
+        """The most names (root included) the bootstrap has room for; a walk yielding more
+        has met directories that share entries."""
+
     # --- common API -----------------------------------------------------------------------
     def getattr(self, ino: int) -> Inode:
         return self.inode(ino)
@@ -186,7 +202,9 @@ class Image(abc.ABC):
 
         A directory has exactly one parent, so a directory reached a second time (a loop, or
         a corrupt image sharing a subtree, which could multiply the walk exponentially) raises
-        FormatError: the walk visits each directory once and always ends.
+        FormatError: the walk visits each directory once and always ends. So do paths longer
+        than MAX_PATH (which bounds the depth, and the bytes spent per path) and more names
+        than the bootstrap has room for (directories sharing entries).
         """
         try:  # a generator: errors surface while iterating, so `names_file` cannot wrap it
             yield from self._walk(top, prefix)
@@ -194,12 +212,15 @@ class Image(abc.ABC):
             raise e.in_file(self.name) from None
 
     def _walk(self, top: int | None, prefix: bytes) -> Iterator[tuple[bytes, int]]:
+        # directories are listed uncached: a walk reads each once, and keeping them in the
+        # readdir cache would hold every name of the image
         start = self.root_ino if top is None else top
         yield (prefix or b"/"), start
         stack: list[tuple[bytes, Iterator[tuple[bytes, int]]]] = []
         if self.inode(start).is_dir:
-            stack.append((prefix, iter(self.readdir(start))))
+            stack.append((prefix, iter(self.list_dir(start))))
         seen: set[int] = {start}
+        names, most = 1, self.max_names()
         while stack:
             base, it = stack[-1]
             child = next(it, None)
@@ -207,6 +228,17 @@ class Image(abc.ABC):
                 stack.pop()
                 continue
             name, ino = child
+            if len(base) + 1 + len(name) > MAX_PATH:
+                raise FormatError("directory tree", field="path", offset=self.inode(ino).offset,
+                                  expected=f"paths of at most {MAX_PATH} bytes (PATH_MAX)",
+                                  found=f"{len(base) + 1 + len(name)} bytes at depth {len(stack)}: "
+                                  f"{os.fsdecode(base[:60])!r}...")
+            names += 1
+            if names > most:
+                raise FormatError("directory tree", field="dirent", offset=self.inode(ino).offset,
+                                  expected=f"at most {most} names, what the bootstrap has room for",
+                                  found=f"more, at {os.fsdecode(base[:200] + b'/' + name)!r}",
+                                  hint="directories share entries")
             path = base + b"/" + name
             yield path, ino
             if self.inode(ino).is_dir:
@@ -215,7 +247,7 @@ class Image(abc.ABC):
                                       expected="each directory under one parent",
                                       found=f"inode {ino} again at {os.fsdecode(path)!r}")
                 seen.add(ino)
-                stack.append((path, iter(self.readdir(ino))))
+                stack.append((path, iter(self.list_dir(ino))))
 
     @names_file
     def read(self, ino: int, offset: int, size: int, verify: bool = True) -> bytes:

@@ -20,6 +20,7 @@ from ..format.blob import (BLOB_META_HEADER_SIZE, BLOB_META_MAGIC, COMPRESSOR_NA
                            decompress, digest)
 from ..format.flags import BlobFeatures, ChunkFlags
 from ..format.v5 import ChunkInfo
+from ..util.limits import NotRegularFileError, open_regular
 from .chunkmap import NoDigestChunk, chunk_identity
 from .model import BlobInfo
 
@@ -48,7 +49,7 @@ class BlobStore:
         self._cache: collections.OrderedDict[tuple[object, ...], tuple[bytes, bool]] = collections.OrderedDict()
         self._cache_used = 0
         self.cache_bytes = cache_bytes
-        self._ci_tables: dict[int, list[ChunkInfo] | None] = {}
+        self._ci_tables: dict[int, "CiTable | None"] = {}
         self._sizes: dict[int, int] = {}
 
     # --- files ----------------------------------------------------------------------------
@@ -77,9 +78,11 @@ class BlobStore:
                     where = ", ".join(self.dirs) or "no blob directory given"
                     raise BlobError(blob_id, f"blob file not found (looked in: {where})")
                 try:
-                    fd = os.open(path, os.O_RDONLY)
+                    fd = open_regular(path, "a blob")
                 except OSError as e:
                     raise BlobError(blob_id, f"cannot open {path}: {e.strerror}") from None
+                except NotRegularFileError as e:
+                    raise BlobError(blob_id, f"{path}: {e.detail}") from None
                 self._fds[index] = fd
             return fd
 
@@ -186,20 +189,24 @@ class BlobStore:
             except (BlobError, FormatError):
                 table = None
             self._ci_tables[index] = table
-        if table is None or not 0 <= ci_index < len(table):
+        if table is None:
             return None
-        return table[ci_index]
+        return table.entry(ci_index)
 
-    def _load_ci_table(self, index: int) -> list[ChunkInfo] | None:
+    def _load_ci_table(self, index: int) -> "CiTable | None":
         blob = self.blobs[index]
         e = blob.v6
         if e is None or not e.ci_compressed_size:
             return None
         v2 = bool(blob.features & BlobFeatures.CHUNK_INFO_V2)
         unit = 24 if v2 else 16
-        if e.ci_uncompressed_size > unit * MAX_CHUNKS_PER_BLOB:
-            raise BlobError(blob.blob_id, f"chunk info table of {e.ci_uncompressed_size} bytes is "
-                            f"larger than {MAX_CHUNKS_PER_BLOB} entries")
+        # every entry describes a chunk of at least one byte stored in this blob file: the
+        # file's size bounds the count before anything of that size is inflated or decoded
+        most = min(MAX_CHUNKS_PER_BLOB, self.file_size(index))
+        if e.ci_uncompressed_size > unit * most:
+            raise BlobError(blob.blob_id, f"chunk info table of {e.ci_uncompressed_size} bytes "
+                            f"declares more than the {most} chunks a {self.file_size(index)}-byte "
+                            "blob file can hold", offset=e.ci_offset)
         raw = self.read_raw(index, e.ci_offset, e.ci_compressed_size)
         if e.ci_compressor != 0:
             algo = COMPRESSOR_NAMES.get(e.ci_compressor, f"unknown({e.ci_compressor})")
@@ -212,21 +219,7 @@ class BlobStore:
             self.read_raw(index, e.ci_offset + e.ci_compressed_size, BLOB_META_HEADER_SIZE), 0)
         if header.s_magic != BLOB_META_MAGIC or header.s_magic2 != BLOB_META_MAGIC:
             return None
-        digests = self._digest_array(index)
-        out = []
-        for i in range(len(raw) // unit):
-            if v2:
-                coff, csize, uoff, usize, flags = decode_ci_v2(raw, i * unit)
-                cflag = ChunkFlags.COMPRESSED if flags & 1 else 0
-            else:
-                coff, csize, uoff, usize = decode_ci_v1(raw, i * unit)
-                cflag = ChunkFlags.COMPRESSED if csize != usize else 0
-            if digests:
-                out.append(ChunkInfo(digests[i * 32:(i + 1) * 32], index, int(cflag), csize, usize,
-                                     coff, uoff, 0, i, 0))
-            else:
-                out.append(NoDigestChunk(bytes(32), index, int(cflag), csize, usize, coff, uoff, 0, i, 0))
-        return out
+        return CiTable(index, raw, unit, v2, self._digest_array(index))
 
     def _digest_array(self, index: int) -> bytes:
         """The `blob.digest` section (chunk digests in index order), or b'' when absent."""
@@ -255,3 +248,30 @@ class BlobStore:
             self._sizes.clear()
             self._cache.clear()
             self._cache_used = 0
+
+
+class CiTable:
+    """A blob's chunk info array, decoded one entry at a time when a chunk index asks for it
+    (an eager list would cost an object per declared entry)."""
+
+    def __init__(self, blob_index: int, raw: bytes, unit: int, v2: bool, digests: bytes) -> None:
+        self.blob_index = blob_index
+        self.raw = raw
+        self.unit = unit
+        self.v2 = v2
+        self.digests = digests
+        self.count = len(raw) // unit
+
+    def entry(self, i: int) -> ChunkInfo | None:
+        if not 0 <= i < self.count:
+            return None
+        if self.v2:
+            coff, csize, uoff, usize, flags = decode_ci_v2(self.raw, i * self.unit)
+            cflag = ChunkFlags.COMPRESSED if flags & 1 else 0
+        else:
+            coff, csize, uoff, usize = decode_ci_v1(self.raw, i * self.unit)
+            cflag = ChunkFlags.COMPRESSED if csize != usize else 0
+        if not self.digests:   # nothing to check its bytes against: verification refuses it
+            return NoDigestChunk(bytes(32), self.blob_index, int(cflag), csize, usize, coff, uoff, 0, i, 0)
+        return ChunkInfo(self.digests[i * 32:(i + 1) * 32], self.blob_index, int(cflag), csize, usize,
+                         coff, uoff, 0, i, 0)

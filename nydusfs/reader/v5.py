@@ -10,7 +10,7 @@ from ..errors import FormatError, NotFoundError
 from ..format import v5
 from ..format.flags import (KNOWN_SUPER_FLAGS, BlobFeatures, InodeFlagsV5, compressor_of,
                             digester_of)
-from ..format.blob import valid_chunk_size
+from ..format.blob import MAX_CHUNK_SIZE, valid_chunk_size
 from ..format.record import Record, align, encode_u32_array, u32_array
 from ..format.v5 import ChunkInfo, V5ExtBlobEntry, V5Inode, V5SuperBlock
 from .base import Image, names_file
@@ -106,6 +106,13 @@ class ImageV5(Image):
         for (a0, a1, fa), (b0, _b1, fb) in zip(spans, spans[1:], strict=False):
             if b0 < a1:
                 raise S.field_error(fb, 0, expected=f"a table not overlapping {fa} ({a0}..{a1})", found=b0)
+
+    def backed_bound(self, ino: int) -> int:
+        # each chunk info holds at most MAX_CHUNK_SIZE bytes (the blob store refuses larger)
+        return _rec(self.inode(ino)).i_child_count * MAX_CHUNK_SIZE
+
+    def max_names(self) -> int:
+        return self.entries  # one inode table slot per name (hard links have their own)
 
     # --- records --------------------------------------------------------------------------
     def _slot(self, index: int) -> int:

@@ -8,6 +8,7 @@ from ..errors import FormatError
 from ..format.flags import BlobFeatures, SuperFlags
 from ..reader import Image
 from ..reader.model import BlobInfo
+from ..util.limits import MAX_PATH
 from .node import BlobDesc, Node, Tree
 
 
@@ -52,13 +53,21 @@ def load_tree(image: Image, layer: int = 0) -> Tree:
         return node
 
     root = make(image.root_ino)
-    stack = [(image.root_ino, root)]
+    stack = [(image.root_ino, root, 0)]    # (ino, node, bytes of its path without the root '/')
     seen = {image.root_ino}  # a directory has one parent: a corrupt image must not loop us
+    names, most = 1, image.max_names()
     while stack:
-        ino, node = stack.pop()
+        ino, node, length = stack.pop()
         assert node.children is not None
         for name, child_ino in image.readdir(ino):
             child_attr = image.inode(child_ino)
+            names += 1
+            if length + 1 + len(name) > MAX_PATH or names > most:
+                raise FormatError("directory tree", field="path" if names <= most else "dirent",
+                                  offset=child_attr.offset, file=image.name,
+                                  expected=f"paths of at most {MAX_PATH} bytes (PATH_MAX) and at "
+                                  f"most {most} names", found=f"{length + 1 + len(name)} bytes, "
+                                  f"{names} names")
             if stat.S_ISDIR(child_attr.mode):
                 if child_ino in seen:
                     raise FormatError("directory tree", field="dirent", offset=child_attr.offset,
@@ -66,7 +75,7 @@ def load_tree(image: Image, layer: int = 0) -> Tree:
                                       found=f"inode {child_ino} again", file=image.name)
                 seen.add(child_ino)
                 child = make(child_ino)
-                stack.append((child_ino, child))
+                stack.append((child_ino, child, length + 1 + len(name)))
             else:
                 key = image.link_key(child_ino)
                 linked = by_key.get(key)

@@ -19,31 +19,35 @@ MAX_SYMLINK_HOPS = 40       # symlinks followed in one walk, as the kernel's pat
 MISSING = "missing"         # a name that is not there (and `create` was not asked for)
 NOT_A_DIR = "not a directory"
 LOOP = "too many levels of symbolic links"
+TOO_LONG = "path longer than PATH_MAX"   # the resolved path, symlinks followed
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Walk:
     node: Node | None                 # where the walk ended; None when it failed
     path: tuple[bytes, ...]           # the names from the root to `node` (symlinks resolved)
-    failure: str | None = None        # MISSING, NOT_A_DIR or LOOP
+    failure: str | None = None        # MISSING, NOT_A_DIR, LOOP or TOO_LONG
     failed_at: tuple[bytes, ...] = ()  # the path of the component that failed
 
 
 def walk(root: Node, parts: Iterable[bytes], base: Sequence[bytes] = (), *, create: bool = False,
-         follow_last: bool = True) -> Walk:
+         follow_last: bool = True, max_path: int | None = None) -> Walk:
     """Resolve `parts` (path components) from the directory `base` (names of real directories).
 
     Every symlink met is followed and every component must be a directory (as the kernel
     resolves `path/`); without `follow_last` the last component is taken as it is, symlink or
     not (as lstat). With `create`, missing names become implied directories;
     when the walk then fails, the directories it made are removed again. Linear in the number of
-    components walked."""
+    components walked. With `max_path` (create gives MAX_PATH), a resolved path longer than that
+    many bytes fails (TOO_LONG), which bounds what symlinks can stretch a path to."""
     nodes = [root]
     names: list[bytes] = []
+    lengths = [0]                     # bytes of the path to each node in `nodes`
     for name in base:
         assert nodes[-1].children is not None
         nodes.append(nodes[-1].children[name])
         names.append(name)
+        lengths.append(lengths[-1] + 1 + len(name))
     pending = [p for p in reversed(list(parts)) if p]
     hops = MAX_SYMLINK_HOPS
     made: list[tuple[Node, bytes]] = []
@@ -61,6 +65,7 @@ def walk(root: Node, parts: Iterable[bytes], base: Sequence[bytes] = (), *, crea
             if names:
                 names.pop()
                 nodes.pop()
+                lengths.pop()
             continue
         children = nodes[-1].children
         assert children is not None
@@ -78,10 +83,14 @@ def walk(root: Node, parts: Iterable[bytes], base: Sequence[bytes] = (), *, crea
             if child.symlink.startswith(b"/"):
                 del names[:]
                 del nodes[1:]
+                del lengths[1:]
             pending.extend(p for p in reversed(child.symlink.split(b"/")) if p)
             continue
         elif child.children is None and (follow_last or not last):
             return fail(NOT_A_DIR, part)
+        if max_path is not None and lengths[-1] + 1 + len(part) > max_path:
+            return fail(TOO_LONG, part)
         names.append(part)
         nodes.append(child)
+        lengths.append(lengths[-1] + 1 + len(part))
     return Walk(nodes[-1], tuple(names))
