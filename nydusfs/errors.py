@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno as _errno
 import os
 
+from .util.show import quoted
+
 
 def _show(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
@@ -110,8 +112,7 @@ class LayerError(NydusfsError):
         self.offset = offset
         where = source
         if member is not None:
-            name = os.fsdecode(member) if isinstance(member, bytes) else member
-            where += f": member {name!r}"
+            where += f": member {quoted(member)}"
         if offset is not None:
             where += f" at offset {offset}"
         super().__init__(f"{where}: {message}")
@@ -171,3 +172,34 @@ class InvalidInodeError(NydusfsError, LookupError):
     """An inode number outside the image (what FUSE answers with ENOENT/EINVAL)."""
 
     errno = _errno.ENOENT
+
+
+class FieldRangeError(NydusfsError):
+    """A value that the output record cannot hold (refused, never truncated)."""
+
+    errno = _errno.EOVERFLOW
+
+    def __init__(self, where: str, structure: str, field: str, value: object,
+                 limit: object) -> None:
+        self.where = where
+        self.structure = structure
+        self.field = field
+        self.value = value
+        self.limit = limit
+        if value is None:
+            text = f"{where}: a value of {structure} does not fit its field"
+        elif isinstance(limit, int) and isinstance(value, int):
+            bound = "the limit" if value > limit else "the minimum"
+            text = (f"{where}: {structure} field {field}: {show_number(value)} does not fit "
+                    f"({bound} is {show_number(limit)})")
+        else:
+            text = f"{where}: {structure} field {field}: {_show(value)} cannot be stored ({limit})"
+        super().__init__(text)
+
+
+def show_number(value: object) -> str:
+    """An integer for a message; a huge one by its size (decimal text of a number with more than
+    4300 digits is refused by Python, and would not be read anyway)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"{'-' if value < 0 else ''}a {value.bit_length()}-bit number"
+    return _show(value)

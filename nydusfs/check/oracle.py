@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 import stat
 import tarfile
@@ -302,14 +303,29 @@ def _b(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-def _mtime_ns(ti: tarfile.TarInfo) -> int:
+MTIME_LIMIT = 1 << 64      # RAFS stores mtimes as unsigned 64-bit seconds
+
+
+def _mtime_ns(cs: Changeset, ti: tarfile.TarInfo) -> int:
+    """The member's mtime in ns. RAFS cannot store a date before 1970: create stores 0 for it
+    and so does the reference; a time past 64 bits (or inf, nan) is an error in both."""
     exact = ti.pax_headers.get("mtime")
+    value: Decimal | float | int = ti.mtime
     if exact is not None:  # tarfile turns it into a float, which loses nanoseconds
         try:
-            return int((Decimal(exact) * 1_000_000_000).to_integral_value(rounding=ROUND_FLOOR))
+            value = Decimal(exact)
         except InvalidOperation:
             pass
-    return int(ti.mtime) * 1_000_000_000
+    finite = value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)
+    if not finite or value >= MTIME_LIMIT:
+        shown = exact[:40] if exact is not None else value
+        raise LayerError(cs.source, f"mtime {shown!r} cannot be stored (RAFS keeps 0 to 2^64-1 "
+                         "seconds)", member=_b(ti.name), offset=ti.offset)
+    if value < 0:
+        return 0
+    if isinstance(value, Decimal):
+        return int((value * 1_000_000_000).to_integral_value(rounding=ROUND_FLOOR))
+    return int(value) * 1_000_000_000
 
 
 def read_tar(path: str, hash_algo: str | None = "blake3",
@@ -373,7 +389,7 @@ def _tar_member(cs: Changeset, tf: tarfile.TarFile, ti: tarfile.TarInfo, hash_al
         raise LayerError(cs.source, f"unsupported tar entry type {ti.type!r}", member=name,
                          offset=ti.offset)
     xattrs = _pax_xattrs(ti.pax_headers) or NO_XATTRS
-    node = Node(kind, mode=ti.mode & 0o7777, uid=ti.uid, gid=ti.gid, mtime_ns=_mtime_ns(ti),
+    node = Node(kind, mode=ti.mode & 0o7777, uid=ti.uid, gid=ti.gid, mtime_ns=_mtime_ns(cs, ti),
                 xattrs=xattrs)
     if kind == "dir":
         node.children = {}
@@ -432,7 +448,7 @@ def read_dir(path: str, hash_algo: str | None = "blake3",
                         continue
                     first[key] = parts
                 node = Node(kind, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
-                            mtime_ns=st.st_mtime_ns, xattrs=_fs_xattrs(full))
+                            mtime_ns=max(0, st.st_mtime_ns), xattrs=_fs_xattrs(full))
                 if kind == "dir":
                     node.children = {}
                     subdirs.append(parts)

@@ -12,6 +12,8 @@ from typing import Any
 from ..check import CheckOptions, CheckResult, run_check
 from ..check.compare import FIELDS, Difference, show_path
 from ..util.output import Outputs, check_paths
+from ..util.show import printable
+from .args import MAX_THREADS, integer
 
 HELP = "prove that an image holds exactly what its OCI layers hold; report every difference"
 DESCRIPTION = """\
@@ -70,9 +72,10 @@ def register(sub: Any) -> None:
                    help="compare metadata only; do not read file contents (default: read them all)")
     p.add_argument("--manifest", metavar="FILE",
                    help="OCI image manifest (JSON): every blob of the bootstrap must be one of its layers")
-    p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="threads hashing contents (default: 0 = twice the CPUs, at most 8)")
-    p.add_argument("--examples", type=int, default=5, metavar="N",
+    p.add_argument("--workers", type=integer(0, MAX_THREADS), default=0, metavar="N",
+                   help=f"threads hashing contents, up to {MAX_THREADS} (default: 0 = twice the "
+                        "CPUs, at most 8)")
+    p.add_argument("--examples", type=integer(0), default=5, metavar="N",
                    help="examples shown per kind of difference in the table (default: 5)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it is shown only when stderr is a terminal anyway)")
@@ -111,16 +114,16 @@ def _value(v: Any) -> str:
     if v is None:
         return "-"
     if isinstance(v, list):
-        return "[" + ", ".join(map(str, v)) + "]"
-    return str(v)
+        return "[" + ", ".join(map(printable, v)) + "]"
+    return printable(v)
 
 
 def _where(d: Difference) -> str:
     if not d.path:
         return "(blob table)"
-    text = show_path(d.path).encode("utf-8", "backslashreplace").decode("utf-8")
+    text = printable(show_path(d.path))
     if d.xattr is not None:
-        text += f" [{d.xattr.decode('utf-8', 'backslashreplace')}]"
+        text += f" [{printable(d.xattr)}]"
     return text
 
 
@@ -154,7 +157,7 @@ def render(console: Any, result: CheckResult, examples: int = 5) -> None:
         lines = [f"{_where(d)}  {_value(d.expected)} -> {_value(d.found)}" for d in ds[:examples]]
         if len(ds) > examples:
             lines.append(f"... and {len(ds) - examples} more")
-        table.add_row(field, str(len(ds)), escape("\n".join(lines)))
+        table.add_row(escape(printable(field)), str(len(ds)), escape("\n".join(lines)))
     console.print(table)
     console.print(f"[red]{len(result.differences)} difference(s)[/red] ({escape(stats)})")
     if result.ignored:

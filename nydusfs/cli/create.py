@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from typing import Any
 
@@ -12,6 +14,9 @@ from ..format.blob import DEFAULT_CHUNK_SIZE
 from ..format.choices import (FS_VERSIONS, WRITABLE_COMPRESSORS, Compressor, Digester, LayerFileLayout,
                               PrefetchPolicy, WhiteoutSpec)
 from ..util.output import atomic_output, check_paths
+from ..util.show import printable
+from ..write.limits import U64_MAX
+from .args import MAX_THREADS, integer
 from ..util.prefetch import parse_chunk_dict, parse_patterns, read_pattern_source
 
 HELP = "convert one OCI layer tar (tar, tar.gz, tar.zst, or - for stdin) into a Nydus layer"
@@ -38,14 +43,12 @@ for a single layer). --whiteout-spec says what the markers look like in the tar:
 .wh..wh..opq) and none keep entries as they are; overlayfs turns 0/0 character devices and
 directories with trusted.overlay.opaque=y into the OCI markers, so merge sees one convention.
 Regular files are deduplicated by chunk digest within the layer and against --chunk-dict.
+
+Values RAFS cannot hold are refused with the member, field, value and limit: uid/gid past
+2^32-1, mtime or size past 2^64-1, device major past 4095 or minor past 1048575, NUL bytes in
+PAX paths, link targets or xattr names, and (v5) symlink targets past 65535 bytes. Dates
+before 1970 are stored as 0, with one warning per layer (nydusfs check applies the same rule).
 """
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
 def register(sub: Any) -> None:
@@ -68,13 +71,13 @@ def register(sub: Any) -> None:
                      help="chunk compression (default: zstd, level 3)")
     fmt.add_argument("--digester", choices=Digester.values(), default=Digester.BLAKE3,
                      help="chunk and inode digest (default: blake3)")
-    fmt.add_argument("--chunk-size", type=_int, default=DEFAULT_CHUNK_SIZE,
+    fmt.add_argument("--chunk-size", type=integer(0x1000, 0x1000000, base0=True), default=DEFAULT_CHUNK_SIZE,
                      help="chunk size, a power of two from 0x1000 to 0x1000000 (default: 0x100000)")
     fmt.add_argument("--aligned-chunk", action="store_true",
                      help="v5: align uncompressed chunk offsets to 4 KiB (v6 always does). v6 with "
                           "--compressor none: also store each chunk at a 4 KiB-aligned blob offset "
                           "equal to its uncompressed offset, so the blob can back a kernel erofs mount")
-    fmt.add_argument("--blob-offset", type=_int, default=None,
+    fmt.add_argument("--blob-offset", type=integer(0, U64_MAX, base0=True), default=None,
                      help="add N to every chunk's compressed offset, for a blob that will sit at "
                           "offset N of an outer file (layout A uses 1024 by itself)")
     fmt.add_argument("--whiteout-spec", choices=WhiteoutSpec.values(), default=WhiteoutSpec.OCI,
@@ -89,8 +92,9 @@ def register(sub: Any) -> None:
     pf.add_argument("--prefetch-files", metavar="FILE",
                     help="prefetch patterns, one absolute path per line (- for stdin; default: "
                          "stdin when a policy is given and SOURCE is not stdin)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="compression/digest threads (default: one per core, at most 4)")
+    p.add_argument("--workers", type=integer(1, MAX_THREADS), default=None,
+                   help=f"compression/digest threads, 1 to {MAX_THREADS} (default: one per core, "
+                        "at most 4)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no warnings")
     p.set_defaults(run=run)
 
@@ -111,13 +115,16 @@ def _patterns(args: argparse.Namespace, warn: Any) -> list[bytes]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..create.pipeline import CreateOptions, create  # heavy: only when creating
+    from ..create.pipeline import CreateOptions  # heavy: only when creating
 
     check_paths({"-o": args.output, "--bootstrap": args.bootstrap, "--blob": args.blob,
                  "--output-json": args.output_json},
                 {"SOURCE": args.source, "--chunk-dict": parse_chunk_dict(args.chunk_dict),
                  "--prefetch-files": args.prefetch_files})
-    warn = None if args.quiet else (lambda m: print(f"nydusfs create: warning: {m}", file=sys.stderr))
+    if args.blob_dir is not None and not os.path.isdir(args.blob_dir):
+        raise UsageError(f"--blob-dir {args.blob_dir}: not a directory")
+    warn = None if args.quiet else \
+        (lambda m: print(f"nydusfs create: warning: {printable(m)}", file=sys.stderr))
     opts = CreateOptions(
         fs_version=args.fs_version, compressor=args.compressor, digester=args.digester,
         chunk_size=args.chunk_size, whiteout_spec=args.whiteout_spec, blob_offset=args.blob_offset,
@@ -125,6 +132,20 @@ def run(args: argparse.Namespace) -> int:
         prefetch_patterns=_patterns(args, warn), aligned_chunk=args.aligned_chunk, layout=args.layout,
         output=args.output, bootstrap=args.bootstrap, blob=args.blob, blob_dir=args.blob_dir,
         workers=args.workers)
+    # the report's temporary file is made before the work, so a path the system refuses (under
+    # /proc, say) fails before the layer is written; it is renamed into place at the end
+    report = atomic_output(args.output_json, "--output-json", text=True) \
+        if args.output_json and args.output_json != "-" else contextlib.nullcontext(sys.stdout)
+    with report as out:
+        result = _create(args, opts, warn)
+        if args.output_json:
+            out.write(json.dumps(result.as_json(), indent=2) + "\n")
+    return 0
+
+
+def _create(args: argparse.Namespace, opts: Any, warn: Any) -> Any:
+    from ..create.pipeline import create
+
     show_progress = not args.quiet and sys.stderr.isatty()
     if show_progress:
         from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
@@ -140,11 +161,4 @@ def run(args: argparse.Namespace) -> int:
             result = create(args.source, opts, progress, warn)
     else:
         result = create(args.source, opts, None, warn)
-    if args.output_json:
-        text = json.dumps(result.as_json(), indent=2)
-        if args.output_json == "-":
-            print(text)
-        else:
-            with atomic_output(args.output_json, "--output-json", text=True) as f:
-                f.write(text + "\n")
-    return 0
+    return result

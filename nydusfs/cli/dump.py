@@ -11,8 +11,10 @@ import sys
 from typing import IO, Any
 
 from .. import dump as model
+from ..errors import NydusfsError, UsageError
 from ..reader import Image, open_image
 from ..util.output import atomic_output, check_paths
+from ..util.show import printable
 
 HELP = "show a bootstrap's superblock, blob, prefetch, inode, xattr and chunk tables"
 DESCRIPTION = """\
@@ -23,7 +25,9 @@ rdev, symlink target, xattrs, chunk count) and the chunks of each regular file.
 
 BOOTSTRAP may be a bare bootstrap or a Nydus layer file (layout A or B); the bootstrap is found
 inside it. Inode numbers are RAFS v5 inode numbers, or RAFS v6 nids (what the kernel shows).
-With --json the output is one JSON object; docs/dump.md documents its schema.
+With --json the output is one JSON object; docs/dump.md documents its schema. In the tables
+everything from the image is escaped for the terminal (control characters as \\xNN or \\uNNNN,
+undecodable bytes as \\xNN); JSON keeps exact values.
 """
 
 
@@ -50,10 +54,19 @@ def run(args: argparse.Namespace) -> int:
     to_file: contextlib.AbstractContextManager[IO[Any]] = \
         atomic_output(args.output, "--output", text=True) if args.output else contextlib.nullcontext(sys.stdout)
     with open_image(args.bootstrap, args.blob_dir) as image, to_file as out:
-        if args.json:
-            failures = _json(image, args, out)
-        else:
-            failures = _tables(image, args, out)
+        try:
+            if args.json:
+                failures = _json(image, args, out)
+            else:
+                failures = _tables(image, args, out)
+            out.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            if e.filename is not None or isinstance(e, NydusfsError):
+                raise
+            # what fails without a file name here is the output (a full disk, /dev/full)
+            raise UsageError(f"{args.output or 'standard output'}: {e.strerror or e}") from None
     return 1 if failures else 0
 
 
@@ -91,23 +104,20 @@ def _json(image: Image, args: argparse.Namespace, out: IO[str]) -> int:
 
 
 # --- rich tables ------------------------------------------------------------------------------
-# Every string that comes from the image goes into a cell as a rich Text, never as markup: a
-# name like "[/x]" would otherwise be parsed (and rejected) as a closing tag.
+# Every string that comes from the image goes into a cell as a rich Text, never as markup (a
+# name like "[/x]" would otherwise be parsed, and rejected, as a closing tag), and through
+# `printable`, so control sequences in names reach the terminal as escapes.
 
 def _mode_text(mode: int) -> str:
     return f"{stat.filemode(mode)} {stat.S_IMODE(mode):04o}"
 
 
-def _printable(value: Any) -> str:
-    """Undecodable bytes (surrogate escapes from os.fsdecode) shown as \\xNN."""
-    text = str(value)
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _t(value: Any) -> Any:
     from rich.text import Text
 
-    return Text(_printable(value))
+    return Text(printable(value))
 
 
 def _number(value: Any) -> str:
@@ -242,7 +252,7 @@ def _one_inode(console: Any, node: dict[str, Any]) -> None:
             continue
         t.add_row(k, _t(f"{_mode_text(v)} ({v})" if k == "mode" else v))
     for name, value in node["xattrs"].items():
-        t.add_row(_t(f"xattr {name}"), value)
+        t.add_row(_t(f"xattr {name}"), _t(value))
     console.print(t)
     if node["chunks"]:
         _chunk_table(console, [(node["path"], c) for c in node["chunks"]])
@@ -260,7 +270,7 @@ def _report_failures(console: Any, failures: list[dict[str, Any]]) -> int:
         where = f["path"] or "(image)"
         if f["file_offset"] is not None:
             where += f" @ {f['file_offset']}"
-        line.append(_printable(f"{where}: {f['error']}"))
+        line.append(printable(f"{where}: {f['error']}"))
         console.print(line, highlight=False)
     console.print(Text(f"{len(failures)} verification failure(s)", style="red"))
     return len(failures)

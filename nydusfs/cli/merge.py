@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from ..format.choices import PrefetchPolicy, WhiteoutSpec
-
+from ..util.show import printable
 
 
 HELP = "merge per-layer bootstraps (lowest first) into one image bootstrap"
@@ -121,5 +121,5 @@ def run(args: argparse.Namespace) -> int:
         files.append((args.output_json, (json.dumps(doc, indent=2) + "\n").encode()))
     write_outputs(files)
     for w in result.warnings:
-        print(f"nydusfs merge: warning: {w}", file=sys.stderr)
+        print(f"nydusfs merge: warning: {printable(w)}", file=sys.stderr)
     return 0

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from ..errors import UsageError
+from .args import MAX_THREADS, integer, output_path
 
 HELP = "mount an image read-only through FUSE"
 DESCRIPTION = """\
@@ -33,27 +34,21 @@ would wait on its own mount): such paths are refused before mounting.
 Mount options: ro, default_permissions (the kernel checks the image's modes), nosuid and
 nodev (see --suid, --dev), fsname=nydusfs:<bootstrap name>, type fuse.nydusfs. Writes fail
 with EROFS. A missing or corrupt blob makes reads of the files that use it fail with EIO
-(logged once per blob and chunk); everything else keeps working.
+(logged once per blob and chunk); everything else keeps working. A size or mtime past what
+struct stat holds is shown clamped to 2^63-1 and logged once; a directory entry whose inode
+cannot be decoded is left out of the listing. The log escapes control characters.
 """
 
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+MAX_SIZE = (1 << 63) - 1
 
 
 def parse_size(text: str) -> int:
     """Bytes from '123', '64K', '32M', '1G' (binary units; an optional 'iB'/'B' suffix)."""
-    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)(?:i?[bB])?\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 64M, 1G, 1048576)")
-    return int(m.group(1)) * SIZE_UNITS[m.group(2).lower()]
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"not a positive number: {text!r}")
+    m = re.fullmatch(r"\s*(\d{1,20})\s*([kKmMgG]?)(?:i?[bB])?\s*", text)
+    value = int(m.group(1)) * SIZE_UNITS[m.group(2).lower()] if m else -1
+    if not 0 <= value <= MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"not a size: {text[:60]!r} (use e.g. 64M, 1G, 1048576)")
     return value
 
 
@@ -76,9 +71,9 @@ def register(sub: Any) -> None:
     p.add_argument("--cache-size", type=parse_size, default=None, metavar="N",
                    help="memory for decompressed chunks, e.g. 64M (default 8M; 0 disables); "
                    "the kernel page cache keeps file data on top of it")
-    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                   help="worker threads for reads with more than 2 MiB to decompress, and "
-                   "prefetch (default: the number of CPUs, at least 4)")
+    p.add_argument("--threads", type=integer(1, MAX_THREADS), default=None, metavar="N",
+                   help=f"worker threads for reads with more than 2 MiB to decompress, and "
+                   f"prefetch, up to {MAX_THREADS} (default: the number of CPUs, at least 4)")
     p.add_argument("--allow-other", action="store_true",
                    help="let other users access the mount (non-root needs user_allow_other "
                    "in /etc/fuse.conf); permissions still follow the image's modes")
@@ -108,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     for d in args.blob_dir:
         if not os.path.isdir(d):
             raise UsageError(f"--blob-dir {d}: not a directory")
+    output_path("--log-file", args.log_file, renamed=False)
     cfg = MountConfig(
         bootstrap=os.path.abspath(args.bootstrap),
         mountpoint=canonical_path(args.mountpoint),

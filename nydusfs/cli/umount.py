@@ -6,6 +6,8 @@ import argparse
 import os
 from typing import Any
 
+from .args import seconds
+
 HELP = "unmount a nydusfs mount and wait for its server to stop"
 DESCRIPTION = """\
 Unmount MOUNTPOINT (a `nydusfs mount`) and wait until its server process has exited, so that
@@ -27,7 +29,7 @@ def register(sub: Any) -> None:
                    help="detach now even if busy; the server stops when the mount is no longer used")
     p.add_argument("--pid-file", metavar="FILE",
                    help="the pid file given to `nydusfs mount --pid-file` (default: its default)")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=seconds(3600), default=10.0, metavar="SECONDS",
                    help="how long to wait for the server to exit (default 10)")
     p.set_defaults(run=run)
 

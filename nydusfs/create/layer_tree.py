@@ -23,6 +23,8 @@ from ..format import v6, whiteout
 from ..tree.node import HIDDEN_MARKERS_XATTR, LOWER_LINK_XATTR, Node, new_dir, split_path
 from ..tree.paths import LOOP, MAX_SYMLINK_HOPS, TOO_LONG, walk
 from ..util.limits import MAX_PATH
+from ..util.show import quoted
+from ..write.limits import XATTR_NAME_MAX, XATTR_VALUE_MAX
 from .tarstream import Entry
 TYPE_MODE = {
     b"0": stat.S_IFREG, b"\0": stat.S_IFREG, b"7": stat.S_IFREG, b"2": stat.S_IFLNK,
@@ -49,7 +51,8 @@ def clean_parts(raw: bytes, source: str, entry: Entry, what: str = "path") -> li
 
 
 def storable_xattrs(xattrs: dict[bytes, bytes]) -> tuple[dict[bytes, bytes], list[bytes]]:
-    """Xattrs RAFS can keep (user., trusted., security., POSIX ACLs), and the dropped names."""
+    """Xattrs RAFS can keep (user., trusted., security., POSIX ACLs; names up to 255 bytes,
+    values up to 64 KiB), and the dropped names."""
     kept, dropped = {}, []
     for name, value in xattrs.items():
         try:
@@ -57,7 +60,7 @@ def storable_xattrs(xattrs: dict[bytes, bytes]) -> tuple[dict[bytes, bytes], lis
         except ValueError:
             dropped.append(name)
             continue
-        if len(value) > 0xFFFF:
+        if len(value) > XATTR_VALUE_MAX or len(name) > XATTR_NAME_MAX:
             dropped.append(name)
             continue
         kept[name] = value
@@ -84,6 +87,7 @@ class LayerTree:
         self.dropped_xattrs: dict[bytes, int] = {}
         self.lower_links: dict[bytes, Node] = {}
         self.hidden_markers: list[bytes] = []     # see HIDDEN_MARKERS_XATTR
+        self.before_1970 = 0        # entries whose negative mtime was stored as 0
 
     # --- paths ----------------------------------------------------------------------------
     def _parent(self, parts: list[bytes], entry: Entry) -> Node:
@@ -253,11 +257,18 @@ class LayerTree:
                       "not in this layer: kept for merge to resolve against the lower layers")
         return node
 
-    @staticmethod
-    def _set_attrs(node: Node, entry: Entry, xattrs: dict[bytes, bytes]) -> None:
+    def _set_attrs(self, node: Node, entry: Entry, xattrs: dict[bytes, bytes]) -> None:
         node.mode = stat.S_IFMT(node.mode) | (entry.mode & 0o7777)
         node.uid, node.gid = entry.uid, entry.gid
         node.mtime, node.mtime_nsec = entry.mtime, entry.mtime_nsec
+        if entry.mtime < 0:
+            # RAFS times are unsigned: a date before 1970 is stored as 0 (the epoch), the rule
+            # check's reference applies too; one warning per layer
+            node.mtime = node.mtime_nsec = 0
+            if not self.before_1970:
+                self.warn(f"member {quoted(entry.name)} is dated before 1970 (mtime "
+                          f"{entry.mtime}); stored as 0, as for every such entry of this layer")
+            self.before_1970 += 1
         node.xattrs = xattrs
 
 

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO, Callable, cast
 
 from ..errors import LayerError, UsageError
 from ..format.blob import (COMPRESSOR_IDS, DEFAULT_CHUNK_SIZE, PLACEHOLDER_BLOB_ID, TAR_BLOCK, TOC_FLAGS,
-                           compress, encode_ci_v1, valid_chunk_size)
+                           compress, valid_chunk_size)
 from ..format.choices import (FS_VERSIONS, WRITABLE_COMPRESSORS, Compressor, Digester, LayerFileLayout,
                               PrefetchPolicy, WhiteoutSpec)
 from ..format.flags import BlobFeatures, SuperFlags
@@ -24,7 +24,7 @@ from ..tree.node import BlobDesc, Node, Tree, non_directories
 from ..util.limits import NotRegularFileError, open_regular
 from ..util.output import Outputs
 from ..util.streams import open_decompressed
-from ..write.blobfile import BlobFile, meta_header, sha256, toc_entry
+from ..write.blobfile import BlobFile, ci_v1, meta_header, sha256, toc_entry
 from ..write.bootstrap_v5 import write_v5
 from ..write.bootstrap_v6 import write_v6
 from .chunker import OWN_BLOB, Chunker, DictChunks
@@ -401,8 +401,7 @@ def _write_blob_meta(blob: BlobFile, desc: BlobDesc, own: list, blob_offset: int
                      toc: list[bytes], compressor: str) -> None:
     """RAFS v6 blob meta: the ci table (v1 entries), its 4 KiB header and, in layout B, the
     chunk digest array, each section followed by its tar header (blob.md §7.2, §8, §9)."""
-    ci_raw = b"".join(encode_ci_v1(c.compressed_offset, c.compressed_size, c.uncompressed_offset,
-                                   c.uncompressed_size) for c in own)
+    ci_raw = b"".join(ci_v1(c) for c in own)
     stored, compressed = compress(ci_raw, compressor)
     ci_compressor = COMPRESSOR_IDS[compressor] if compressed else 0
     if layout == LayerFileLayout.B:

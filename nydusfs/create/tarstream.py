@@ -12,11 +12,13 @@ import dataclasses
 import urllib.parse
 from typing import BinaryIO, Iterator
 
-from ..errors import LayerError
+from ..errors import LayerError, show_number
 from ..format.blob import TAR_BLOCK as BLOCK
+from ..write.limits import DEV_MAJOR_MAX, DEV_MINOR_MAX, U32_MAX, U64_MAX
 REGULAR = (b"0", b"\0", b"7")
 KNOWN_TYPES = set(REGULAR) | {b"1", b"2", b"3", b"4", b"5", b"6"}
 MAX_META = 64 << 20          # longest PAX/GNU long-name payload we accept
+MAX_DIGITS = 20              # a decimal number longer than this is past 2^64 anyway
 
 
 @dataclasses.dataclass(slots=True)
@@ -162,6 +164,8 @@ class TarStream:
     def _num(self, field: bytes, name: str, offset: int) -> int:
         if field[:1] and field[0] & 0x80:
             if field[0] == 0xFF:
+                if name == "mtime":     # GNU tar and Python's tarfile write dates before 1970 so
+                    return int.from_bytes(field, "big", signed=True)
                 raise LayerError(self.source, f"negative base-256 value in header field {name}",
                                  offset=offset)
             return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
@@ -246,6 +250,10 @@ class TarStream:
                 if not value.isdigit():
                     raise LayerError(self.source, f"PAX {key.decode()} is not a decimal number: "
                                      f"{value[:40]!r}", member=name, offset=start)
+                if len(value.lstrip(b"0")) > MAX_DIGITS:
+                    raise LayerError(self.source, f"PAX {key.decode()}: a {len(value)}-digit number "
+                                     f"does not fit (the limit is {U32_MAX if key != b'size' else U64_MAX})",
+                                     member=name, offset=start)
                 if key == b"uid":
                     uid = int(value)
                 elif key == b"gid":
@@ -275,17 +283,51 @@ class TarStream:
                              offset=start)
         if not name:
             raise LayerError(self.source, "entry with an empty name", offset=start)
-        return Entry(name=name, type=kind, mode=h["mode"] & 0o7777, uid=uid, gid=gid, size=size,
-                     mtime=mtime, mtime_nsec=mtime_nsec, linkname=linkname,
-                     devmajor=h["devmajor"], devminor=h["devminor"], xattrs=xattrs, offset=start)
+        entry = Entry(name=name, type=kind, mode=h["mode"] & 0o7777, uid=uid, gid=gid, size=size,
+                      mtime=mtime, mtime_nsec=mtime_nsec, linkname=linkname,
+                      devmajor=h["devmajor"], devminor=h["devminor"], xattrs=xattrs, offset=start)
+        self._check_limits(entry, merged)
+        return entry
+
+    def _check_limits(self, e: Entry, pax: dict[bytes, bytes]) -> None:
+        """Refuse what RAFS cannot store (rather than truncate it): names with NULs, owners past
+        32 bits, times past 64 bits, device numbers past the 12/20 bits of the on-disk rdev.
+        A negative mtime is kept here; the layer tree clamps it to 0 (with a warning)."""
+        def bad(message: str) -> LayerError:
+            return LayerError(self.source, message, member=e.name, offset=e.offset)
+
+        def origin(field: str) -> str:
+            return f"PAX {field}" if field.encode() in pax else f"header field {field}"
+
+        if b"\0" in e.name:
+            raise bad("PAX path holds a NUL byte (a name cannot)")
+        if b"\0" in e.linkname and e.type in (b"1", b"2"):
+            raise bad("PAX linkpath holds a NUL byte (a link target cannot)")
+        for xname in e.xattrs:
+            if not xname or b"\0" in xname:
+                raise bad(f"xattr name {xname[:60]!r} is empty or holds a NUL byte")
+        for field, value, limit in (("uid", e.uid, U32_MAX), ("gid", e.gid, U32_MAX),
+                                    ("mtime", e.mtime, U64_MAX), ("size", e.size, U64_MAX)):
+            if value > limit:
+                raise bad(f"{origin(field)} {show_number(value)} does not fit (the limit is "
+                          f"{limit}: RAFS stores {limit.bit_length()}-bit {field}s)")
+        if e.type in (b"3", b"4"):
+            for field, value, limit in (("devmajor", e.devmajor, DEV_MAJOR_MAX),
+                                        ("devminor", e.devminor, DEV_MINOR_MAX)):
+                if value > limit:
+                    raise bad(f"header field {field} {show_number(value)} does not fit (the limit "
+                              f"is {limit}: RAFS stores rdev as a 12-bit major and a 20-bit minor)")
 
     def _pax_time(self, value: bytes, name: bytes, start: int) -> tuple[int, int]:
         text = value.decode("ascii", "replace")
         neg = text.startswith("-")
-        sec, _, frac = text.lstrip("-").partition(".")
+        sec, _, frac = text[1 if neg else 0:].partition(".")
         if not sec.isdigit() or (frac and not frac.isdigit()):
             raise LayerError(self.source, f"PAX mtime is not a number: {value[:40]!r}", member=name,
                              offset=start)
+        if len(sec.lstrip("0")) > MAX_DIGITS:
+            raise LayerError(self.source, f"PAX mtime: a {len(sec)}-digit number of seconds does "
+                             f"not fit (the limit is {U64_MAX})", member=name, offset=start)
         seconds = int(sec)
         nsec = int((frac + "000000000")[:9]) if frac else 0
         if neg:

@@ -22,6 +22,7 @@ import pyfuse3
 import trio
 
 from ..reader import open_image
+from ..util.show import EscapingFormatter
 from .mounts import (FSTYPE, MountError, default_pid_file, is_stale, mount_entry, remove_pid_file,
                      write_pid_file)
 from .ops import Operations
@@ -89,7 +90,7 @@ def _setup_logging(cfg: MountConfig, stream: Any) -> None:
         handler = logging.StreamHandler(stream)
     else:
         handler = logging.NullHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s nydusfs[%(process)d] %(levelname)s %(message)s"))
+    handler.setFormatter(EscapingFormatter("%(asctime)s nydusfs[%(process)d] %(levelname)s %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if cfg.debug else logging.INFO)
     root.propagate = False

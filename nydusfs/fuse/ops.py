@@ -34,6 +34,8 @@ NAME_MAX = 255
 INLINE_BYTES = 2 << 20         # decompression done in the trio thread (two 1 MiB chunks)
 ENTRY_CACHE = 1 << 17          # directory entries whose attributes are kept (~350 bytes each)
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+S64_MAX = (1 << 63) - 1        # off_t, blkcnt_t
+MTIME_MAX = S64_MAX             # time_t seconds
 
 
 def _file_offset(chunk: Any) -> int:
@@ -82,13 +84,25 @@ class Operations(pyfuse3.Operations):
         a.st_nlink = node.nlink or 1       # 0 would make the kernel treat the inode as deleted
         a.st_uid, a.st_gid = self.owner or (node.uid, node.gid)
         a.st_rdev = node.rdev
-        a.st_size = node.size
         a.st_blksize = BLOCK
         blocks = getattr(node.record, "i_blocks", None)   # RAFS v5 records it; v6 as erofs does
-        a.st_blocks = blocks if blocks is not None else (node.size + BLOCK - 1) // BLOCK * (BLOCK // 512)
-        ns = node.mtime * 1_000_000_000 + node.mtime_nsec
-        a.st_mtime_ns = a.st_ctime_ns = a.st_atime_ns = ns
+        if blocks is None:
+            blocks = (node.size + BLOCK - 1) // BLOCK * (BLOCK // 512)
+        # u64 on disk, signed 64-bit in struct stat: a value past that is shown clamped, with
+        # one log line, so that this inode still lists (and its neighbours in readdir too)
+        a.st_size = self._fit(ino, "size", node.size, S64_MAX)
+        a.st_blocks = self._fit(ino, "blocks", blocks, S64_MAX)
+        mtime = self._fit(ino, "mtime", node.mtime, MTIME_MAX)
+        nsec = node.mtime_nsec if node.mtime_nsec < 1_000_000_000 else 999_999_999
+        a.st_mtime_ns = a.st_ctime_ns = a.st_atime_ns = mtime * 1_000_000_000 + nsec
         return a
+
+    def _fit(self, ino: int, field: str, value: int, limit: int) -> int:
+        if 0 <= value <= limit:
+            return value
+        self.faults.report(("attr", ino, field), f"inode {ino}: {field} {value} cannot be shown "
+                           f"through FUSE; shown as {limit if value > limit else 0}")
+        return limit if value > limit else 0
 
     def _reader_ino(self, fuse_ino: int) -> int:
         return self.inodes.to_reader(fuse_ino)
@@ -179,7 +193,12 @@ class Operations(pyfuse3.Operations):
                 name, attrs = b"..", self.attrs(self.inodes.parent(fh))
             else:
                 name, child = children[pos - 2]
-                attrs = self.entry(fh, child)
+                try:
+                    attrs = self.entry(fh, child)
+                except Exception as e:  # noqa: BLE001 (one bad child must not hide the others)
+                    self.faults.report(("readdir", fh, child), f"readdir: inode {fh}: entry "
+                                       f"{name!r} (inode {child}) left out: {e}")
+                    continue
             if not pyfuse3.readdir_reply(token, name, attrs, pos + 1):
                 break
 

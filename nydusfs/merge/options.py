@@ -44,11 +44,14 @@ class MergeOptions:
                              ("--blob-toc-digests", self.blob_toc_digests)):
             for v in values or ():
                 digest_bytes(flag, v)
-        for flag, sizes in (("--blob-sizes", self.blob_sizes),
-                            ("--blob-toc-sizes", self.blob_toc_sizes)):
-            for size in sizes or ():
-                if size < 0:
-                    raise UsageError(f"{flag}: sizes cannot be negative, found {size}")
+        # the fields they fill: blob table compressed size (u64), v6 blob_toc_size (u32)
+        for flag, values, limit in (("--blob-sizes", self.blob_sizes, (1 << 64) - 1),
+                                    ("--blob-toc-sizes", self.blob_toc_sizes, (1 << 32) - 1)):
+            for v in values or ():
+                if v < 0:
+                    raise UsageError(f"{flag}: sizes cannot be negative, found {v}")
+                if v > limit:
+                    raise UsageError(f"{flag}: {v} does not fit the blob table (the limit is {limit})")
         for v in self.original_blob_ids or ():
             if not strip_algo(v):
                 raise UsageError("--original-blob-ids: empty blob id")
@@ -89,7 +92,9 @@ def split_sizes(flag: str, text: str | None) -> list[int] | None:
     out = []
     for item in items:
         try:
+            if len(item) > 40:  # past any size, and slow to convert
+                raise ValueError(item)
             out.append(int(item, 0))
         except ValueError:
-            raise UsageError(f"{flag}: expected a size in bytes, found {item!r}") from None
+            raise UsageError(f"{flag}: expected a size in bytes, found {item[:60]!r}") from None
     return out

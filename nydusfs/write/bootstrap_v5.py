@@ -14,9 +14,10 @@ from ..format.blob import digest
 from ..format.flags import COMPRESSOR_FLAG, DIGESTER_FLAG, InodeFlagsV5, SuperFlags
 from ..format.record import align, encode_u32_array
 from ..format.v5 import V5ExtBlobEntry, V5Inode, V5SuperBlock
-from ..reader.model import MARK_IMPLICIT_DIR, dev_to_disk, encode_mark
+from ..reader.model import MARK_IMPLICIT_DIR, encode_mark
 from ..tree.node import Tree
 from ..tree.numbering import Entry, number_entries, resolve_paths
+from . import limits
 
 
 def superblock_flags(tree: Tree, has_xattr: bool) -> int:
@@ -38,10 +39,16 @@ def write_v5(tree: Tree) -> tuple[bytes, list[bytes]]:
     inode_table_size = align(4 * n, 8)
     prefetch_inos = [e.ino for e in prefetch]
     prefetch_size = align(4 * len(prefetch_inos), 8)
+    for b in tree.blobs:
+        limits.check(f"blob {b.blob_id}", "RAFS v5 blob table", "readahead_offset",
+                     b.readahead_offset, limits.U32_MAX)
+        limits.check(f"blob {b.blob_id}", "RAFS v5 blob table", "readahead_size",
+                     b.readahead_size, limits.U32_MAX)
     blob_table = v5.encode_blob_table([(b.readahead_offset, b.readahead_size, b.blob_id.encode())
                                        for b in tree.blobs])
-    ext_table = b"".join(V5ExtBlobEntry(b.chunk_count, b.features, b.uncompressed_size,
-                                        b.compressed_size, bytes(40)).encode() for b in tree.blobs)
+    ext_table = b"".join(limits.encode(V5ExtBlobEntry(b.chunk_count, b.features, b.uncompressed_size,
+                                                      b.compressed_size, bytes(40)), f"blob {b.blob_id}")
+                         for b in tree.blobs)
     inode_table_off = v5.SUPERBLOCK_SIZE
     prefetch_off = inode_table_off + inode_table_size
     blob_off = prefetch_off + prefetch_size
@@ -67,7 +74,8 @@ def write_v5(tree: Tree) -> tuple[bytes, list[bytes]]:
         s_prefetch_table_entries=len(prefetch_inos), s_blob_table_size=len(blob_table),
         s_extended_blob_table_entries=len(tree.blobs), s_extended_blob_table_offset=ext_off,
         s_reserved=bytes(8112))
-    out = b"".join([sb.encode(), encode_u32_array(slots, 8), encode_u32_array(prefetch_inos, 8),
+    limits.check("bootstrap", "RAFS v5 inode table", "offset", pos >> 3, limits.U32_MAX)
+    out = b"".join([limits.encode(sb, "bootstrap"), encode_u32_array(slots, 8), encode_u32_array(prefetch_inos, 8),
                     blob_table, ext_table, *records])
     return out, missing
 
@@ -116,7 +124,8 @@ def _record(e: Entry, inode_digest: bytes) -> bytes:
     if pairs:
         flags |= InodeFlagsV5.XATTR
     mode = node.mode
-    rdev = dev_to_disk(node.rdev) if (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else 0
+    rdev = limits.disk_rdev(node.rdev, lambda: limits.entry_path(e), "RAFS v5 inode") \
+        if (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else 0
     rec = V5Inode(
         i_digest=inode_digest, i_parent=e.parent.ino if e.parent else 0, i_ino=e.ino,
         i_uid=node.uid, i_gid=node.gid, i_projid=0, i_mode=mode, i_size=size,
@@ -124,13 +133,15 @@ def _record(e: Entry, inode_digest: bytes) -> bytes:
         i_child_index=child_index, i_child_count=child_count, i_name_size=len(e.name),
         i_symlink_size=len(symlink), i_rdev=rdev, i_mtime_nsec=node.mtime_nsec,
         i_mtime=node.mtime, i_reserved=encode_mark(MARK_IMPLICIT_DIR if node.implicit else 0, 8))
-    parts = [rec.encode(), _pad8(e.name)]
+    where = lambda: limits.entry_path(e)
+    limits.check(where, "RAFS v5 inode", "name length", len(e.name), v5.MAX_NAME)
+    parts = [limits.encode(rec, where), _pad8(e.name)]
     if symlink:
         parts.append(_pad8(symlink))
     if pairs:
         parts.append(v5.encode_xattrs(pairs))
     if node.is_reg:
-        parts.extend(c.encode() for c in node.chunks)
+        parts.extend(limits.encode(c, where) for c in node.chunks)
     return b"".join(parts)
 
 

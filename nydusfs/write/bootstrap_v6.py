@@ -10,17 +10,20 @@ root nid is 128 as in upstream images.
 
 from __future__ import annotations
 
+import functools
 import stat
 
+from ..errors import FieldRangeError
 from ..format import v6
 from ..format.blob import COMPRESSOR_IDS, DIGESTER_IDS
 from ..format.record import align, encode_u32_array
 from ..format.v5 import ChunkInfo
 from ..format.v6 import (ChunkAddr, DeviceSlot, ErofsSuperBlock, InodeExtended, V6BlobEntry,
                          V6SuperBlockExt)
-from ..reader.model import MARK_IMPLICIT_DIR, dev_to_disk, encode_mark
+from ..reader.model import MARK_IMPLICIT_DIR, encode_mark
 from ..tree.node import BlobDesc, Node, Tree
 from ..tree.numbering import Entry, number_entries, resolve_paths
+from . import limits
 from .bootstrap_v5 import superblock_flags
 
 BS = v6.BLOCK_SIZE
@@ -34,13 +37,29 @@ class _Slot:
 
     def __init__(self, entry: Entry) -> None:
         self.entry = entry
-        self.xattr = v6.encode_xattrs(sorted(entry.node.xattrs.items()))
+        self.xattr = _xattr_area(entry)
         self.data = b""              # directory blocks or symlink target (dirents need nids: later)
         self.inline = False
         self.offset = 0
         self.nid = 0
         self.data_block = 0
         self.chunk_addrs: list[ChunkAddr] = []
+
+
+def _xattr_area(e: Entry) -> bytes:
+    """The inline xattr area, refusing names and values an EROFS entry cannot hold (a RAFS v5
+    source may carry any name)."""
+    pairs = sorted(e.node.xattrs.items())
+    where = lambda: limits.entry_path(e)
+    for name, value in pairs:
+        try:
+            _index, suffix = v6.split_xattr_name(name)
+        except ValueError:
+            raise FieldRangeError(where(), "EROFS xattr entry", "name", name,
+                                  "RAFS v6 keeps user., trusted., security. and POSIX ACLs") from None
+        limits.check(where, "EROFS xattr entry", "e_name_len", len(suffix), 0xFF)
+        limits.check(where, "EROFS xattr entry", "e_value_size", len(value), limits.XATTR_VALUE_MAX)
+    return v6.encode_xattrs(pairs)
 
 
 def _dir_entries(slot_of: dict[int, _Slot], e: Entry, entries: list[Entry]) -> list[tuple[bytes, int, int]]:
@@ -95,8 +114,9 @@ def write_v6(tree: Tree) -> tuple[bytes, list[bytes]]:
     entries = number_entries(tree.root)
     prefetch, missing = resolve_paths(entries, tree.prefetch)
     nblobs = len(tree.blobs)
-    if nblobs > 255:
-        raise ValueError("RAFS v6 chunk indexes address at most 255 blobs")
+    limits.check("bootstrap", "RAFS v6 blob table", "blob count", nblobs, limits.V6_BLOB_INDEX_MAX + 1)
+    for e in entries:
+        limits.check(functools.partial(limits.entry_path, e), "EROFS dirent", "name length", len(e.name), 255)
 
     blob_table_off = align(v6.DEVICE_TABLE_OFFSET + v6.DEVICE_SLOT_SIZE * nblobs, BS)
     prefetch_off = blob_table_off + v6.BLOB_ENTRY_SIZE * nblobs
@@ -154,9 +174,11 @@ def write_v6(tree: Tree) -> tuple[bytes, list[bytes]]:
     for s in slots.values():
         rec, inline_tail = _inode(s, tree, entries)
         has_xattr |= bool(s.xattr)
-        raw = rec.encode() + s.xattr
+        where = functools.partial(limits.entry_path, s.entry)
+        raw = limits.encode(rec, where) + s.xattr
         if s.entry.node.is_reg:
-            raw = raw + bytes(align(len(raw), 8) - len(raw)) + b"".join(a.encode() for a in s.chunk_addrs)
+            raw = raw + bytes(align(len(raw), 8) - len(raw)) + \
+                b"".join(limits.encode(a, where) for a in s.chunk_addrs)
         else:
             raw += inline_tail
         out[s.offset:s.offset + len(raw)] = raw
@@ -185,14 +207,14 @@ def write_v6(tree: Tree) -> tuple[bytes, list[bytes]]:
         s_chunk_table_offset=chunk_table_off, s_chunk_table_size=len(chunk_table),
         s_prefetch_table_offset=prefetch_off if prefetch else 0,
         s_prefetch_table_size=4 * len(prefetch), s_padding=0, s_reserved=bytes(200))
-    out[v6.SUPERBLOCK_OFFSET:v6.SUPERBLOCK_OFFSET + 128] = sb.encode()
-    out[v6.EXT_SUPERBLOCK_OFFSET:v6.EXT_SUPERBLOCK_OFFSET + 256] = ext.encode()
-    for i, d in enumerate(devices):
+    out[v6.SUPERBLOCK_OFFSET:v6.SUPERBLOCK_OFFSET + 128] = limits.encode(sb, "bootstrap")
+    out[v6.EXT_SUPERBLOCK_OFFSET:v6.EXT_SUPERBLOCK_OFFSET + 256] = limits.encode(ext, "bootstrap")
+    for i, (d, b) in enumerate(zip(devices, tree.blobs)):
         off = v6.DEVICE_TABLE_OFFSET + 128 * i
-        out[off:off + 128] = d.encode()
+        out[off:off + 128] = limits.encode(d, f"blob {b.blob_id}")
     for i, b in enumerate(tree.blobs):
         off = blob_table_off + 256 * i
-        out[off:off + 256] = _blob_entry(i, b).encode()
+        out[off:off + 256] = limits.encode(_blob_entry(i, b), f"blob {b.blob_id}")
     if prefetch:
         raw = encode_u32_array([slots[e.owner.index].nid for e in prefetch])
         out[prefetch_off:prefetch_off + len(raw)] = raw
@@ -213,18 +235,29 @@ def _inode(s: _Slot, tree: Tree, entries: list[Entry]) -> tuple[InodeExtended, b
         size = node.size
         layout = v6.LAYOUT_CHUNK_BASED
         i_u = v6.chunk_format(_chunk_size_of(node, tree.chunk_size), BLKSZBITS)
-        s.chunk_addrs = [ChunkAddr.make(c.blob_index, c.index, c.uncompressed_offset // BS)
-                         for c in node.chunks]
+        s.chunk_addrs = [_chunk_addr(c, e) for c in node.chunks]
     else:
         size = 0
         layout = v6.LAYOUT_FLAT_PLAIN
-        i_u = dev_to_disk(node.rdev) if (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else 0
+        i_u = limits.disk_rdev(node.rdev, lambda: limits.entry_path(e), "EROFS extended inode") \
+            if (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else 0
     rec = InodeExtended(
         i_format=1 | (layout << 1), i_xattr_icount=v6.xattr_icount(s.xattr), i_mode=mode,
         i_reserved=0, i_size=size, i_u=i_u, i_ino=e.ino, i_uid=node.uid, i_gid=node.gid,
         i_mtime=node.mtime, i_mtime_nsec=node.mtime_nsec, i_nlink=e.nlink,
         i_reserved2=encode_mark(MARK_IMPLICIT_DIR if node.implicit else 0, 16))
     return rec, tail
+
+
+def _chunk_addr(c: ChunkInfo, e: Entry) -> ChunkAddr:
+    """The v6 chunk index of a chunk; its packed fields are checked here because `make` masks
+    them (a chunk index past 24 bits would silently point at another chunk)."""
+    where = lambda: limits.entry_path(e)
+    limits.check(where, "RAFS v6 chunk index", "chunk index", c.index, limits.V6_CHUNK_INDEX_MAX)
+    limits.check(where, "RAFS v6 chunk index", "blob index", c.blob_index, limits.V6_BLOB_INDEX_MAX)
+    limits.check(where, "RAFS v6 chunk index", "blkaddr (uncompressed offset / 4096)",
+                 c.uncompressed_offset // BS, limits.U32_MAX)
+    return ChunkAddr.make(c.blob_index, c.index, c.uncompressed_offset // BS)
 
 
 def _chunk_table(slots: dict[int, _Slot]) -> bytes:
@@ -235,13 +268,12 @@ def _chunk_table(slots: dict[int, _Slot]) -> bytes:
         for c in s.entry.node.chunks:
             seen.setdefault((c.blob_index, c.index), c)
     ordered = sorted(seen.values(), key=lambda c: (c.block_id, c.blob_index + 1, c.index))
-    return b"".join(c.encode() for c in ordered)
+    return b"".join(limits.encode(c, f"chunk {c.index} of blob {c.blob_index}") for c in ordered)
 
 
 def _blob_id_field(blob_id: str) -> bytes:
     raw = blob_id.encode()
-    if len(raw) > 64:
-        raise ValueError(f"RAFS v6 blob ids are at most 64 bytes: {blob_id!r}")
+    limits.check(f"blob {blob_id}", "RAFS v6 blob table entry", "blob_id length", len(raw), 64)
     return raw.ljust(64, b"\0")
 
 
