@@ -47,11 +47,11 @@ class MergeOptions:
         # the fields they fill: blob table compressed size (u64), v6 blob_toc_size (u32)
         for flag, values, limit in (("--blob-sizes", self.blob_sizes, (1 << 64) - 1),
                                     ("--blob-toc-sizes", self.blob_toc_sizes, (1 << 32) - 1)):
-            for v in values or ():
-                if v < 0:
-                    raise UsageError(f"{flag}: sizes cannot be negative, found {v}")
-                if v > limit:
-                    raise UsageError(f"{flag}: {v} does not fit the blob table (the limit is {limit})")
+            for size in values or ():
+                if size < 0:
+                    raise UsageError(f"{flag}: sizes cannot be negative, found {size}")
+                if size > limit:
+                    raise UsageError(f"{flag}: {size} does not fit the blob table (the limit is {limit})")
         for v in self.original_blob_ids or ():
             if not strip_algo(v):
                 raise UsageError("--original-blob-ids: empty blob id")

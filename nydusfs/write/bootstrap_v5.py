@@ -7,6 +7,7 @@ root keeps its own mtime; the extended blob table is always written.
 
 from __future__ import annotations
 
+import functools
 import stat
 
 from ..format import v5
@@ -133,7 +134,7 @@ def _record(e: Entry, inode_digest: bytes) -> bytes:
         i_child_index=child_index, i_child_count=child_count, i_name_size=len(e.name),
         i_symlink_size=len(symlink), i_rdev=rdev, i_mtime_nsec=node.mtime_nsec,
         i_mtime=node.mtime, i_reserved=encode_mark(MARK_IMPLICIT_DIR if node.implicit else 0, 8))
-    where = lambda: limits.entry_path(e)
+    where = functools.partial(limits.entry_path, e)
     limits.check(where, "RAFS v5 inode", "name length", len(e.name), v5.MAX_NAME)
     parts = [limits.encode(rec, where), _pad8(e.name)]
     if symlink:

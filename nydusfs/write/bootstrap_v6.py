@@ -50,7 +50,7 @@ def _xattr_area(e: Entry) -> bytes:
     """The inline xattr area, refusing names and values an EROFS entry cannot hold (a RAFS v5
     source may carry any name)."""
     pairs = sorted(e.node.xattrs.items())
-    where = lambda: limits.entry_path(e)
+    where = functools.partial(limits.entry_path, e)
     for name, value in pairs:
         try:
             _index, suffix = v6.split_xattr_name(name)
@@ -209,7 +209,7 @@ def write_v6(tree: Tree) -> tuple[bytes, list[bytes]]:
         s_prefetch_table_size=4 * len(prefetch), s_padding=0, s_reserved=bytes(200))
     out[v6.SUPERBLOCK_OFFSET:v6.SUPERBLOCK_OFFSET + 128] = limits.encode(sb, "bootstrap")
     out[v6.EXT_SUPERBLOCK_OFFSET:v6.EXT_SUPERBLOCK_OFFSET + 256] = limits.encode(ext, "bootstrap")
-    for i, (d, b) in enumerate(zip(devices, tree.blobs)):
+    for i, (d, b) in enumerate(zip(devices, tree.blobs, strict=True)):
         off = v6.DEVICE_TABLE_OFFSET + 128 * i
         out[off:off + 128] = limits.encode(d, f"blob {b.blob_id}")
     for i, b in enumerate(tree.blobs):
@@ -252,7 +252,7 @@ def _inode(s: _Slot, tree: Tree, entries: list[Entry]) -> tuple[InodeExtended, b
 def _chunk_addr(c: ChunkInfo, e: Entry) -> ChunkAddr:
     """The v6 chunk index of a chunk; its packed fields are checked here because `make` masks
     them (a chunk index past 24 bits would silently point at another chunk)."""
-    where = lambda: limits.entry_path(e)
+    where = functools.partial(limits.entry_path, e)
     limits.check(where, "RAFS v6 chunk index", "chunk index", c.index, limits.V6_CHUNK_INDEX_MAX)
     limits.check(where, "RAFS v6 chunk index", "blob index", c.blob_index, limits.V6_BLOB_INDEX_MAX)
     limits.check(where, "RAFS v6 chunk index", "blkaddr (uncompressed offset / 4096)",

@@ -69,7 +69,7 @@ def encode(rec: Any, where: Where) -> bytes:
         return rec.encode()
     except (struct.error, OverflowError):
         pass
-    for name, code in zip(rec._names, _codes(type(rec))):
+    for name, code in zip(rec._names, _codes(type(rec)), strict=True):
         if code not in _RANGES:
             continue
         lo, hi = _RANGES[code]
