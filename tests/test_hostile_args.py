@@ -98,8 +98,6 @@ def test_output_in_a_missing_directory(tmp_path, image):
     one_line_error(run("mount", image, mnt, "--log-file", gone), "--log-file", "does not exist")
     one_line_error(run("mount", image, mnt, "--pid-file", gone), "pid file", str(gone))
     mnt.rmdir()
-    one_line_error(run("create", layer, "--bootstrap", tmp_path / "b", "--blob-dir", gone),
-                   "--blob-dir")
     assert sorted(os.listdir(tmp_path)) == ["in.tar"]
 
 
@@ -196,17 +194,15 @@ def test_outputs_that_are_not_regular_files_are_never_replaced(tmp_path, image):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     for target in (dev, link, fifo):
-        one_line_error(run("create", layer, "-o", target), "-o", "not a regular file")
+        refused = "only a regular file is replaced"
+        one_line_error(run("create", layer, "-o", target), "-o", refused)
         one_line_error(run("create", layer, "--bootstrap", target, "--blob", tmp_path / "b"),
-                       "--bootstrap", "not a regular file")
-        one_line_error(run("merge", image, "--bootstrap", target), "--bootstrap", "not a regular file")
-        one_line_error(run("unpack", image, "-o", target), "-o", "not a regular file")
+                       "--bootstrap", refused)
+        one_line_error(run("merge", image, "--bootstrap", target), "--bootstrap", refused)
+        one_line_error(run("unpack", image, "-o", target), "-o", refused)
     assert os.stat(dev).st_rdev == os.makedev(1, 3) and not dev.is_symlink()
     assert link.is_symlink() and not (tmp_path / "elsewhere").exists()
     assert sorted(os.listdir(tmp_path)) == ["dev", "fifo", "in.tar", "link"]
-    # a report written in place may go to a device
-    done = run("create", layer, "-o", tmp_path / "out", "--output-json", "/dev/null")
-    assert done.returncode == 0, done.stderr
 
 
 def test_unpack_to_a_full_device(image):

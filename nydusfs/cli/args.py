@@ -51,18 +51,13 @@ def seconds(hi: float) -> Callable[[str], float]:
     return parse
 
 
-def output_path(flag: str, path: str | None, *, renamed: bool = True) -> None:
-    """Refuse, before any work, an output the command could not write: a directory, a file in
-    a directory that does not exist (the write itself would fail only at the end), and for an
-    output `renamed` into place an existing non-regular file (a device node, a symlink, a fifo)."""
+def output_path(flag: str, path: str | None) -> None:
+    """Refuse, before any work, a file written in place (a log) that the command could not
+    write: a directory, or a file in a directory that does not exist."""
     if path is None or path == "-":
         return
     if os.path.isdir(path):
         raise UsageError(f"{flag} {path}: is a directory (give a file name)")
-    if renamed and os.path.lexists(path) and not (os.path.isfile(path) and not os.path.islink(path)):
-        # this output is renamed into place: that would replace a device node or a symlink
-        raise UsageError(f"{flag} {path}: exists and is not a regular file")
     parent = os.path.dirname(path) or "."
     if not os.path.isdir(parent):
         raise UsageError(f"{flag} {path}: directory {parent} does not exist")
-

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 from typing import Any
 
@@ -121,8 +120,6 @@ def run(args: argparse.Namespace) -> int:
                  "--output-json": args.output_json},
                 {"SOURCE": args.source, "--chunk-dict": parse_chunk_dict(args.chunk_dict),
                  "--prefetch-files": args.prefetch_files})
-    if args.blob_dir is not None and not os.path.isdir(args.blob_dir):
-        raise UsageError(f"--blob-dir {args.blob_dir}: not a directory")
     warn = None if args.quiet else \
         (lambda m: print(f"nydusfs create: warning: {printable(m)}", file=sys.stderr))
     opts = CreateOptions(

@@ -63,10 +63,10 @@ def run(args: argparse.Namespace) -> int:
         except BrokenPipeError:
             raise
         except OSError as e:
-            if e.filename is not None or isinstance(e, NydusfsError):
+            if e.filename is not None or isinstance(e, NydusfsError) or args.output:
                 raise
-            # what fails without a file name here is the output (a full disk, /dev/full)
-            raise UsageError(f"{args.output or 'standard output'}: {e.strerror or e}") from None
+            # what fails without a file name here is standard output (a full disk, /dev/full)
+            raise UsageError(f"standard output: {e.strerror or e}") from None
     return 1 if failures else 0
 
 

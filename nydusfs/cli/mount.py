@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     for d in args.blob_dir:
         if not os.path.isdir(d):
             raise UsageError(f"--blob-dir {d}: not a directory")
-    output_path("--log-file", args.log_file, renamed=False)
+    output_path("--log-file", args.log_file)
     cfg = MountConfig(
         bootstrap=os.path.abspath(args.bootstrap),
         mountpoint=canonical_path(args.mountpoint),
