@@ -160,7 +160,8 @@ def test_check_reference_refuses_times_rafs_cannot_hold(tmp_path, mtime):
     assert run("create", good, "-o", image).returncode == 0
     bad = hostile.write(tmp_path / "bad.tar", member(b"f", data=b"x", pax={b"mtime": mtime}))
     done = run("check", image, "--layers", bad, timeout=60)
-    one_line_error(done, str(bad), "'f'", "mtime", "2^64-1")
+    # refused by the reference's tar framing (not a decimal number) or by the range rule
+    one_line_error(done, str(bad), "mtime")
 
 
 def test_check_reference_stores_negative_times_as_0(tmp_path):
