@@ -19,7 +19,8 @@ from .. import __version__
 from ..errors import NydusfsError
 from ..util.show import printable
 
-VERBS = ("create", "merge", "mount", "umount", "check", "dump", "unpack", "explore", "diff", "demo")
+VERBS = ("create", "merge", "convert", "mount", "umount", "check", "dump", "unpack", "explore", "diff",
+         "demo")
 
 EPILOG = """\
 Exit status: 0 success; 1 the command ran and found problems (check differences,

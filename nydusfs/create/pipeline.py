@@ -187,7 +187,9 @@ class _Counting:
 
 
 def create(source: str, opts: CreateOptions, progress: Callable[[int, int | None], None] | None = None,
-           warn: Callable[[str], None] | None = None) -> CreateResult:
+           warn: Callable[[str], None] | None = None, stream: BinaryIO | None = None) -> CreateResult:
+    """Build from the file `source`, or from `stream` (then `source` only names it in messages:
+    convert streams image layers straight from their archive or registry)."""
     validate(opts)
     t0 = time.monotonic()
     warnings: list[str] = []
@@ -199,12 +201,12 @@ def create(source: str, opts: CreateOptions, progress: Callable[[int, int | None
 
     chunk_dict = load_chunk_dict(opts.chunk_dict, opts) if opts.chunk_dict else None
     with Outputs() as outputs:
-        return _build(source, opts, chunk_dict, outputs, progress, _warn, warnings, t0)
+        return _build(source, opts, chunk_dict, outputs, progress, _warn, warnings, t0, stream)
 
 
 def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, outputs: Outputs,
            progress: Callable[[int, int | None], None] | None, warn: Callable[[str], None],
-           warnings: list[str], t0: float) -> CreateResult:
+           warnings: list[str], t0: float, input_stream: BinaryIO | None = None) -> CreateResult:
     v6 = opts.fs_version == 6
     layer_file = opts.output is not None
     layout = opts.layout if layer_file else "separate"
@@ -235,7 +237,11 @@ def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, outp
                       align_uncompressed=v6 or opts.aligned_chunk, align_stored=kernel_layout,
                       blob_offset=blob_offset, chunk_dict=chunk_dict, workers=opts.workers,
                       on_dict_use=use_dict_blob)
-    stream, total, consumed = read_input(source)
+    if input_stream is None:
+        stream, total, consumed = read_input(source)
+    else:
+        counter = _Counting(input_stream)
+        stream, total, consumed = open_decompressed(counter), None, lambda: counter.count  # type: ignore[arg-type]
     layer = LayerTree(source, warn)
     entries = 0
     try:

@@ -55,13 +55,15 @@ def is_v6_bootstrap(head: bytes) -> bool:
             and struct.unpack_from("<I", head, v6.SUPERBLOCK_OFFSET)[0] == v6.EROFS_MAGIC)
 
 
-def _pread(fd: int, size: int, offset: int) -> bytes:
-    return os.pread(fd, size, offset)
+def _pread(fd: Any, size: int, offset: int) -> bytes:
+    """From a file descriptor, or from a range reader (a blob read in place, nydusfs.image)."""
+    return os.pread(fd, size, offset) if isinstance(fd, int) else fd.pread(size, offset)  # type: ignore[no-any-return]
 
 
-def detect(fd: int, name: str) -> LayerLayout:
-    """Classify the file and locate its sections without reading the data."""
-    size = os.fstat(fd).st_size
+def detect(fd: Any, name: str) -> LayerLayout:
+    """Classify the file (a descriptor, or a range reader with `size` and `pread`) and locate
+    its sections without reading the data."""
+    size = os.fstat(fd).st_size if isinstance(fd, int) else fd.size
     if size == 0:
         raise FormatError("Nydus bootstrap or layer", field="size", offset=0, expected="a non-empty file",
                           found="0 bytes", file=name)
@@ -84,7 +86,7 @@ def detect(fd: int, name: str) -> LayerLayout:
             return _detect_layout_b(fd, name, size, tail)
     if head[:2] == GZIP_MAGIC or head[:4] == ZSTD_MAGIC:
         return LayerLayout("tarball", None, None)
-    if len(head) >= TAR_BLOCK and any(head[:TAR_BLOCK]) and tar_checksum_ok(head):
+    if len(head) >= TAR_BLOCK and any(head[:TAR_BLOCK]) and tar_checksum_ok(head) and isinstance(fd, int):
         return _detect_layout_a(fd, name)
     raise FormatError("Nydus bootstrap or layer", field="magic", offset=0,
                       expected="RAFS v5 magic 0x52414653 at 0, EROFS magic 0xe0f5e1e2 at 1024, "

@@ -16,6 +16,13 @@ from __future__ import annotations
 import abc
 from typing import BinaryIO, Protocol
 
+from ..errors import NydusfsError
+
+
+class ImageError(NydusfsError):
+    """A bad reference, a broken layout or archive, a manifest or config that does not follow
+    the OCI/Docker specs: one line naming the reference, the file or blob, and the field."""
+
 
 class RangeReader(Protocol):
     """Random access to one blob. Thread-safe: ``pread`` keeps no shared position, so the

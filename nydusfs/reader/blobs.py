@@ -12,9 +12,9 @@ from __future__ import annotations
 import collections
 import os
 import threading
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
-from ..errors import BlobError, FormatError
+from ..errors import BlobError, FormatError, NydusfsError
 from ..format.blob import (BLOB_META_HEADER_SIZE, BLOB_META_MAGIC, COMPRESSOR_NAMES, MAX_CHUNK_SIZE,
                            MAX_CHUNKS_PER_BLOB, BlobMetaHeader, decode_ci_v1, decode_ci_v2,
                            decompress, digest)
@@ -39,8 +39,13 @@ def _plain_name(blob_id: str) -> bool:
 
 class BlobStore:
     def __init__(self, blobs: list[BlobInfo], dirs: Iterable[str | os.PathLike[str]] = (),
-                 files: dict[int, str] | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+                 files: dict[int, str] | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES,
+                 ranges: Callable[[str], Any] | None = None) -> None:
         self.blobs = blobs
+        # blob id -> RangeReader (nydusfs.image.source): blobs of an image read in place
+        # (layout files, archive members, registry ranges) instead of files in blob dirs
+        self.ranges = ranges
+        self._readers: dict[int, Any] = {}
         self.dirs = [os.fspath(d) for d in dirs]
         self.files = dict(files or {})
         self._fds: dict[int, int] = {}
@@ -89,7 +94,22 @@ class BlobStore:
     def blob_id(self, index: int) -> str:
         return self.blobs[index].blob_id if 0 <= index < len(self.blobs) else f"#{index}"
 
+    def _reader(self, index: int) -> Any:
+        reader = self._readers.get(index)
+        if reader is None:
+            with self._lock:
+                reader = self._readers.get(index)
+                if reader is None:
+                    assert self.ranges is not None
+                    try:
+                        reader = self._readers[index] = self.ranges(self.blob_id(index))
+                    except NydusfsError as e:
+                        raise BlobError(self.blob_id(index), str(e)) from None
+        return reader
+
     def file_size(self, index: int) -> int:
+        if self.ranges is not None:
+            return int(self._reader(index).size)
         fd = self._fd(index)
         size = self._sizes.get(index)
         if size is None:
@@ -97,7 +117,7 @@ class BlobStore:
         return size
 
     def read_raw(self, index: int, offset: int, size: int, chunk: int | None = None) -> bytes:
-        fd = self._fd(index)
+        fd = self._reader(index) if self.ranges is not None else self._fd(index)
         # check before reading: pread allocates `size` bytes up front, and offsets from a
         # corrupt bootstrap may not even fit in off_t
         have = self.file_size(index)
@@ -105,7 +125,7 @@ class BlobStore:
             raise BlobError(self.blob_id(index), f"range {offset}+{size} lies outside the "
                             f"{have}-byte blob file", chunk=chunk, offset=offset)
         try:
-            data = os.pread(fd, size, offset)
+            data = fd.pread(size, offset) if self.ranges is not None else os.pread(fd, size, offset)
         except OSError as e:
             raise BlobError(self.blob_id(index), f"read failed: {e.strerror}", chunk=chunk,
                             offset=offset) from None
@@ -226,7 +246,10 @@ class BlobStore:
         from ..format.layer import detect
 
         try:
-            layout = detect(self._fd(index), self.path_of(index) or "")
+            source = self._reader(index) if self.ranges is not None else self._fd(index)
+            layout = detect(source, self.path_of(index) or self.blob_id(index))
+        except BlobError:
+            return b""
         except (FormatError, OSError):
             return b""
         section = dict(layout.sections).get(b"blob.digest")
@@ -245,6 +268,9 @@ class BlobStore:
                 except OSError:
                     pass
             self._fds.clear()
+            for reader in self._readers.values():
+                reader.close()
+            self._readers.clear()
             self._sizes.clear()
             self._cache.clear()
             self._cache_used = 0

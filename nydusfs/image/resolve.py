@@ -1,0 +1,117 @@
+"""From a reference to image manifests: open the backend, follow an index to the platform's
+manifest, read and check the config."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from . import media
+from .manifest import (MAX_CONFIG, MAX_MANIFEST, Descriptor, Index, Manifest, Platform, host_platform,
+                       kind_of, parse_config, parse_index, parse_manifest)
+from .reference import Reference, parse
+from .source import ImageError, ImageSource, ImageTarget
+
+
+def open_source(text: str | Reference, **options: Any) -> ImageSource:
+    ref = text if isinstance(text, Reference) else parse(text)
+    if ref.transport == "docker":
+        try:
+            from ..registry import open_source as open_registry  # type: ignore[attr-defined]
+        except ImportError:
+            raise ImageError(f"{ref}: registry references are not supported by this build "
+                             "(the nydusfs.registry module is missing)") from None
+        return open_registry(str(ref), **options)  # type: ignore[no-any-return]
+    from .local import DockerArchiveSource, OCIArchiveSource, OCILayoutSource
+
+    cls = {"oci": OCILayoutSource, "oci-archive": OCIArchiveSource,
+           "docker-archive": DockerArchiveSource}[ref.transport]
+    return cls(ref)
+
+
+def open_target(text: str | Reference, **options: Any) -> ImageTarget:
+    ref = text if isinstance(text, Reference) else parse(text)
+    if ref.transport == "docker":
+        try:
+            from ..registry import open_target as open_registry  # type: ignore[attr-defined]
+        except ImportError:
+            raise ImageError(f"{ref}: registry references are not supported by this build "
+                             "(the nydusfs.registry module is missing)") from None
+        return open_registry(str(ref), **options)  # type: ignore[no-any-return]
+    from .target import OCIArchiveTarget, OCILayoutTarget
+
+    if ref.transport == "oci":
+        return OCILayoutTarget(ref)
+    if ref.transport == "oci-archive":
+        return OCIArchiveTarget(ref)
+    raise ImageError(f"{ref}: cannot write {ref.transport}: images (write oci: or oci-archive:)")
+
+
+@dataclasses.dataclass
+class Resolved:
+    """One image manifest with its config, and the index it was found in (if any)."""
+
+    source: ImageSource
+    manifest: Manifest
+    config_data: bytes
+    config: dict[str, Any]
+    platform: Platform | None           # from the index entry, else from the config
+    index: Index | None = None
+    entry: Descriptor | None = None     # the index entry pointing at the manifest
+
+
+def top(source: ImageSource) -> Manifest | Index:
+    data, mt = source.index_or_manifest()
+    what = f"{source.reference}: manifest"
+    kind, _ = kind_of(data, mt, what)
+    if kind == "index":
+        return parse_index(data, mt, f"{source.reference}: index")
+    return parse_manifest(data, mt, what)
+
+
+def load(source: ImageSource, manifest: Manifest, index: Index | None = None,
+         entry: Descriptor | None = None) -> Resolved:
+    what = f"{source.reference}: config {manifest.config.digest}"
+    data = source.read_blob(manifest.config.digest, MAX_CONFIG)
+    if len(data) != manifest.config.size:
+        raise ImageError(f"{what}: {len(data)} bytes, the manifest says {manifest.config.size}")
+    config = parse_config(data, what)
+    plat = entry.platform if entry is not None and entry.platform else None
+    if plat is None and isinstance(config.get("os"), str) and isinstance(config.get("architecture"), str):
+        plat = Platform(config["os"], config["architecture"], str(config.get("variant") or ""))
+    return Resolved(source, manifest, data, config, plat, index, entry)
+
+
+def child(source: ImageSource, index: Index, entry: Descriptor) -> Manifest:
+    data = source.read_blob(entry.digest, MAX_MANIFEST)
+    return parse_manifest(data, entry.media_type, f"{source.reference}: manifest {entry.digest}")
+
+
+def resolve(source: ImageSource, platform: Platform | None = None,
+            all_platforms: bool = False) -> list[Resolved]:
+    """The image manifests the reference means: one (the platform's, default the host's), or
+    with `all_platforms` every image manifest of an index."""
+    head = top(source)
+    if isinstance(head, Manifest):
+        return [load(source, head)]
+    images = [e for e in head.manifests if e.media_type in media.MANIFESTS
+              and e.artifact_type != media.NYDUS_ARTIFACT
+              and media.NYDUS_OS_FEATURE not in (e.platform.os_features if e.platform else ())]
+    if all_platforms:
+        if not images:
+            raise ImageError(f"{source.reference}: the index holds no image manifest")
+        return [load(source, child(source, head, e), head, e) for e in images]
+    entry = select(source.reference, images, platform)
+    return [load(source, child(source, head, entry), head, entry)]
+
+
+def select(reference: str, entries: list[Descriptor], platform: Platform | None) -> Descriptor:
+    wanted = platform or host_platform()
+    found = [e for e in entries if e.platform is not None and wanted.matches(e.platform)]
+    if not found and platform is None and len(entries) == 1 and entries[0].platform is None:
+        found = entries
+    if not found:
+        offered = ", ".join(sorted({str(e.platform) for e in entries if e.platform})) or "none named"
+        raise ImageError(f"{reference}: no image for platform {wanted} in the index "
+                         f"(it offers: {offered}; choose with --platform)")
+    return found[0]
