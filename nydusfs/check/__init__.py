@@ -54,6 +54,8 @@ class CheckOptions:
     content: bool = True
     manifest: str | None = None
     workers: int = 0                      # 0: twice the CPUs, at most 8
+    reader: Any = None                    # an image already open (an image reference); used
+                                          # instead of opening `bootstrap`, which then names it
 
 
 @dataclasses.dataclass
@@ -139,7 +141,8 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
 
     # no chunk cache: each inode is hashed once, and a cache of many tiny chunks would cost
     # per entry far more than the bytes it counts
-    image: Image | None = open_image(opts.bootstrap, opts.blob_dirs, cache_bytes=0) if opts.bootstrap else None
+    image: Image | None = opts.reader if opts.reader is not None else (
+        open_image(opts.bootstrap, opts.blob_dirs, cache_bytes=0) if opts.bootstrap else None)
     layer_pool = cf.ThreadPoolExecutor(max_workers=min(len(opts.layers), _workers(opts.workers)),
                                        thread_name_prefix="check-layer", initializer=main_thread_only)
     hash_pool = cf.ThreadPoolExecutor(max_workers=_workers(opts.workers), thread_name_prefix="check-hash",

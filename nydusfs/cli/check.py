@@ -48,10 +48,14 @@ See docs/check.md for the OCI rules applied and the choices where the spec is si
 def register(sub: Any) -> None:
     p = sub.add_parser("check", help=HELP, description=DESCRIPTION, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("bootstrap", metavar="BOOTSTRAP", nargs="?",
-                   help="bootstrap or Nydus layer file (optional with --mounted)")
-    p.add_argument("--layers", nargs="+", required=True, metavar="LAYER",
-                   help="OCI layer tar/tar.gz/tar.zst files or untarred layer directories, lowest first")
+    p.add_argument("bootstrap", metavar="BOOTSTRAP | [SRC] NYDUS", nargs="*",
+                   help="bootstrap or Nydus layer file (optional with --mounted); or image "
+                        "references: the source image and the Nydus image, or the Nydus image alone")
+    p.add_argument("--layers", nargs="+", metavar="LAYER",
+                   help="OCI layer tar/tar.gz/tar.zst files or untarred layer directories, lowest "
+                        "first (needed with a BOOTSTRAP)")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                   help="with image references: the image of this platform (default: the host's)")
     p.add_argument("--blob-dir", action="append", default=[], metavar="DIR",
                    help="directory of blob files named by blob id (repeatable; default: none)")
     src = p.add_mutually_exclusive_group()
@@ -83,6 +87,17 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..image.reference import looks_like_reference
+
+    if any(looks_like_reference(a) for a in args.bootstrap):
+        from .check_image import run_image
+
+        return run_image(args)
+    if len(args.bootstrap) > 1:
+        raise UsageError("give one BOOTSTRAP (two arguments are image references: SRC NYDUS)")
+    args.bootstrap = args.bootstrap[0] if args.bootstrap else None
+    if not args.layers:
+        raise UsageError("--layers is needed with a BOOTSTRAP (or give image references: check SRC NYDUS)")
     opts = CheckOptions(bootstrap=args.bootstrap, layers=args.layers, blob_dirs=args.blob_dir,
                         through_mount=args.through_mount, mounted=args.mounted, ignore=args.ignore,
                         mtime_precision=args.mtime_precision, content=not args.no_content,

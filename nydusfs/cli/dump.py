@@ -12,7 +12,7 @@ from typing import IO, Any
 
 from .. import dump as model
 from ..errors import NydusfsError, UsageError
-from ..reader import Image, open_image
+from ..reader import Image
 from ..util.output import atomic_output, check_paths
 from ..util.show import printable
 
@@ -24,7 +24,10 @@ every inode (path, inode number, type, mode, uid, gid, size, nlink, mtime with n
 rdev, symlink target, xattrs, chunk count) and the chunks of each regular file.
 
 BOOTSTRAP may be a bare bootstrap or a Nydus layer file (layout A or B); the bootstrap is found
-inside it. Inode numbers are RAFS v5 inode numbers, or RAFS v6 nids (what the kernel shows).
+inside it. It may also be a Nydus image reference (oci:DIR[:REF], oci-archive:FILE[:REF],
+docker-archive:FILE[:REF]): the bootstrap layer is extracted once into the cache
+($NYDUSFS_CACHE_DIR, else ~/.cache/nydusfs) and blobs are read in place from the image.
+Inode numbers are RAFS v5 inode numbers, or RAFS v6 nids (what the kernel shows).
 With --json the output is one JSON object; docs/dump.md documents its schema. In the tables
 everything from the image is escaped for the terminal (control characters as \\xNN or \\uNNNN,
 undecodable bytes as \\xNN); JSON keeps exact values.
@@ -34,7 +37,7 @@ undecodable bytes as \\xNN); JSON keeps exact values.
 def register(sub: Any) -> None:
     p = sub.add_parser("dump", help=HELP, description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("bootstrap", metavar="BOOTSTRAP", help="bootstrap or Nydus layer file")
+    p.add_argument("bootstrap", metavar="BOOTSTRAP", help="bootstrap, Nydus layer file or Nydus image reference")
     p.add_argument("--blob-dir", action="append", default=[], metavar="DIR",
                    help="directory of blob files named by blob id (repeatable); needed by --verify")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
@@ -49,11 +52,15 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..image.nydus import open_any
+
     check_paths([("--output", args.output)],
                 [("BOOTSTRAP", args.bootstrap)] + [("--blob-dir", d) for d in args.blob_dir])
     to_file: contextlib.AbstractContextManager[IO[Any]] = \
         atomic_output(args.output, "--output", text=True) if args.output else contextlib.nullcontext(sys.stdout)
-    with open_image(args.bootstrap, args.blob_dir) as image, to_file as out:
+    from ..image.nydus import open_any
+
+    with open_any(args.bootstrap, args.blob_dir) as image, to_file as out:
         try:
             if args.json:
                 failures = _json(image, args, out)

@@ -15,7 +15,10 @@ DESCRIPTION = """\
 Mount a Nydus image (RAFS v5 or v6) read-only at MOUNTPOINT, so that any tool sees the merged
 image as its OCI layers would unpack. BOOTSTRAP is a bare (final or merged) bootstrap or a
 Nydus layer file; data blobs are looked up by blob id in the --blob-dir directories (a layer
-file's own blob is the file itself).
+file's own blob is the file itself). BOOTSTRAP may also be a Nydus image reference
+(oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF]): its bootstrap layer is
+extracted once into the cache ($NYDUSFS_CACHE_DIR, else ~/.cache/nydusfs) and blobs are read in
+place from the layout or archive.
 
 By default the command returns once the mount answers requests and keeps serving from a
 background process; it fails (exit 2, nothing left mounted) if the image cannot be opened or
@@ -55,7 +58,7 @@ def parse_size(text: str) -> int:
 def register(sub: Any) -> None:
     p = sub.add_parser("mount", help=HELP, description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("bootstrap", metavar="BOOTSTRAP", help="bootstrap or Nydus layer file")
+    p.add_argument("bootstrap", metavar="BOOTSTRAP", help="bootstrap, Nydus layer file or Nydus image reference")
     p.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing directory")
     p.add_argument("--blob-dir", action="append", default=[], metavar="DIR",
                    help="directory of blob files named by blob id (repeatable; searched in order)")
@@ -99,13 +102,14 @@ def _abs(path: str | None) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from ..fuse.daemon import DEFAULT_CACHE_BYTES, MountConfig, mount
     from ..fuse.mounts import canonical_path
+    from ..image.nydus import absolute
 
     for d in args.blob_dir:
         if not os.path.isdir(d):
             raise UsageError(f"--blob-dir {d}: not a directory")
     output_path("--log-file", args.log_file)
     cfg = MountConfig(
-        bootstrap=os.path.abspath(args.bootstrap),
+        bootstrap=absolute(args.bootstrap),
         mountpoint=canonical_path(args.mountpoint),
         blob_dirs=[os.path.abspath(d) for d in args.blob_dir],
         foreground=args.foreground,

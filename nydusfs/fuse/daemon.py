@@ -21,7 +21,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from ..reader import open_image
+from ..image.nydus import open_any
 from ..util.show import EscapingFormatter
 from .mounts import (FSTYPE, MountError, default_pid_file, is_stale, mount_entry, remove_pid_file,
                      write_pid_file)
@@ -103,7 +103,7 @@ def mount(cfg: MountConfig) -> int:
     # about a fifth of the server's CPU on a cold read; reused heap buffers cost ~10 MB of peak RSS
     _setup_logging(cfg, sys.stderr if cfg.foreground else None)
     _check_mountpoint(cfg.mountpoint)
-    image = open_image(cfg.bootstrap, cfg.blob_dirs, cfg.cache_bytes)
+    image = open_any(cfg.bootstrap, cfg.blob_dirs, cfg.cache_bytes)  # file or image reference
     ops = Operations(image, verify=cfg.verify, threads=cfg.threads, debug=cfg.debug)
     early = EarlySignals()
     early.install()

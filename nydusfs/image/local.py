@@ -182,6 +182,11 @@ class OCILayoutSource(_Layout):
             what = "does not exist" if not os.path.exists(self.dir) else "is not a directory"
             raise ImageError(f"{self.reference}: {self.dir} {what}")
 
+    def blob_path(self, digest: str) -> str | None:
+        """The file holding a blob (a layout's blobs are plain files)."""
+        where = self._locate(digest) if DIGEST_RE.fullmatch(digest) else None
+        return where[0] if where else None
+
     def _member(self, name: str) -> tuple[str, int, int] | None:
         path = os.path.join(self.dir, name)
         try:

@@ -208,3 +208,25 @@ def open_nydus(text: str, platform: Platform | None = None, cache_bytes: int | N
 
     reader.close = close_both
     return reader
+
+
+def open_any(arg: str, blob_dirs: Any = (), cache_bytes: int | None = None,
+             platform: Platform | None = None) -> Any:
+    """What the verbs that take a bootstrap open: an image reference (oci:..., ...) as a Nydus
+    image, anything else (an existing file first) exactly as before, with `open_image`."""
+    from .reference import looks_like_reference
+
+    if looks_like_reference(arg) and not os.path.exists(arg):
+        return open_nydus(arg, platform, cache_bytes)
+    from ..reader import open_image
+
+    return open_image(arg, blob_dirs, cache_bytes)
+
+
+def absolute(arg: str) -> str:
+    """An argument with its path made absolute: a reference's path, or a plain file's."""
+    from .reference import looks_like_reference, parse
+
+    if looks_like_reference(arg) and not os.path.exists(arg):
+        return str(parse(arg).absolute())
+    return os.path.abspath(arg)

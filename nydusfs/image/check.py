@@ -1,0 +1,82 @@
+"""`check` on image references: the image rules (rules.py) plus, with a source image, the
+filesystem rule of nydusfs.check (its own OCI reference against the Nydus image's reader)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from .manifest import Platform
+from .nydus import Bootstrap, NydusImage, extract_bootstrap, find, open_reader
+from .resolve import Resolved, open_source, resolve
+from .rules import (Finding, bootstrap_rule, chunks_rule, config_rule, manifest_rule,
+                    source_manifest_rule)
+from .source import ImageSource
+
+RULES = ("manifest", "bootstrap", "config", "filesystem", "chunks")
+
+
+@dataclasses.dataclass
+class ImageCheck:
+    rules: list[str]                 # the rules that ran, in order
+    findings: list[Finding]
+    filesystem: Any = None           # nydusfs.check.CheckResult of the filesystem rule
+
+    @property
+    def equal(self) -> bool:
+        return not self.findings and (self.filesystem is None or self.filesystem.equal)
+
+
+def _layer_files(source: ImageSource, resolved: Resolved, spool: str) -> list[str]:
+    """Paths of the source layers for the reference side: the blob files of a layout as they
+    are, else (archives, registries) copies in `spool`, verified while copied."""
+    paths = []
+    for layer in resolved.manifest.layers:
+        direct = getattr(source, "blob_path", lambda d: None)(layer.digest)
+        if direct is not None:
+            paths.append(direct)
+            continue
+        path = os.path.join(spool, layer.hex)
+        with source.open_blob(layer.digest) as src, open(path, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        paths.append(path)
+    return paths
+
+
+def run(nydus_ref: str, source_ref: str | None, platform: Platform | None, check_opts: Any,
+        progress: Any = None) -> ImageCheck:
+    from ..check import run_check
+
+    nydus_src = open_source(nydus_ref)
+    src = open_source(source_ref) if source_ref else None
+    reader = None
+    try:
+        image: NydusImage = find(nydus_src, platform)
+        rules = ["manifest", "bootstrap"]
+        findings = manifest_rule(image)
+        boot: Bootstrap = extract_bootstrap(nydus_src, image.bootstrap)
+        reader = open_reader(image)
+        findings += bootstrap_rule(image, boot, reader)
+        if src is None:
+            rules.append("chunks")
+            findings += chunks_rule(reader)
+            return ImageCheck(rules, findings)
+        resolved = resolve(src, platform or image.resolved.platform)[0]
+        findings = source_manifest_rule(resolved) + findings
+        rules += ["config", "filesystem"]
+        findings += config_rule(resolved, image)
+        with tempfile.TemporaryDirectory(prefix="nydusfs-check-") as spool:
+            layers = _layer_files(src, resolved, spool)
+            opts = dataclasses.replace(check_opts, bootstrap=nydus_ref, layers=layers, reader=reader)
+            reader = None  # run_check closes it
+            result = run_check(opts, progress)
+        return ImageCheck(rules, findings, result)
+    finally:
+        if reader is not None:
+            reader.close()
+        nydus_src.close()
+        if src is not None:
+            src.close()
