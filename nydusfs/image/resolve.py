@@ -93,7 +93,11 @@ def resolve(source: ImageSource, platform: Platform | None = None,
     with `all_platforms` every image manifest of an index."""
     head = top(source)
     if isinstance(head, Manifest):
-        return [load(source, head)]
+        one = load(source, head)
+        if platform is not None and one.platform is not None and not platform.matches(one.platform):
+            raise ImageError(f"{source.reference}: the image is for {one.platform}, not {platform} "
+                             "(a single manifest, not an index)")
+        return [one]
     images = [e for e in head.manifests if e.media_type in media.MANIFESTS
               and e.artifact_type != media.NYDUS_ARTIFACT
               and media.NYDUS_OS_FEATURE not in (e.platform.os_features if e.platform else ())]
