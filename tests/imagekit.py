@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import pytest
-
 from corpus import Layer
 
 CI = os.environ.get("CI") == "true"

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import pathlib
 
-import pytest
-
 import imagekit
+import pytest
 from conftest import needs_root
 from corpus import Layer, pattern
 from imagekit import nydusfs, skopeo_copy, skopeo_digest, skopeo_raw, umoci_image

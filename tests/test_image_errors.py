@@ -10,7 +10,6 @@ import pathlib
 import shutil
 
 import pytest
-
 from conftest import needs_root
 from corpus import Layer, pattern
 from imagekit import blob, nydusfs, sha256, tagged, umoci_image

@@ -15,7 +15,6 @@ import sys
 import tarfile
 
 import pytest
-
 from conftest import needs_root
 from corpus import Layer, pattern
 from imagekit import blob, nydusfs, sha256, tagged, umoci_image

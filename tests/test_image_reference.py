@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from conftest import needs_root
 from corpus import Layer, pattern
 from imagekit import nydusfs, umoci_image
+
 from nydusfs.image import ImageError, looks_like_reference, parse, parse_platform
 from nydusfs.image.manifest import Platform
 

@@ -13,7 +13,6 @@ import tarfile
 
 import pytest
 import zstandard
-
 from conftest import needs_root
 from corpus import Layer, pattern
 from imagekit import blob, nydusfs, sha256, tagged, umoci_image

@@ -57,8 +57,8 @@ def run_image(args: argparse.Namespace) -> int:
         if to_stdout:
             sys.stdout.write(text)
         else:
-            with open(args.json_out, "w", encoding="utf-8") as f:
-                f.write(text)
+            with open(args.json_out, "w", encoding="utf-8") as out:
+                out.write(text)
     for rule in result.rules:
         if rule == "filesystem":
             console.print("rule filesystem:")

@@ -167,8 +167,14 @@ class _RichProgress:
     """One bar per layer (source bytes read), plus a line for the current phase. Transient."""
 
     def __init__(self, console: Any) -> None:
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
 
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), TimeElapsedColumn(), console=console,
@@ -193,7 +199,7 @@ class _RichProgress:
     def phase(self, text: str) -> None:
         self.progress.console.log(text)
 
-    def __enter__(self) -> "_RichProgress":
+    def __enter__(self) -> _RichProgress:
         self.progress.__enter__()
         return self
 

@@ -29,7 +29,7 @@ from . import bootstrap as bootlayer
 from .layer import LayerResult, check_layer_type, convert_layer
 from .options import ConvertOptions
 
-__all__ = ["convert", "ConvertOptions", "ConvertResult", "Progress"]
+__all__ = ["ConvertOptions", "ConvertResult", "Progress", "convert"]
 
 
 class Progress(Protocol):

@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..create.pipeline import CreateOptions, create
 from ..image.manifest import Descriptor

@@ -8,6 +8,19 @@ from .reference import Reference, looks_like_reference, parse
 from .resolve import Resolved, open_source, open_target, resolve
 from .source import ImageError, ImageSource, ImageTarget, RangeReader
 
-__all__ = ["ImageError", "ImageSource", "ImageTarget", "RangeReader", "Platform", "Reference",
-           "Resolved", "host_platform", "looks_like_reference", "open_source", "open_target",
-           "parse", "parse_platform", "resolve"]
+__all__ = [
+           "ImageError",
+           "ImageSource",
+           "ImageTarget",
+           "Platform",
+           "RangeReader",
+           "Reference",
+           "Resolved",
+           "host_platform",
+           "looks_like_reference",
+           "open_source",
+           "open_target",
+           "parse",
+           "parse_platform",
+           "resolve",
+]

@@ -12,8 +12,14 @@ from typing import Any
 from .manifest import Platform
 from .nydus import Bootstrap, NydusImage, extract_bootstrap, find, open_reader
 from .resolve import Resolved, open_source, resolve
-from .rules import (Finding, bootstrap_rule, chunks_rule, config_rule, manifest_rule,
-                    source_manifest_rule)
+from .rules import (
+    Finding,
+    bootstrap_rule,
+    chunks_rule,
+    config_rule,
+    manifest_rule,
+    source_manifest_rule,
+)
 from .source import ImageSource
 
 RULES = ("manifest", "bootstrap", "config", "filesystem", "chunks")

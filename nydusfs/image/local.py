@@ -200,7 +200,7 @@ class OCILayoutSource(_Layout):
 def scan_tar(path: str, what: str) -> dict[str, tuple[int, int]]:
     """Regular members of an uncompressed tar: normalised name -> (data offset, size)."""
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 - closed by the with below; open errors named here
     except OSError as e:
         raise ImageError(f"{what}: cannot open {path}: {e.strerror}") from None
     with f:

@@ -27,7 +27,7 @@ class Platform:
     def __str__(self) -> str:
         return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
 
-    def matches(self, other: "Platform") -> bool:
+    def matches(self, other: Platform) -> bool:
         """`self` is wanted, `other` is offered; an unnamed variant matches the default one."""
         if (self.os, self.architecture) != (other.os, other.architecture):
             return False

@@ -54,6 +54,7 @@ def bootstrap_layer(manifest: Manifest) -> Descriptor | None:
 
 def find(source: ImageSource, platform: Platform | None = None) -> NydusImage:
     head = top(source)
+    resolved: Resolved | None = None
     if isinstance(head, Manifest):
         resolved = load(source, head)
     else:
@@ -62,7 +63,6 @@ def find(source: ImageSource, platform: Platform | None = None) -> NydusImage:
                 and (e.platform is None and len(head.manifests) == 1
                      or e.platform is not None and wanted.matches(e.platform))]
         flagged = [e for e in fits if is_nydus_entry(e)]
-        resolved = None
         for e in flagged or fits:  # unflagged entries: a Nydus one is told by its last layer
             m = child(source, head, e)
             if bootstrap_layer(m) is not None:
@@ -73,6 +73,7 @@ def find(source: ImageSource, platform: Platform | None = None) -> NydusImage:
                                         for e in head.manifests if e.platform})) or "none named"
             raise ImageError(f"{source.reference}: no Nydus image for platform {wanted} in the index "
                              f"(it offers: {offered})")
+    assert resolved is not None
     boot = bootstrap_layer(resolved.manifest)
     if boot is None:
         raise ImageError(f"{source.reference}: not a Nydus image: the last layer of manifest "
@@ -138,7 +139,7 @@ def extract_bootstrap(source: ImageSource, layer: Descriptor, cache: str | None 
                 tf = tarfile.open(fileobj=stream, mode="r|")  # type: ignore[call-overload]
                 for m in tf:
                     members.append(m.name)
-                    name = m.name[2:] if m.name.startswith("./") else m.name
+                    name = m.name.removeprefix("./")
                     if m.isfile() and not found and name in (media.BOOTSTRAP_MEMBER,
                                                              *media.LEGACY_BOOTSTRAP_MEMBERS):
                         if m.size > MAX_BOOTSTRAP:
@@ -153,7 +154,7 @@ def extract_bootstrap(source: ImageSource, layer: Descriptor, cache: str | None 
                     pass
             except ImageError:
                 raise
-            except Exception as e:  # a codec's or tarfile's complaint: not a readable tar
+            except Exception as e:  # noqa: BLE001 - any codec's or tarfile's complaint: not a readable tar
                 raise ImageError(f"{what}: not a readable gzip tar ({e or type(e).__name__})") from None
         if not found:
             raise ImageError(f"{what}: no member {media.BOOTSTRAP_MEMBER} (members: "
@@ -185,8 +186,9 @@ def open_reader(image: NydusImage, cache_bytes: int | None = None, cache: str | 
                              "of the manifest")
         return source.range_reader("sha256:" + blob_id)
 
-    kwargs = {} if cache_bytes is None else {"cache_bytes": cache_bytes}
-    reader.blob_store = BlobStore(reader.blobs, ranges=ranges, **kwargs)
+    store = BlobStore(reader.blobs, ranges=ranges) if cache_bytes is None else \
+        BlobStore(reader.blobs, ranges=ranges, cache_bytes=cache_bytes)
+    reader.blob_store = store
     return reader
 
 

@@ -36,7 +36,7 @@ class Reference:
             return f"docker://{self.path}"
         return f"{self.transport}:{self.path}" + (f":{self.ref}" if self.ref is not None else "")
 
-    def absolute(self) -> "Reference":
+    def absolute(self) -> Reference:
         """The same reference with its path made absolute (for a process that changes
         directory, such as the mount server)."""
         if self.transport == "docker":

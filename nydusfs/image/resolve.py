@@ -7,8 +7,19 @@ import dataclasses
 from typing import Any
 
 from . import media
-from .manifest import (MAX_CONFIG, MAX_MANIFEST, Descriptor, Index, Manifest, Platform, host_platform,
-                       kind_of, parse_config, parse_index, parse_manifest)
+from .manifest import (
+    MAX_CONFIG,
+    MAX_MANIFEST,
+    Descriptor,
+    Index,
+    Manifest,
+    Platform,
+    host_platform,
+    kind_of,
+    parse_config,
+    parse_index,
+    parse_manifest,
+)
 from .reference import Reference, parse
 from .source import ImageError, ImageSource, ImageTarget
 
@@ -17,7 +28,7 @@ def open_source(text: str | Reference, **options: Any) -> ImageSource:
     ref = text if isinstance(text, Reference) else parse(text)
     if ref.transport == "docker":
         try:
-            from ..registry import open_source as open_registry  # type: ignore[attr-defined]
+            from ..registry import open_source as open_registry  # type: ignore[attr-defined,import-untyped,unused-ignore]
         except ImportError:
             raise ImageError(f"{ref}: registry references are not supported by this build "
                              "(the nydusfs.registry module is missing)") from None
@@ -33,7 +44,7 @@ def open_target(text: str | Reference, **options: Any) -> ImageTarget:
     ref = text if isinstance(text, Reference) else parse(text)
     if ref.transport == "docker":
         try:
-            from ..registry import open_target as open_registry  # type: ignore[attr-defined]
+            from ..registry import open_target as open_registry  # type: ignore[attr-defined,import-untyped,unused-ignore]
         except ImportError:
             raise ImageError(f"{ref}: registry references are not supported by this build "
                              "(the nydusfs.registry module is missing)") from None

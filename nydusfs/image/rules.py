@@ -16,6 +16,7 @@ import dataclasses
 import json
 from typing import Any
 
+from ..errors import NydusfsError
 from . import media
 from .nydus import Bootstrap, NydusImage
 from .resolve import Resolved
@@ -81,13 +82,13 @@ def bootstrap_rule(image: NydusImage, boot: Bootstrap, reader: Any) -> list[Find
             continue
         try:
             rng = image.source.range_reader(d.digest)
-        except Exception as e:  # a missing blob: say so under this rule
+        except NydusfsError as e:  # a missing blob: say so under this rule
             out.append(Finding("bootstrap", f"layer {i} ({d.digest})", "a readable blob", str(e)))
             continue
         try:
             layout = detect(rng, d.digest)
             has_data = layout.blob is not None and layout.blob.size > 0
-        except Exception as e:
+        except (NydusfsError, OSError) as e:
             out.append(Finding("bootstrap", f"layer {i} ({d.digest})", "a Nydus blob", str(e)))
             continue
         finally:
