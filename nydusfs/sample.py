@@ -1,4 +1,5 @@
-"""The built-in sample image: three small OCI layer tars that exercise what real layers hold.
+"""The built-in sample image: three small OCI layer tars that exercise what real layers hold,
+and `write_layout()`, the same image as an OCI image layout.
 
 Layer 1 (base): directories, files of several chunk counts, symlinks, a hard-link group, devices,
 a fifo, xattrs (security.capability included), setuid bits, large ids, nanosecond mtimes and a
@@ -101,3 +102,52 @@ def layers() -> list[tuple[str, bytes]]:
     app.add("var/cache/.wh..wh..opq")
     app.add("var/cache/fresh", data=b"fresh cache\n")
     return [("base", base.bytes()), ("update", update.bytes()), ("app", app.bytes())]
+
+
+CONFIG = {
+    "created": "2023-11-14T22:13:20.123456789Z",
+    "architecture": "",           # filled with the host's, so the default --platform finds it
+    "os": "linux",
+    "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                       "SAMPLE=1"],
+               "Cmd": ["/usr/bin/tool"], "WorkingDir": "/opt/app", "Labels": {"sample": "nydusfs"}},
+    "history": [{"created": "2023-11-14T22:13:20Z", "created_by": "sample layer " + n} for n in
+                ("base", "update", "app")],
+}
+
+
+def write_layout(directory: str, tag: str = "latest") -> str:
+    """The sample as an OCI image layout (gzip layers, as a registry serves them); returns the
+    reference oci:DIRECTORY:TAG. Deterministic: the same bytes every time."""
+    import gzip
+    import json
+    import os
+
+    from .image.manifest import host_platform
+    from .image.media import OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST
+
+    blobs = os.path.join(directory, "blobs", "sha256")
+    os.makedirs(blobs, exist_ok=True)
+
+    def put(data: bytes, media_type: str) -> dict[str, object]:
+        digest = hashlib.sha256(data).hexdigest()
+        with open(os.path.join(blobs, digest), "wb") as f:
+            f.write(data)
+        return {"mediaType": media_type, "digest": "sha256:" + digest, "size": len(data)}
+
+    layer_descs, diff_ids = [], []
+    for _name, raw in layers():
+        layer_descs.append(put(gzip.compress(raw, mtime=0), OCI_LAYER_GZIP))
+        diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
+    config = json.loads(json.dumps(CONFIG))
+    config["architecture"] = host_platform().architecture
+    config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": put(json.dumps(config).encode(), OCI_CONFIG), "layers": layer_descs}
+    entry = put(json.dumps(manifest).encode(), OCI_MANIFEST)
+    entry["annotations"] = {"org.opencontainers.image.ref.name": tag}
+    with open(os.path.join(directory, "oci-layout"), "w") as f:
+        f.write('{"imageLayoutVersion":"1.0.0"}')
+    with open(os.path.join(directory, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}, f)
+    return f"oci:{directory}:{tag}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
+import importlib.util
 import os
 import shlex
 import subprocess
@@ -15,13 +15,14 @@ from typing import Any
 from .. import sample
 from ..format.choices import FS_VERSIONS, WRITABLE_COMPRESSORS, Compressor
 
-HELP = "run create, merge, dump, check and mount on the built-in sample image"
+HELP = "convert, check, dump, mount and unpack the built-in sample image"
 DESCRIPTION = """\
-Write the three layer tars of the built-in sample image (gzip, as a registry serves them), then
-run the real commands on them and show each one: `create` for every layer (a Nydus layer file
-named by its sha256 digest, so the directory of layers is the blob directory), `merge` into the
-final bootstrap, `dump` of the result, `check` against the original layers, and - when FUSE is
-available - `mount`, a look at the mounted tree, `check --mounted` and `umount`.
+Write the built-in sample image as an OCI image layout (three gzip layers with whiteouts, an
+opaque directory, hard links, devices, xattrs and a non-UTF-8 name), then run the real commands
+on it by reference and show each one: `convert` into a Nydus image, `check` of the Nydus image
+against its source, `dump` of one inode, and - when FUSE is available - `mount`, a look at the
+mounted tree, `check --mounted` and `umount`; then `unpack` when that command is present. The
+layer cache and the bootstrap cache live in the work directory.
 """
 
 
@@ -52,58 +53,36 @@ def _must(proc: subprocess.CompletedProcess, what: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    work = args.workdir or tempfile.mkdtemp(prefix="nydusfs-demo-")
+    work = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="nydusfs-demo-"))
     os.makedirs(work, exist_ok=True)
-    tars_dir = os.path.join(work, "oci-layers")
-    nydus_dir = os.path.join(work, "nydus-layers")
-    os.makedirs(tars_dir, exist_ok=True)
-    os.makedirs(nydus_dir, exist_ok=True)
+    os.environ["NYDUSFS_CACHE_DIR"] = os.path.join(work, "cache")  # inherited by every step
     print(f"nydusfs demo: working in {work}")
+    src = sample.write_layout(os.path.join(work, "sample"), "latest")
+    nydus = f"oci:{os.path.join(work, 'nydus')}:latest"
+    print(f"sample: an OCI image layout of {len(sample.layers())} layers: {src}")
 
-    import gzip
-
-    tars = []
-    for i, (name, raw) in enumerate(sample.layers(), 1):
-        path = os.path.join(tars_dir, f"{i}-{name}.tar.gz")
-        with open(path, "wb") as f:
-            f.write(gzip.compress(raw, mtime=0))
-        tars.append(path)
-    print(f"sample: {len(tars)} OCI layers written to {tars_dir}")
-
-    layer_files = []
-    for path in tars:
-        tmp = os.path.join(nydus_dir, "building.tmp")
-        proc = _step(f"create {os.path.basename(path)}",
-                     ["create", path, "-o", tmp, "--fs-version", str(args.fs_version),
-                      "--compressor", args.compressor, "--whiteout-spec", "none", "-q"])
-        _must(proc, "create")
-        with open(tmp, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-        final = os.path.join(nydus_dir, digest)
-        os.replace(tmp, final)
-        print(f"   -> {final}")
-        layer_files.append(final)
-
-    boot = os.path.join(work, "image.boot")
-    _must(_step("merge the layer bootstraps (lowest first)", ["merge", *layer_files, "--bootstrap", boot]),
-          "merge")
-    _must(_step("dump one inode of the merged image, with its chunks",
-                ["dump", boot, "--blob-dir", nydus_dir, "--path", "/usr/bin/tool"]), "dump")
-    proc = _step("check the image against the original OCI layers",
-                 ["check", boot, "--blob-dir", nydus_dir, "--layers", *tars])
-    _must(proc, "check")
+    _must(_step("convert the image into a Nydus image (one Nydus blob per layer, merged bootstrap)",
+                ["convert", src, nydus, "--fs-version", str(args.fs_version),
+                 "--compressor", args.compressor, "--no-progress"]), "convert")
+    _must(_step("check the Nydus image against its source (manifest, bootstrap, config, filesystem)",
+                ["check", src, nydus]), "check")
+    _must(_step("dump one inode of the Nydus image, with its chunks",
+                ["dump", nydus, "--path", "/usr/bin/tool"]), "dump")
     if not args.no_mount and os.path.exists("/dev/fuse"):
         mnt = os.path.join(work, "mnt")
         os.makedirs(mnt, exist_ok=True)
-        proc = _step("mount (read-only FUSE, returns when ready)",
-                     ["mount", boot, mnt, "--blob-dir", nydus_dir])
-        _must(proc, "mount")
+        _must(_step("mount (read-only FUSE, blobs read in place from the layout)",
+                    ["mount", nydus, mnt]), "mount")
         try:
             print(f"\n$ ls -la {mnt}/usr/bin {mnt}/srv/big-ids")
             subprocess.run(["ls", "-la", f"{mnt}/usr/bin", f"{mnt}/srv/big-ids"])
             _must(_step("check what the kernel shows through the mount",
-                        ["check", boot, "--mounted", mnt, "--layers", *tars]), "check --mounted")
+                        ["check", src, nydus, "--through-mount"]), "check --through-mount")
         finally:
             _step("umount", ["umount", mnt])
+    if importlib.util.find_spec("nydusfs.cli.unpack") is not None:
+        out = os.path.join(work, "unpacked.tar")
+        _must(_step("unpack the merged tree into one OCI layer tar", ["unpack", nydus, "-o", out]),
+              "unpack")
     print(f"\nnydusfs demo: done; everything is in {work}")
     return 0
