@@ -32,6 +32,11 @@ FUSE filesystem and compares what the kernel shows; --mounted DIR compares any m
 (then BOOTSTRAP may be left out). --manifest checks that every blob of the bootstrap is a layer
 of the OCI image manifest.
 
+With image references instead (oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF]):
+`check SRC NYDUS` runs the manifest, bootstrap, config and filesystem rules (the filesystem
+rule as above, on the images' layers), `check NYDUS` the manifest and bootstrap rules and a
+digest check of every chunk; each rule is reported by name (docs/image.md).
+
 {fields}
 security.selinux is ignored whenever a side is read from a host filesystem (a mount or an
 untarred layer directory), because hosts add it on their own.
