@@ -10,7 +10,6 @@ import json
 import tarfile
 
 import pytest
-
 from conftest import needs_root
 from corpus import Layer, pattern
 from imagekit import blob, nydusfs, tagged, umoci_image
