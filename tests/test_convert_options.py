@@ -99,3 +99,17 @@ def test_target_layout_holds_several_images(tmp_path, env):
     assert sorted(names) == ["a", "b"]
     for src, tag in ((a, "a"), (b, "b")):
         assert nydusfs("check", src, f"oci:{out}:{tag}").returncode == 0
+
+
+def test_convert_into_the_source_layout_under_another_tag(tmp_path, env):
+    src = umoci_image(tmp_path / "app", "v1", [Layer().file("f", pattern(100_000, 3))], tmp_path / "t")
+    blobs_before = set((tmp_path / "app" / "blobs" / "sha256").iterdir())
+    r = nydusfs("convert", src, f"oci:{tmp_path / 'app'}:v1-nydus", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert blobs_before <= set((tmp_path / "app" / "blobs" / "sha256").iterdir())
+    names = sorted(m["annotations"]["org.opencontainers.image.ref.name"]
+                   for m in json.loads((tmp_path / "app" / "index.json").read_text())["manifests"])
+    assert names == ["v1", "v1-nydus"]
+    assert nydusfs("check", src, f"oci:{tmp_path / 'app'}:v1-nydus").returncode == 0
+    r = nydusfs("convert", src, src, "--no-progress")
+    assert r.returncode == 2 and "replace the source image" in r.stderr

@@ -169,10 +169,11 @@ def convert(src: str, dst: str, opts: ConvertOptions, progress: Any = None) -> C
     t0 = time.monotonic()
     progress = progress or NoProgress()
     src_ref, dst_ref = parse(src), parse(dst)
-    if src_ref.transport != "docker" and dst_ref.transport != "docker" and \
-            os.path.abspath(src_ref.path) == os.path.abspath(dst_ref.path):
-        raise UsageError(f"{dst}: the target is the source; write the Nydus image elsewhere "
-                         "(another layout directory or archive)")
+    same_file = src_ref.transport != "docker" and dst_ref.transport != "docker" and \
+        os.path.abspath(src_ref.path) == os.path.abspath(dst_ref.path)
+    if same_file and (dst_ref.transport != "oci" or src_ref.transport != "oci" or dst_ref.ref == src_ref.ref):
+        raise UsageError(f"{dst}: the target would replace the source image; write the Nydus image "
+                         "under another tag of the layout, or elsewhere")
     cache = opts.cache_dir or os.path.join(cache_dir(), "convert")
     source = open_source(src_ref)
     chunk_dict: _ChunkDict | None = None
