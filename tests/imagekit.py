@@ -30,7 +30,7 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def nydusfs(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nydusfs", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "nydusfs", *args], check=False, capture_output=True, text=True,
                           env={**os.environ, **(env or {})})
 
 

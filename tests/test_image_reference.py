@@ -78,8 +78,32 @@ def test_archives_are_read_in_place(tmp_path, monkeypatch):
         assert image.read(ino, 0, 300_000) == pattern(200_000, 2)
         readers = list(image.blob_store._readers.values())
         assert readers and all(r.path == str(archive) and r.offset > 0 for r in readers)
-    assert sorted(p.name for p in (cache / "bootstraps").iterdir())[0].endswith(".boot")
     assert {p.suffix for p in (cache / "bootstraps").iterdir()} == {".boot", ".json"}
     r = nydusfs("check", src, f"oci-archive:{archive}:n")
     assert r.returncode == 0, r.stdout + r.stderr
     assert not os.path.exists(tmp_path / "nydus.tar.tmp")
+
+
+def test_image_and_convert_load_no_ui_or_fuse_module(tmp_path):
+    """Converting and reading an image in a fresh interpreter pulls in neither rich, pyfuse3 nor
+    trio (they belong to the CLI and the mount)."""
+    import json
+    import subprocess
+    import sys
+
+    code = f"""
+import os, sys, json
+os.environ["NYDUSFS_CACHE_DIR"] = {str(tmp_path / 'cache')!r}
+from nydusfs import sample
+from nydusfs.convert import convert, ConvertOptions
+from nydusfs.image.nydus import open_nydus
+src = sample.write_layout({str(tmp_path / 'src')!r})
+convert(src, "oci:{tmp_path / 'out'}:n", ConvertOptions(jobs=2))
+with open_nydus("oci:{tmp_path / 'out'}:n") as image:
+    assert image.read(image.resolve("/etc/hostname"), 0, 100) == b"sample-updated\\n"
+print(json.dumps(sorted(sys.modules)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    modules = json.loads(out.stdout.splitlines()[-1])
+    assert [m for m in modules if m.split(".")[0] in ("rich", "pyfuse3", "trio")] == []
+    assert "nydusfs.convert" in modules and "nydusfs.image.nydus" in modules

@@ -93,7 +93,7 @@ def main() -> int:
                 s, mb = timed(f"echo / | {' '.join(NYDUSFS)} create {layer} -o {seq}/l{i} --layout B "
                               f"--whiteout-spec none --prefetch-policy fs -q")
                 digest = subprocess.run(["sha256sum", f"{seq}/l{i}"], capture_output=True,
-                                        text=True).stdout.split()[0]
+                                        text=True, check=True).stdout.split()[0]
                 os.rename(seq / f"l{i}", seq / digest)
                 names.append(str(seq / digest))
                 total, peak = total + s, max(peak, mb)
@@ -132,7 +132,7 @@ def main() -> int:
             add("tar -x of the layers", total)
             shutil.rmtree(untar)
     finally:
-        subprocess.run(["umount", "-l", str(work / "mnt")], capture_output=True)
+        subprocess.run(["umount", "-l", str(work / "mnt")], capture_output=True, check=False)
         shutil.rmtree(work, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in samples.items()}
     print(f"\n{'measurement':40} {'median s':>9} {'peak MB':>8}")

@@ -14,6 +14,7 @@ import concurrent.futures as cf
 import dataclasses
 import json
 import os
+import signal
 import threading
 import time
 from typing import Any, Protocol
@@ -221,9 +222,12 @@ def _convert_layers(source: ImageSource, images: list[Resolved], opts: ConvertOp
         for layer in img.manifest.layers:
             unique.setdefault(layer.digest, layer)
     jobs = min(opts.workers, len(unique)) or 1
-    # chunk compression threads per layer: the CPUs shared by the layers converted at once
-    per_layer = max(1, (os.cpu_count() or 1) // jobs)
+    # chunk compression threads per layer process: zstd releases the GIL, and a layer's tar
+    # parsing leaves the CPUs idle part of the time, so each layer may use every CPU
+    per_layer = os.cpu_count() or 1
     stop = threading.Event()
+    running: set[Any] = set()          # worker processes, killed when the convert stops
+    lock = threading.Lock()
 
     def one(layer: Descriptor) -> LayerResult:
         if stop.is_set():
@@ -231,21 +235,25 @@ def _convert_layers(source: ImageSource, images: list[Resolved], opts: ConvertOp
         key = opts.layer_key(layer.digest, chunk_dict.digest)
         progress.layer_start(layer.digest, layer.size)
         result = convert_layer(source, layer, opts, cache, key, chunk_dict.path,
-                               lambda n: progress.layer_advance(layer.digest, n), per_layer)
+                               lambda n: progress.layer_advance(layer.digest, n), per_layer,
+                               (running, lock, stop))
         progress.layer_done(result)
         return result
 
     out: dict[str, LayerResult] = {}
-    with cf.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(one, layer): d for d, layer in unique.items()}
-        try:
-            for f in cf.as_completed(futures):
-                out[futures[f]] = f.result()
-        except BaseException:
-            stop.set()
-            for f in futures:
-                f.cancel()
-            raise
+    pool = cf.ThreadPoolExecutor(max_workers=jobs)
+    futures = {pool.submit(one, layer): d for d, layer in unique.items()}
+    try:
+        for f in cf.as_completed(futures):
+            out[futures[f]] = f.result()
+    except BaseException:
+        stop.set()
+        with lock:
+            for proc in running:  # SIGINT: the worker removes its temporary file and exits
+                proc.send_signal(signal.SIGINT)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return out
 
 

@@ -136,20 +136,21 @@ def extract_bootstrap(source: ImageSource, layer: Descriptor, cache: str | None 
         with source.open_blob(layer.digest) as raw:
             stream = _Hashing(open_decompressed(raw))
             try:
-                tf = tarfile.open(fileobj=stream, mode="r|")  # type: ignore[call-overload]
-                for m in tf:
-                    members.append(m.name)
-                    name = m.name.removeprefix("./")
-                    if m.isfile() and not found and name in (media.BOOTSTRAP_MEMBER,
-                                                             *media.LEGACY_BOOTSTRAP_MEMBERS):
-                        if m.size > MAX_BOOTSTRAP:
-                            raise ImageError(f"{what}: {name} is {m.size} bytes, more than {MAX_BOOTSTRAP}")
-                        src = tf.extractfile(m)
-                        assert src is not None
-                        with open(tmp, "wb") as out:
-                            while chunk := src.read(1 << 20):
-                                out.write(chunk)
-                        found = True
+                with tarfile.open(fileobj=stream, mode="r|") as tf:  # type: ignore[call-overload]
+                    for m in tf:
+                        members.append(m.name)
+                        name = m.name.removeprefix("./")
+                        if m.isfile() and not found and name in (media.BOOTSTRAP_MEMBER,
+                                                                 *media.LEGACY_BOOTSTRAP_MEMBERS):
+                            if m.size > MAX_BOOTSTRAP:
+                                raise ImageError(f"{what}: {name} is {m.size} bytes, more than "
+                                                 f"{MAX_BOOTSTRAP}")
+                            src = tf.extractfile(m)
+                            assert src is not None
+                            with open(tmp, "wb") as out:
+                                while chunk := src.read(1 << 20):
+                                    out.write(chunk)
+                            found = True
                 while stream.read(1 << 20):  # the diff_id covers the whole tar
                     pass
             except ImageError:

@@ -65,7 +65,7 @@ class ImageSource(abc.ABC):
     def close(self) -> None:
         """Release files, archives and connections."""
 
-    def __enter__(self) -> ImageSource:
+    def __enter__(self) -> ImageSource:  # noqa: PYI034 - kept simple for the backends
         return self
 
     def __exit__(self, *exc: object) -> None:
