@@ -7,7 +7,8 @@
   floor      `gzip -dc | zstd -3 -T2` over all layers, one after the other
   changed    convert of the image after its first layers were converted (layer cache warm with
              all but the last layer)
-  mount      `nydusfs mount oci:OUT:TAG` until ready, bootstrap cache cold then warm
+  mount      `nydusfs mount oci:OUT:TAG` until ready, bootstrap cache cold then warm; the peer
+             is the same bootstrap mounted as a file with --blob-dir
   check      `nydusfs check SRC NYDUS` against `tar -x` of the source layers
 
 Usage: tools/bench_convert.py [--image oci:DIR:TAG] [--base-tag TAG] [-j N] [--repeat N]
@@ -119,6 +120,11 @@ def main() -> int:
             for label in ("mount ready, bootstrap not cached", "mount ready, bootstrap cached"):
                 add(label, *timed(NYDUSFS + ["mount", f"oci:{out}:t", str(mnt)], env))
                 subprocess.run(NYDUSFS + ["umount", str(mnt)], check=True, capture_output=True)
+            # the peer: the same bootstrap as a plain file, blobs from the layout's blob dir
+            boot = next((work / f"bootcache{r}" / "bootstraps").glob("*.boot"))
+            add("mount ready, bootstrap file", *timed(NYDUSFS + ["mount", str(boot), str(mnt), "--blob-dir",
+                                                                 str(out / "blobs/sha256")]))
+            subprocess.run(NYDUSFS + ["umount", str(mnt)], check=True, capture_output=True)
             drop_caches()
             add("check SRC NYDUS", *timed(NYDUSFS + ["check", args.image, f"oci:{out}:t", "--no-progress"],
                                           env))
@@ -143,6 +149,8 @@ def main() -> int:
     print(f"convert / gzip -dc | zstd -3 -T2:   {full / med['gzip -dc | zstd -3 -T2']:.2f}x")
     print(f"1 layer changed / full convert:     {med['convert, 1 layer changed'] / full:.2f}x")
     print(f"check / tar -x:                     {med['check SRC NYDUS'] / med['tar -x of the layers']:.2f}x")
+    print(f"mount ref (cached) / mount file:    "
+          f"{med['mount ready, bootstrap cached'] / med['mount ready, bootstrap file']:.2f}x")
     outdir = REPO / "tools/out"
     outdir.mkdir(exist_ok=True)
     name = outdir / f"bench-convert-{time.strftime('%Y%m%d-%H%M%S')}.json"
