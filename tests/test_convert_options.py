@@ -113,3 +113,27 @@ def test_convert_into_the_source_layout_under_another_tag(tmp_path, env):
     assert nydusfs("check", src, f"oci:{tmp_path / 'app'}:v1-nydus").returncode == 0
     r = nydusfs("convert", src, src, "--no-progress")
     assert r.returncode == 2 and "replace the source image" in r.stderr
+
+
+def test_a_changed_cache_entry_is_converted_again(tmp_path, env):
+    src = umoci_image(tmp_path / "src", "v1", [Layer().file("f", pattern(50_000, 8))], tmp_path / "t")
+    cache = tmp_path / "layer-cache"
+
+    def convert(tag: str) -> dict:
+        r = nydusfs("convert", src, f"oci:{tmp_path / tag}", "--cache-dir", str(cache), "--output-json", "-",
+                    "--no-progress")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout[r.stdout.index("{\n"):])
+
+    first = convert("a")
+    assert convert("b")["layers_reused"] == 1
+    blob_file = cache / "blobs" / first["images"][0]["layers"][0]["nydus"][7:]
+    data = bytearray(blob_file.read_bytes())
+    data[10] ^= 1
+    blob_file.write_bytes(bytes(data))  # damaged in place: not trusted any more
+    again = convert("c")
+    assert again["layers_converted"] == 1 and again["digest"] == first["digest"]
+    assert nydusfs("check", src, f"oci:{tmp_path / 'c'}").returncode == 0
+    # an untagged target layout gets one entry per image, not one per convert
+    convert("c")
+    assert len(json.loads((tmp_path / "c" / "index.json").read_text())["manifests"]) == 1

@@ -40,13 +40,19 @@ def hash_file(path: str) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def _identity(path: str) -> list[int]:
+    """What changes when a cached blob file is rewritten: size, mtime, inode."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
 def cached(cache: str, key: str, layer: Descriptor) -> LayerResult | None:
     record = os.path.join(cache, "layers", key + ".json")
     try:
         with open(record, encoding="utf-8") as f:
             doc = json.load(f)
         path = os.path.join(cache, "blobs", doc["digest"][7:])
-        if os.path.getsize(path) != doc["size"]:
+        if _identity(path) != doc.get("file"):  # changed or replaced since it was recorded
             return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -86,7 +92,8 @@ def convert_layer(source: ImageSource, layer: Descriptor, opts: ConvertOptions, 
     size = os.path.getsize(path)
     record = os.path.join(cache, "layers", key + ".json")
     with open(record + ".tmp", "w", encoding="utf-8") as f:
-        json.dump({"digest": digest, "size": size, "entries": entries, "source": layer.digest}, f)
+        json.dump({"digest": digest, "size": size, "entries": entries, "source": layer.digest,
+                   "file": _identity(path)}, f)
     os.replace(record + ".tmp", record)
     return LayerResult(layer, digest, size, path, entries, layer.size, time.monotonic() - t0, False)
 

@@ -264,8 +264,12 @@ class DockerArchiveSource(_Blobs):
             rng.close()
 
     def _synthesize(self, ref: str | None) -> bytes:
-        doc = json.loads(self._read("manifest.json", MAX_MANIFEST) or b"null") \
-            if "manifest.json" in self.members else None
+        doc: Any = None
+        if "manifest.json" in self.members:
+            try:
+                doc = json.loads(self._read("manifest.json", MAX_MANIFEST))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise ImageError(f"{self.reference}: manifest.json: not valid JSON ({e})") from None
         if not isinstance(doc, list) or not doc:
             raise ImageError(f"{self.reference}: not a docker-archive: manifest.json is missing or "
                              "not a non-empty list")

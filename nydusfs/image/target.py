@@ -90,8 +90,17 @@ class _Staged(ImageTarget):
     def _index(self, old: list[dict[str, Any]]) -> bytes:
         names = {e.get("annotations", {}).get(media.ANN_REF_NAME) for e in self.entries}
         names.discard(None)
-        kept = [e for e in old if not (isinstance(e, dict) and isinstance(e.get("annotations"), dict)
-                                       and e["annotations"].get(media.ANN_REF_NAME) in names)]
+        unnamed = {e["digest"] for e in self.entries if "annotations" not in e}
+
+        def replaced(e: Any) -> bool:
+            """Same tag, or (untagged) the same image again."""
+            if not isinstance(e, dict):
+                return False
+            ann = e.get("annotations")
+            ann = ann if isinstance(ann, dict) else {}
+            return ann.get(media.ANN_REF_NAME) in names or (not ann.get(media.ANN_REF_NAME)
+                                                             and e.get("digest") in unnamed)
+        kept = [e for e in old if not replaced(e)]
         doc = {"schemaVersion": 2, "mediaType": media.OCI_INDEX, "manifests": kept + self.entries}
         return json.dumps(doc).encode()
 
