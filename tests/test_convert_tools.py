@@ -146,3 +146,15 @@ def test_second_convert_converts_only_the_new_layer(work, env):
     for tag, src in (("v1", v1), ("v2", v2)):
         r = nydusfs("check", src, f"oci:{work / 'nydus-versions'}:{tag}", env=env2)
         assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_docker_archive_references(work, env, sources):
+    archive = sources["docker-archive"]
+    digests = set()
+    for ref in (f"{archive}:example/app:v1", f"{archive}:docker.io/example/app:v1", f"{archive}:@0"):
+        digests.add(convert(ref, f"oci:{work / 'out-da'}:n", env)["images"][0]["source_manifest"])
+    assert len(digests) == 1  # the same image, however it is named
+    for ref, words in ((f"{archive}:@1", "image @1 does not exist"),
+                       (f"{archive}:example/other:v1", "no image tagged")):
+        r = nydusfs("convert", ref, f"oci:{work / 'out-da2'}:n", env=env)
+        assert r.returncode == 2 and words in r.stderr, r.stderr
