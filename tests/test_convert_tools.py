@@ -63,6 +63,9 @@ def test_convert_then_check_is_clean(work, env, sources, kind, version):
     assert manifest["layers"][-1]["annotations"]["containerd.io/snapshot/nydus-fs-version"] == version
     r = nydusfs("check", out, env=env)  # the Nydus image alone: manifest, bootstrap, every chunk
     assert r.returncode == 0 and "rule chunks: ok" in r.stdout, r.stdout + r.stderr
+    if kind == "oci" and version == "6":  # and what the kernel shows through a mount of it
+        r = nydusfs("check", sources[kind], out, "--through-mount", env=env)
+        assert r.returncode == 0 and "the mounted image holds exactly" in r.stdout, r.stdout + r.stderr
 
 
 def test_oci_flag_turns_docker_media_types_into_oci(work, env, sources):
