@@ -18,10 +18,15 @@ pytestmark = needs_root
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> dict[str, pathlib.Path]:
+def built(tmp_path_factory):
     base = tmp_path_factory.mktemp("image-errors")
     env = {"NYDUSFS_CACHE_DIR": str(base / "cache")}
-    os.environ["NYDUSFS_CACHE_DIR"] = env["NYDUSFS_CACHE_DIR"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NYDUSFS_CACHE_DIR", env["NYDUSFS_CACHE_DIR"])
+        yield _build(base, env)
+
+
+def _build(base: pathlib.Path, env: dict[str, str]) -> dict[str, pathlib.Path]:
     layers = [Layer().file("a/data", pattern(400_000, 4)).file("a/small", b"s"),
               Layer().file("b/data", pattern(300_000, 5)), Layer().symlink("c", "a/data")]
     umoci_image(base / "src", "v1", layers, base / "t", ["--config.env", "E=1"])

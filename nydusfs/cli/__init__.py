@@ -43,7 +43,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     which matters for `mount`, whose readiness is measured from the process start)."""
     parser = Parser(
         prog="nydusfs",
-        description="Create, merge, mount, check and dump Nydus (RAFS v5/v6) container images.",
+        description="Create, merge, convert, mount, check and dump Nydus (RAFS v5/v6) container images.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"nydusfs {__version__}")
     parser.add_argument("--debug", action="store_true",
