@@ -342,8 +342,6 @@ def _publish(source: ImageSource, images: list[Resolved], built: list[tuple[Reso
              opts: ConvertOptions, target: ImageTarget) -> tuple[str, str]:
     """A single manifest, or an index of the Nydus manifests (--all-platforms), or with
     --merge-platform an index of the source manifests followed by the Nydus ones."""
-    import io
-
     if len(built) == 1 and not opts.merge_platform and not opts.all_platforms:
         _, data, mt = built[0]
         target.put_manifest(data, mt)
@@ -356,7 +354,7 @@ def _publish(source: ImageSource, images: list[Resolved], built: list[tuple[Reso
                     with source.open_blob(d.digest) as f:
                         target.put_blob(d.digest, d.size, f)
             m = img.manifest
-            target.put_blob(m.digest, len(m.data), io.BytesIO(m.data))
+            target.put_child_manifest(m.data, m.media_type)
             entry: dict[str, Any] = {"mediaType": m.media_type, "digest": m.digest, "size": len(m.data)}
             plat = _platform_doc(img)
             if plat is not None:
@@ -364,7 +362,7 @@ def _publish(source: ImageSource, images: list[Resolved], built: list[tuple[Reso
             entries.append(entry)
     for img, data, mt in built:
         digest = digest_of(data)
-        target.put_blob(digest, len(data), io.BytesIO(data))
+        target.put_child_manifest(data, mt)
         entry = {"mediaType": mt, "digest": digest, "size": len(data)}
         plat = _platform_doc(img)
         if opts.merge_platform:

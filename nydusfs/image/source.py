@@ -90,6 +90,16 @@ class ImageTarget(abc.ABC):
     def put_manifest(self, data: bytes, media_type: str) -> None:
         """The manifest or index to publish under the reference's tag, last of all."""
 
+    def put_child_manifest(self, data: bytes, media_type: str) -> None:
+        """A manifest an index written later points at, stored by digest only (no tag). In a
+        layout it is a blob; a registry overrides this to PUT it as a manifest by digest."""
+        import hashlib
+        import io
+
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if not self.has_blob(digest):
+            self.put_blob(digest, len(data), io.BytesIO(data))
+
     @abc.abstractmethod
     def commit(self) -> None:
         """Make everything written visible at once."""
