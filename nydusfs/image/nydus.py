@@ -17,6 +17,7 @@ from .resolve import Resolved, child, load, top
 from .source import ImageError, ImageSource
 
 MAX_BOOTSTRAP = 4 << 30
+MAX_BOOTSTRAP_TAR = 8 << 30     # the whole bootstrap layer tar (bootstrap + blob.meta files)
 
 
 @dataclasses.dataclass
@@ -99,13 +100,18 @@ class Bootstrap:
 
 
 class _Hashing:
-    def __init__(self, raw: Any) -> None:
-        self.raw, self.hash, self.size = raw, hashlib.sha256(), 0
+    """The decompressed bootstrap layer, hashed as read; bounded, so that a compression bomb
+    is an error and not hours of inflating."""
+
+    def __init__(self, raw: Any, what: str) -> None:
+        self.raw, self.hash, self.size, self.what = raw, hashlib.sha256(), 0, what
 
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(n)
         self.hash.update(data)
         self.size += len(data)
+        if self.size > MAX_BOOTSTRAP_TAR:
+            raise ImageError(f"{self.what}: more than {MAX_BOOTSTRAP_TAR} bytes once decompressed")
         return data
 
 
@@ -134,7 +140,7 @@ def extract_bootstrap(source: ImageSource, layer: Descriptor, cache: str | None 
     members: list[str] = []
     try:
         with source.open_blob(layer.digest) as raw:
-            stream = _Hashing(open_decompressed(raw))
+            stream = _Hashing(open_decompressed(raw), what)
             try:
                 with tarfile.open(fileobj=stream, mode="r|") as tf:  # type: ignore[call-overload]
                     for m in tf:
