@@ -249,7 +249,7 @@ class DockerArchiveSource(_Blobs):
             raise ImageError(f"{self.reference}: {self.path} {what}")
         self.members = scan_tar(self.path, self.reference)
         self.by_digest: dict[str, str] = {}
-        self.manifest = self._synthesize(reference.ref)
+        self._manifest = self._synthesize(reference.ref)
 
     def _read(self, name: str, limit: int) -> bytes:
         m = self.members.get(os.path.normpath(name).lstrip("/"))
@@ -347,7 +347,7 @@ class DockerArchiveSource(_Blobs):
         return self.path, off, size
 
     def index_or_manifest(self) -> tuple[bytes, str]:
-        return self.manifest, media.DOCKER_MANIFEST
+        return self._manifest, media.DOCKER_MANIFEST
 
 
 def _short(tag: str) -> str:

@@ -14,6 +14,7 @@ from .manifest import (
     Index,
     Manifest,
     Platform,
+    digest_of,
     host_platform,
     kind_of,
     parse_config,
@@ -94,7 +95,10 @@ def load(source: ImageSource, manifest: Manifest, index: Index | None = None,
 
 
 def child(source: ImageSource, index: Index, entry: Descriptor) -> Manifest:
-    data = source.read_blob(entry.digest, MAX_MANIFEST)
+    data, _ = source.manifest(entry.digest)
+    if len(data) > MAX_MANIFEST or digest_of(data) != entry.digest:
+        raise ImageError(f"{source.reference}: manifest {entry.digest}: content does not match "
+                         "its digest or is too large")
     return parse_manifest(data, entry.media_type, f"{source.reference}: manifest {entry.digest}")
 
 

@@ -49,6 +49,11 @@ class ImageSource(abc.ABC):
         """The raw bytes and media type the reference points at: an image manifest or an
         index (OCI or Docker media types). Raw bytes, because digests are of bytes."""
 
+    def manifest(self, digest: str) -> tuple[bytes, str]:
+        """A manifest an index points at, by digest: (raw bytes, media type or ""). In a
+        layout it is a blob; a registry serves it from its manifests endpoint."""
+        return self.read_blob(digest, 4 << 20), ""
+
     @abc.abstractmethod
     def read_blob(self, digest: str, limit: int) -> bytes:
         """A small blob (manifest, config) whole; more than ``limit`` bytes is an error
