@@ -157,10 +157,10 @@ def summary(console: Any, result: Any) -> None:
                           "cached" if r.cached else f"{r.seconds:.2f}")
         console.print(table)
         console.print(f"manifest {image.manifest_digest}, bootstrap {image.bootstrap_digest[:19]}, "
-                      f"{image.inode_count} inodes")
+                      f"{image.inode_count} inodes", soft_wrap=True)
     console.print(f"[green]converted[/green] {escape(result.source)} -> {escape(result.target)}: "
                   f"{result.digest} ({result.converted} layers converted, {result.reused} from the "
-                  f"cache, {result.seconds:.2f}s)")
+                  f"cache, {result.seconds:.2f}s)", soft_wrap=True)
 
 
 class _RichProgress:
