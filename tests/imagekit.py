@@ -8,21 +8,16 @@ import hashlib
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
-import pytest
+from conftest import require_tool
 from corpus import Layer
-
-CI = os.environ.get("CI") == "true"
 
 
 def need(tool: str) -> None:
-    if shutil.which(tool) is None:
-        if CI:
-            raise AssertionError(f"{tool} is missing (tools/setup-env installs it)")
-        pytest.skip(f"{tool} not installed")
+    """The project's rule for a missing tool: fail under CI, skip loudly outside."""
+    require_tool(tool)
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:

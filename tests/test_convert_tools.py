@@ -161,3 +161,33 @@ def test_docker_archive_references(work, env, sources):
                        (f"{archive}:example/other:v1", "no image tagged")):
         r = nydusfs("convert", ref, f"oci:{work / 'out-da2'}:n", env=env)
         assert r.returncode == 2 and words in r.stderr, r.stderr
+
+
+def test_unpack_of_the_converted_image_equals_umoci_unpack_of_the_source(work, env, sources):
+    """`nydusfs unpack oci:OUT:TAG`, extracted by GNU tar, is the tree umoci unpacks from the
+    source image (compared by check's tree walker against umoci's rootfs as the layers)."""
+    import subprocess
+
+    out = f"oci:{work / 'out-unpack'}:n"
+    convert(sources["oci"], out, env)
+    tar = work / "unpacked.tar"
+    r = nydusfs("unpack", out, "-o", str(tar), env=env)
+    assert r.returncode == 0, r.stderr
+    extracted = work / "extracted"
+    extracted.mkdir()
+    subprocess.run(["tar", "-x", "-p", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-f", str(tar),
+                    "-C", str(extracted)], check=True)
+    layout, tag = sources["oci"][4:].rsplit(":", 1)
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:{tag}", str(work / "umoci-bundle")], check=True,
+                   capture_output=True)
+    rootfs = work / "umoci-bundle" / "rootfs"
+    # the two trees as check sees them: umoci's rootfs is the "layer", the tar's tree the mounted
+    # side; mtimes aside, because umoci stamps directories no tar entry names with the time of
+    # its unpack
+    r = nydusfs("check", "--mounted", str(extracted), "--layers", str(rootfs), "--ignore", "mtime", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # and every field, mtimes included, against check's own reference from the source layers
+    _, manifest = imagekit.tagged(pathlib.Path(layout), tag)
+    layers = [str(pathlib.Path(layout) / "blobs/sha256" / d["digest"][7:]) for d in manifest["layers"]]
+    r = nydusfs("check", "--mounted", str(extracted), "--layers", *layers, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr

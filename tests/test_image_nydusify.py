@@ -15,11 +15,11 @@ import sys
 import tarfile
 
 import pytest
-from conftest import needs_root
+from conftest import needs_fuse, needs_root
 from corpus import Layer, pattern
 from imagekit import blob, nydusfs, sha256, tagged, umoci_image
 
-pytestmark = needs_root
+pytestmark = [needs_root, needs_fuse]
 
 ANN = "containerd.io/snapshot/"
 BLOB = "application/vnd.oci.image.layer.nydus.blob.v1"

@@ -23,7 +23,8 @@ Names are bytes as stored in the image (a pax `path` record, with `hdrcharset=BI
 are not UTF-8). Sockets cannot be stored in a tar: they are left out and listed on stderr.
 
 File data is read through the blobs found in the --blob-dir directories (a Nydus layer file
-holds its own blob), and every chunk is checked against its digest before it is written. The
+holds its own blob), or, for a Nydus image reference (oci:DIR[:TAG], oci-archive:FILE[:TAG],
+docker-archive:FILE[:TAG]), from the image itself, and every chunk is checked against its digest before it is written. The
 output is deterministic: the same image gives the same bytes (entries in depth-first order,
 children sorted by name bytes). A file OUT appears only when complete (temp file + rename); on
 any error nothing is left behind and an existing OUT is unchanged.
@@ -33,7 +34,8 @@ any error nothing is left behind and an existing OUT is unchanged.
 def register(sub: Any) -> None:
     p = sub.add_parser("unpack", help=HELP, description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("bootstrap", metavar="BOOTSTRAP", help="bootstrap or Nydus layer file")
+    p.add_argument("bootstrap", metavar="BOOTSTRAP",
+                   help="bootstrap, Nydus layer file or Nydus image reference (oci:DIR[:TAG], ...)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="the tar file to write, or - for standard output")
     p.add_argument("--blob-dir", action="append", default=[], metavar="DIR",
@@ -42,7 +44,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..reader import open_image
+    from ..image.nydus import open_any
     from ..unpack import show, unpack
     from ..unpack.output import output
     from ..util.output import check_paths
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     check_paths([("-o", args.output)], [("BOOTSTRAP", args.bootstrap)] + [("--blob-dir", d) for d in args.blob_dir])
     if args.output == "-" and sys.stdout.isatty():
         raise UsageError("-o -: standard output is a terminal; redirect it or give a file name")
-    with open_image(args.bootstrap, args.blob_dir) as image, output(args.output) as out:
+    with open_any(args.bootstrap, args.blob_dir) as image, output(args.output) as out:
         stats = unpack(image, out)
     for path in stats.sockets_skipped:
         print(f"nydusfs unpack: {show(path)}: socket left out (tar has no socket type)", file=sys.stderr)
