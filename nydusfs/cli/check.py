@@ -11,6 +11,7 @@ from typing import Any
 
 from ..check import CheckOptions, CheckResult, run_check
 from ..check.compare import FIELDS, Difference, show_path
+from ..errors import UsageError
 from ..util.output import Outputs, check_paths
 from ..util.show import printable
 from .args import MAX_THREADS, integer

@@ -58,8 +58,6 @@ def run(args: argparse.Namespace) -> int:
                 [("BOOTSTRAP", args.bootstrap)] + [("--blob-dir", d) for d in args.blob_dir])
     to_file: contextlib.AbstractContextManager[IO[Any]] = \
         atomic_output(args.output, "--output", text=True) if args.output else contextlib.nullcontext(sys.stdout)
-    from ..image.nydus import open_any
-
     with open_any(args.bootstrap, args.blob_dir) as image, to_file as out:
         try:
             if args.json:

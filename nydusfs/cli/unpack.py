@@ -24,10 +24,11 @@ are not UTF-8). Sockets cannot be stored in a tar: they are left out and listed 
 
 File data is read through the blobs found in the --blob-dir directories (a Nydus layer file
 holds its own blob), or, for a Nydus image reference (oci:DIR[:TAG], oci-archive:FILE[:TAG],
-docker-archive:FILE[:TAG]), from the image itself, and every chunk is checked against its digest before it is written. The
-output is deterministic: the same image gives the same bytes (entries in depth-first order,
-children sorted by name bytes). A file OUT appears only when complete (temp file + rename); on
-any error nothing is left behind and an existing OUT is unchanged.
+docker-archive:FILE[:TAG]), from the image itself, and every chunk is checked against its
+digest before it is written. The output is deterministic: the same image gives the same bytes
+(entries in depth-first order, children sorted by name bytes). A file OUT appears only when
+complete (temp file + rename); on any error nothing is left behind and an existing OUT is
+unchanged.
 """
 
 

@@ -57,7 +57,8 @@ def is_v6_bootstrap(head: bytes) -> bool:
 
 def _pread(fd: Any, size: int, offset: int) -> bytes:
     """From a file descriptor, or from a range reader (a blob read in place, nydusfs.image)."""
-    return os.pread(fd, size, offset) if isinstance(fd, int) else fd.pread(size, offset)  # type: ignore[no-any-return]
+    data: bytes = os.pread(fd, size, offset) if isinstance(fd, int) else fd.pread(size, offset)
+    return data
 
 
 def detect(fd: Any, name: str) -> LayerLayout:

@@ -102,7 +102,7 @@ class _Blobs(ImageSource):
         return data
 
     def open_blob(self, digest: str) -> BinaryIO:
-        return io.BufferedReader(VerifiedStream(self._range(digest), digest), 1 << 20)  # type: ignore[return-value]
+        return io.BufferedReader(VerifiedStream(self._range(digest), digest), 1 << 20)
 
     def range_reader(self, digest: str) -> RangeReader:
         return self._range(digest)

@@ -33,7 +33,7 @@ def open_source(text: str | Reference, **options: Any) -> ImageSource:
         except ImportError:
             raise ImageError(f"{ref}: registry references are not supported by this build "
                              "(the nydusfs.registry module is missing)") from None
-        return open_registry(str(ref), **options)  # type: ignore[no-any-return]
+        return open_registry(str(ref), **options)
     from .local import DockerArchiveSource, OCIArchiveSource, OCILayoutSource
 
     cls = {"oci": OCILayoutSource, "oci-archive": OCIArchiveSource,
@@ -49,7 +49,7 @@ def open_target(text: str | Reference, **options: Any) -> ImageTarget:
         except ImportError:
             raise ImageError(f"{ref}: registry references are not supported by this build "
                              "(the nydusfs.registry module is missing)") from None
-        return open_registry(str(ref), **options)  # type: ignore[no-any-return]
+        return open_registry(str(ref), **options)
     from .target import OCIArchiveTarget, OCILayoutTarget
 
     if ref.transport == "oci":

@@ -55,8 +55,8 @@ def open_image(bootstrap: str | os.PathLike[str], blob_dirs: Iterable[str | os.P
     files = {}
     if layout.kind in ("A", "B") and layout.blob is not None:
         files = {i: name for i in _own_blob_indexes(image, layout.blob.size)}
-    kwargs = {} if cache_bytes is None else {"cache_bytes": cache_bytes}
-    image.blob_store = BlobStore(image.blobs, blob_dirs, files, **kwargs)
+    image.blob_store = BlobStore(image.blobs, blob_dirs, files) if cache_bytes is None else \
+        BlobStore(image.blobs, blob_dirs, files, cache_bytes)
     return image
 
 

@@ -117,7 +117,8 @@ class BlobStore:
         return size
 
     def read_raw(self, index: int, offset: int, size: int, chunk: int | None = None) -> bytes:
-        fd = self._reader(index) if self.ranges is not None else self._fd(index)
+        reader = self._reader(index) if self.ranges is not None else None
+        fd = self._fd(index) if reader is None else -1
         # check before reading: pread allocates `size` bytes up front, and offsets from a
         # corrupt bootstrap may not even fit in off_t
         have = self.file_size(index)
@@ -125,7 +126,7 @@ class BlobStore:
             raise BlobError(self.blob_id(index), f"range {offset}+{size} lies outside the "
                             f"{have}-byte blob file", chunk=chunk, offset=offset)
         try:
-            data = fd.pread(size, offset) if self.ranges is not None else os.pread(fd, size, offset)
+            data = reader.pread(size, offset) if reader is not None else os.pread(fd, size, offset)
         except OSError as e:
             raise BlobError(self.blob_id(index), f"read failed: {e.strerror}", chunk=chunk,
                             offset=offset) from None
