@@ -19,6 +19,7 @@ def run_image(args: argparse.Namespace) -> int:
     from ..image.check import run
     from ..image.manifest import parse_platform
     from ..image.reference import looks_like_reference
+    from ..util.output import atomic_output, check_paths
     from .check import _RichProgress, render
 
     refs = args.bootstrap
@@ -31,6 +32,7 @@ def run_image(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} does not apply to image references (the layers and the "
                              "manifest come from the images)")
     source, nydus = (refs[0], refs[1]) if len(refs) == 2 else (None, refs[0])
+    check_paths([("--json", args.json_out)])  # before the work, not after it
     opts = CheckOptions(bootstrap=nydus, layers=[], through_mount=args.through_mount,
                         ignore=args.ignore, mtime_precision=args.mtime_precision,
                         content=not args.no_content, workers=args.workers)
@@ -57,7 +59,7 @@ def run_image(args: argparse.Namespace) -> int:
         if to_stdout:
             sys.stdout.write(text)
         else:
-            with open(args.json_out, "w", encoding="utf-8") as out:
+            with atomic_output(args.json_out, "--json", text=True) as out:
                 out.write(text)
     for rule in result.rules:
         if rule == "filesystem":

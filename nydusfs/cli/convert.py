@@ -8,7 +8,7 @@ import sys
 import threading
 from typing import Any
 
-from ..errors import UsageError
+from ..format.choices import FS_VERSIONS, WRITABLE_COMPRESSORS, Compressor
 
 HELP = "convert an OCI/Docker image into a Nydus image (as nydusify convert writes it)"
 DESCRIPTION = """\
@@ -53,8 +53,8 @@ def register(sub: Any) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", metavar="SRC", help="source image reference, e.g. oci:DIR:TAG")
     p.add_argument("dst", metavar="DST", help="target: oci:DIR[:TAG] or oci-archive:FILE[:TAG]")
-    p.add_argument("--fs-version", type=int, choices=(5, 6), default=6, help="RAFS version (default: 6)")
-    p.add_argument("--compressor", choices=("none", "lz4_block", "zstd"), default="zstd",
+    p.add_argument("--fs-version", type=int, choices=FS_VERSIONS, default=6, help="RAFS version (default: 6)")
+    p.add_argument("--compressor", choices=Compressor.values(WRITABLE_COMPRESSORS), default=Compressor.ZSTD,
                    help="chunk compression (default: zstd)")
     p.add_argument("--chunk-size", type=_int, default=0x100000, metavar="N",
                    help="chunk size, a power of two from 0x1000 to 0x1000000 (default: 0x100000)")
@@ -108,17 +108,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..convert import convert
+    from ..util.output import atomic_output, check_paths
 
     opts = options(args)
     to_stdout = args.output_json == "-"
     err = Console(stderr=True, highlight=False)
     out = Console(stderr=to_stdout, highlight=False)
-    if args.output_json and not to_stdout:
-        import os
-
-        parent = os.path.dirname(os.path.abspath(args.output_json))
-        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-            raise UsageError(f"--output-json {args.output_json}: directory {parent} is not writable")
+    check_paths([("--output-json", args.output_json)])  # before the work, not after it
     if err.is_terminal and not args.no_progress:
         with _RichProgress(err) as progress:
             result = convert(args.src, args.dst, opts, progress)
@@ -130,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         if to_stdout:
             sys.stdout.write(text)
         else:
-            with open(args.output_json, "w", encoding="utf-8") as f:
+            with atomic_output(args.output_json, "--output-json", text=True) as f:
                 f.write(text)
     return 0
 

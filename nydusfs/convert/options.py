@@ -9,9 +9,8 @@ import os
 
 from ..errors import UsageError
 from ..format.blob import valid_chunk_size
+from ..format.choices import FS_VERSIONS, WRITABLE_COMPRESSORS, Compressor
 from ..image.manifest import Platform
-
-COMPRESSORS = ("none", "lz4_block", "zstd")
 # bump when the per-layer output of the same options changes, so cached layers are redone
 LAYER_FORMAT = 1
 
@@ -32,10 +31,9 @@ class ConvertOptions:
     use_cache: bool = True
 
     def validate(self) -> None:
-        if self.fs_version not in (5, 6):
+        if self.fs_version not in FS_VERSIONS:
             raise UsageError(f"--fs-version must be 5 or 6, not {self.fs_version}")
-        if self.compressor not in COMPRESSORS:
-            raise UsageError(f"--compressor must be one of {', '.join(COMPRESSORS)}, not {self.compressor!r}")
+        self.compressor = Compressor.parse("--compressor", self.compressor, WRITABLE_COMPRESSORS)
         if not valid_chunk_size(self.chunk_size):
             raise UsageError(f"--chunk-size must be a power of two between 0x1000 and 0x1000000, "
                              f"not 0x{self.chunk_size:x}")
