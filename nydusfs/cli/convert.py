@@ -143,17 +143,17 @@ def summary(console: Any, result: Any) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    for image in result.images:
-        table = Table(title=escape(f"{result.target} {image.platform}".strip()))
+    for img in result.images:
+        table = Table(title=escape(f"{result.target} {img.platform}".strip()))
         for col, justify in (("layer", "left"), ("source size", "right"), ("Nydus size", "right"),
                              ("entries", "right"), ("seconds", "right")):
             table.add_column(col, justify=justify)  # type: ignore[arg-type]
-        for r in image.layers:
+        for r in img.layers:
             table.add_row(r.source.digest[:19], _size(r.source.size), _size(r.size), str(r.entries),
                           "cached" if r.cached else f"{r.seconds:.2f}")
         console.print(table)
-        console.print(f"manifest {image.manifest_digest}, bootstrap {image.bootstrap_digest[:19]}, "
-                      f"{image.inode_count} inodes", soft_wrap=True)
+        console.print(f"manifest {img.manifest_digest}, bootstrap {img.bootstrap_digest[:19]}, "
+                      f"{img.inode_count} inodes", soft_wrap=True)
     console.print(f"[green]converted[/green] {escape(result.source)} -> {escape(result.target)}: "
                   f"{result.digest} ({result.converted} layers converted, {result.reused} from the "
                   f"cache, {result.seconds:.2f}s)", soft_wrap=True)

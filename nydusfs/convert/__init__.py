@@ -117,10 +117,10 @@ class _ChunkDict:
             from ..image.nydus import extract_bootstrap, find
 
             self.source = open_source(value)
-            image = find(self.source)
-            boot = extract_bootstrap(self.source, image.bootstrap)
-            self.path, self.digest = boot.path, image.bootstrap.digest
-            self.layers = {d.hex: d for d in image.blob_layers}
+            nydus = find(self.source)
+            boot = extract_bootstrap(self.source, nydus.bootstrap)
+            self.path, self.digest = boot.path, nydus.bootstrap.digest
+            self.layers = {d.hex: d for d in nydus.blob_layers}
         else:
             from ..util.prefetch import parse_chunk_dict
 

@@ -60,20 +60,20 @@ def run(nydus_ref: str, source_ref: str | None, platform: Platform | None, check
     src = open_source(source_ref) if source_ref else None
     reader = None
     try:
-        image: NydusImage = find(nydus_src, platform)
+        nydus_image: NydusImage = find(nydus_src, platform)
         rules = ["manifest", "bootstrap"]
-        findings = manifest_rule(image)
-        boot: Bootstrap = extract_bootstrap(nydus_src, image.bootstrap)
-        reader = open_reader(image)
-        findings += bootstrap_rule(image, boot, reader)
+        findings = manifest_rule(nydus_image)
+        boot: Bootstrap = extract_bootstrap(nydus_src, nydus_image.bootstrap)
+        reader = open_reader(nydus_image)
+        findings += bootstrap_rule(nydus_image, boot, reader)
         if src is None:
             rules.append("chunks")
             findings += chunks_rule(reader)
             return ImageCheck(rules, findings)
-        resolved = resolve(src, platform or image.resolved.platform)[0]
+        resolved = resolve(src, platform or nydus_image.resolved.platform)[0]
         findings = source_manifest_rule(resolved) + findings
         rules += ["config", "filesystem"]
-        findings += config_rule(resolved, image)
+        findings += config_rule(resolved, nydus_image)
         with tempfile.TemporaryDirectory(prefix="nydusfs-check-") as spool:
             layers = _layer_files(src, resolved, spool)
             opts = dataclasses.replace(check_opts, bootstrap=nydus_ref, layers=layers, reader=reader)

@@ -177,15 +177,15 @@ def extract_bootstrap(source: ImageSource, layer: Descriptor, cache: str | None 
             os.unlink(tmp)
 
 
-def open_reader(image: NydusImage, cache_bytes: int | None = None, cache: str | None = None) -> Any:
+def open_reader(nydus: NydusImage, cache_bytes: int | None = None, cache: str | None = None) -> Any:
     """A reader (nydusfs.reader.Image) of the Nydus image: the cached bootstrap, with every
     blob read in place through the image source (by blob id = layer digest)."""
     from ..reader import BlobStore, open_image
 
-    boot = extract_bootstrap(image.source, image.bootstrap, cache)
+    boot = extract_bootstrap(nydus.source, nydus.bootstrap, cache)
     reader = open_image(boot.path)
-    layers = {d.hex for d in image.blob_layers}
-    source = image.source
+    layers = {d.hex for d in nydus.blob_layers}
+    source = nydus.source
 
     def ranges(blob_id: str) -> Any:
         if blob_id not in layers:

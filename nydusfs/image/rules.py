@@ -30,10 +30,10 @@ class Finding:
     found: Any
 
 
-def manifest_rule(image: NydusImage) -> list[Finding]:
+def manifest_rule(nydus: NydusImage) -> list[Finding]:
     out: list[Finding] = []
-    m = image.manifest
-    ids = image.resolved.config["rootfs"]["diff_ids"]
+    m = nydus.manifest
+    ids = nydus.resolved.config["rootfs"]["diff_ids"]
     if len(ids) != len(m.layers):
         out.append(Finding("manifest", "rootfs.diff_ids", f"{len(m.layers)} (one per layer)", len(ids)))
     boot = m.layers[-1]
@@ -41,13 +41,13 @@ def manifest_rule(image: NydusImage) -> list[Finding]:
         out.append(Finding("manifest", f"layer {len(m.layers) - 1} mediaType",
                            "a gzip tar layer type", boot.media_type))
     fs = boot.annotations.get(media.ANN_FS_VERSION)
-    if not image.legacy and fs not in ("5", "6"):
+    if not nydus.legacy and fs not in ("5", "6"):
         out.append(Finding("manifest", f"layer {len(m.layers) - 1} annotation {media.ANN_FS_VERSION}",
                            "5 or 6", fs))
     for i, layer in enumerate(m.layers[:-1]):
         if layer.media_type != media.NYDUS_BLOB:
             out.append(Finding("manifest", f"layer {i} mediaType", media.NYDUS_BLOB, layer.media_type))
-        if layer.annotations.get(media.ANN_BLOB) != "true" and not image.legacy:
+        if layer.annotations.get(media.ANN_BLOB) != "true" and not nydus.legacy:
             out.append(Finding("manifest", f"layer {i} annotation {media.ANN_BLOB}", "true",
                                layer.annotations.get(media.ANN_BLOB)))
         if i < len(ids) and ids[i] != layer.digest:
@@ -61,18 +61,18 @@ def source_manifest_rule(source: Resolved) -> list[Finding]:
     return [] if len(ids) == n else [Finding("manifest", "source rootfs.diff_ids", n, len(ids))]
 
 
-def bootstrap_rule(image: NydusImage, boot: Bootstrap, reader: Any) -> list[Finding]:
+def bootstrap_rule(nydus: NydusImage, boot: Bootstrap, reader: Any) -> list[Finding]:
     from ..format.layer import detect
 
     out: list[Finding] = []
-    ids = image.resolved.config["rootfs"]["diff_ids"]
+    ids = nydus.resolved.config["rootfs"]["diff_ids"]
     if not ids or ids[-1] != boot.diff_id:
         out.append(Finding("bootstrap", "last rootfs.diff_ids entry (sha256 of the bootstrap tar)",
                            boot.diff_id, ids[-1] if ids else None))
-    fs = image.bootstrap.annotations.get(media.ANN_FS_VERSION)
+    fs = nydus.bootstrap.annotations.get(media.ANN_FS_VERSION)
     if fs and fs != str(reader.version):
         out.append(Finding("bootstrap", f"annotation {media.ANN_FS_VERSION}", f"RAFS v{reader.version}", fs))
-    layers = {d.hex: (i, d) for i, d in enumerate(image.blob_layers)}
+    layers = {d.hex: (i, d) for i, d in enumerate(nydus.blob_layers)}
     referenced = {b.blob_id for b in reader.blobs}
     for b in reader.blobs:
         if b.blob_id not in layers:
@@ -81,7 +81,7 @@ def bootstrap_rule(image: NydusImage, boot: Bootstrap, reader: Any) -> list[Find
         if hexdigest in referenced or d.annotations.get(media.ANN_REF):
             continue
         try:
-            rng = image.source.range_reader(d.digest)
+            rng = nydus.source.range_reader(d.digest)
         except NydusfsError as e:  # a missing blob: say so under this rule
             out.append(Finding("bootstrap", f"layer {i} ({d.digest})", "a readable blob", str(e)))
             continue
@@ -99,18 +99,18 @@ def bootstrap_rule(image: NydusImage, boot: Bootstrap, reader: Any) -> list[Find
     return out
 
 
-def config_rule(source: Resolved, image: NydusImage) -> list[Finding]:
+def config_rule(source: Resolved, nydus: NydusImage) -> list[Finding]:
     out: list[Finding] = []
     a = dict(source.config.get("config") or {})
-    b = dict(image.resolved.config.get("config") or {})
+    b = dict(nydus.resolved.config.get("config") or {})
     a.pop("ArgsEscaped", None)
     b.pop("ArgsEscaped", None)
     for key in sorted(set(a) | set(b)):
         if a.get(key) != b.get(key):
             out.append(Finding("config", f"config.{key}", _short(a.get(key)), _short(b.get(key))))
     for key in ("os", "architecture", "variant"):
-        if source.config.get(key) != image.resolved.config.get(key):
-            out.append(Finding("config", key, source.config.get(key), image.resolved.config.get(key)))
+        if source.config.get(key) != nydus.resolved.config.get(key):
+            out.append(Finding("config", key, source.config.get(key), nydus.resolved.config.get(key)))
     return out
 
 
