@@ -15,9 +15,10 @@ DESCRIPTION = """\
 Convert the image SRC into a Nydus image written to DST. Image references use skopeo's
 syntax: oci:DIR[:REF] (an OCI image layout; REF is its ref.name or a digest, and may be left
 out when the layout holds one image), oci-archive:FILE[:REF], docker-archive:FILE[:REF]
-(`docker save` output; REF is REPO:TAG or @N), and docker://HOST/REPO[:TAG] when the registry
-backend is installed. DST is oci:DIR[:TAG] (blobs the layout already holds are shared) or
-oci-archive:FILE[:TAG]; it changes only when the whole conversion succeeded.
+(`docker save` output; REF is REPO:TAG or @N), and docker://HOST/REPO[:TAG|@DIGEST] (a
+registry; docs/registry.md). DST is oci:DIR[:TAG] (blobs the layout already holds are shared),
+oci-archive:FILE[:TAG] or docker://HOST/REPO:TAG; it changes only when the whole conversion
+succeeded.
 
 Each source layer is streamed (never untarred to disk) through `create` with nydusify's
 defaults: RAFS v6, zstd, 1 MiB chunks, a blob with inline meta and ToC, whiteout markers kept,
