@@ -58,8 +58,9 @@ class _Tar:
         return self.buf.getvalue()
 
 
-def layers() -> list[tuple[str, bytes]]:
-    """(name, tar bytes) of each layer, lowest first."""
+def layers(version: int = 1) -> list[tuple[str, bytes]]:
+    """(name, tar bytes) of each layer, lowest first. Version 2 adds a fourth layer (a changed
+    file, a new file, a deleted file) on top of the same three, as an image update does."""
     base = _Tar()
     base.add("etc", tarfile.DIRTYPE, mode=0o755)
     base.add("etc/hostname", data=b"sample\n")
@@ -101,7 +102,14 @@ def layers() -> list[tuple[str, bytes]]:
     app.add("opt/app/copy-of-lib.so", data=_data(700_000, 2))    # same chunks as a lower file
     app.add("var/cache/.wh..wh..opq")
     app.add("var/cache/fresh", data=b"fresh cache\n")
-    return [("base", base.bytes()), ("update", update.bytes()), ("app", app.bytes())]
+    out = [("base", base.bytes()), ("update", update.bytes()), ("app", app.bytes())]
+    if version >= 2:   # the next release: one more layer on the same three
+        patch = _Tar()
+        patch.add("etc/config.toml", data=b"[sample]\nvalue = 2\n" * 400)
+        patch.add("opt/app/module_200.py", data=b"# module 200\n")
+        patch.add("dev/.wh.pipe")
+        out.append(("patch", patch.bytes()))
+    return out
 
 
 CONFIG = {
@@ -112,11 +120,11 @@ CONFIG = {
                        "SAMPLE=1"],
                "Cmd": ["/usr/bin/tool"], "WorkingDir": "/opt/app", "Labels": {"sample": "nydusfs"}},
     "history": [{"created": "2023-11-14T22:13:20Z", "created_by": "sample layer " + n} for n in
-                ("base", "update", "app")],
+                ("base", "update", "app", "patch")],
 }
 
 
-def write_layout(directory: str, tag: str = "latest") -> str:
+def write_layout(directory: str, tag: str = "latest", version: int = 1) -> str:
     """The sample as an OCI image layout (gzip layers, as a registry serves them); returns the
     reference oci:DIRECTORY:TAG. Deterministic: the same bytes every time."""
     import gzip
@@ -136,18 +144,25 @@ def write_layout(directory: str, tag: str = "latest") -> str:
         return {"mediaType": media_type, "digest": "sha256:" + digest, "size": len(data)}
 
     layer_descs, diff_ids = [], []
-    for _name, raw in layers():
+    for _name, raw in layers(version):
         layer_descs.append(put(gzip.compress(raw, mtime=0), OCI_LAYER_GZIP))
         diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
     config = json.loads(json.dumps(CONFIG))
     config["architecture"] = host_platform().architecture
     config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+    config["history"] = config["history"][:len(diff_ids)]
     manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                 "config": put(json.dumps(config).encode(), OCI_CONFIG), "layers": layer_descs}
     entry = put(json.dumps(manifest).encode(), OCI_MANIFEST)
     entry["annotations"] = {"org.opencontainers.image.ref.name": tag}
     with open(os.path.join(directory, "oci-layout"), "w") as f:
         f.write('{"imageLayoutVersion":"1.0.0"}')
-    with open(os.path.join(directory, "index.json"), "w") as f:
-        json.dump({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}, f)
+    index_path = os.path.join(directory, "index.json")
+    entries = []
+    if os.path.exists(index_path):   # another tag of the same layout: keep the others
+        with open(index_path) as f:
+            entries = [e for e in json.load(f).get("manifests", [])
+                       if e.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag]
+    with open(index_path, "w") as f:
+        json.dump({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries + [entry]}, f)
     return f"oci:{directory}:{tag}"

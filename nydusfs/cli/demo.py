@@ -15,14 +15,16 @@ from typing import Any
 from .. import sample
 from ..format.choices import FS_VERSIONS, WRITABLE_COMPRESSORS, Compressor
 
-HELP = "convert, check, dump, mount and unpack the built-in sample image"
+HELP = "convert, check, dump, mount, unpack, explore and diff the built-in sample image"
 DESCRIPTION = """\
 Write the built-in sample image as an OCI image layout (three gzip layers with whiteouts, an
 opaque directory, hard links, devices, xattrs and a non-UTF-8 name), then run the real commands
 on it by reference and show each one: `convert` into a Nydus image, `check` of the Nydus image
 against its source, `dump` of one inode, and - when FUSE is available - `mount`, a look at the
-mounted tree, `check --mounted` and `umount`; then `unpack` when that command is present. The
-layer cache and the bootstrap cache live in the work directory.
+mounted tree, `check --through-mount` and `umount`; `unpack`; `explore --report`; and last a
+second version of the sample (one layer more) converted into the same layout (only the new
+layer converts) and `diff`ed against the first, with the update cost. The layer cache and the
+bootstrap cache live in the work directory.
 """
 
 
@@ -84,5 +86,16 @@ def run(args: argparse.Namespace) -> int:
         out = os.path.join(work, "unpacked.tar")
         _must(_step("unpack the merged tree into one OCI layer tar", ["unpack", nydus, "-o", out]),
               "unpack")
+    _must(_step("explore: what each layer did, wasted bytes, dedup (as tables)",
+                ["explore", nydus, "--report", "--top", "5"]), "explore")
+    src2 = sample.write_layout(os.path.join(work, "sample"), "v2", version=2)
+    nydus2 = f"oci:{os.path.join(work, 'nydus')}:v2"
+    _must(_step("convert the next version (one layer more: only that layer is converted)",
+                ["convert", src2, nydus2, "--fs-version", str(args.fs_version),
+                 "--compressor", args.compressor, "--no-progress"]), "convert v2")
+    proc = _step("diff the two versions: what changed, and the bytes a node holding the first fetches",
+                 ["diff", nydus, nydus2])
+    if proc.returncode != 1:
+        raise SystemExit(f"nydusfs demo: diff should find the update (exit {proc.returncode})")
     print(f"\nnydusfs demo: done; everything is in {work}")
     return 0

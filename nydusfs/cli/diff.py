@@ -17,11 +17,13 @@ Compare image A with image B path by path, every field as `nydusfs check` compar
 (type, mode, uid, gid, size, content, symlink target, device numbers, nlink, hard links,
 xattrs, mtime), and list the paths added, removed and changed with the fields that changed.
 
-A and B: Nydus bootstraps or layer files, OCI layers (a tar or an untarred directory, taken
-as a one-layer image), in any mix. Two Nydus images are compared by chunk digests without
-reading any blob, and the update cost is shown: the compressed bytes of B's chunks, per blob,
-that a node already holding A's chunks has and must fetch. Otherwise contents are compared
-by blake3 of the bytes (Nydus blobs are read from --blob-dir).
+A and B: image references (oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE,
+docker://HOST/REPO:TAG; OCI or Nydus images), Nydus bootstraps or layer files, OCI layers (a
+tar or an untarred directory, taken as a one-layer image), in any mix. Two Nydus images are
+compared by chunk digests without reading any blob, and the update cost is shown: the
+compressed bytes of B's chunks, per blob, that a node already holding A's chunks has and must
+fetch. Otherwise contents are compared by blake3 of the bytes (Nydus blobs are read from the
+image, or from --blob-dir).
 """
 EPILOG = """\
 Exit status: 0 the images are equal; 1 they differ; 2 bad input.
@@ -45,13 +47,13 @@ def run(args: argparse.Namespace) -> int:
     from ..check.compare import FIELDS
     from ..errors import UsageError
     from ..explore.diff import diff
-    from ..explore.inputs import is_nydus, load_side
+    from ..explore.inputs import is_nydus_arg, load_side
     from ..explore.report import diff_doc
 
     bad = [f for f in args.ignore if f not in FIELDS]
     if bad:
         raise UsageError(f"--ignore: unknown field {bad[0]!r} (one of: {', '.join(FIELDS)})")
-    content = "chunks" if is_nydus(args.a) and is_nydus(args.b) else "blake3"
+    content = "chunks" if is_nydus_arg(args.a) and is_nydus_arg(args.b) else "blake3"
     a = load_side(args.a, args.blob_dir, content)
     b = load_side(args.b, args.blob_dir, content)
     result = diff(a, b, frozenset(args.ignore))

@@ -19,9 +19,11 @@ opaque directory, or replaced along with a parent; which layer wrote the visible
 every path and which lower versions it shadows; the bytes the layers ship that the final image
 does not show (wasted), the efficiency score and how well contents and chunks dedupe.
 
-LAYER: OCI layer tars (plain, gzip, zstd, detected from the bytes), untarred layer
-directories, or Nydus layer files / layer bootstraps (chunk figures then come too), lowest
-first, in any mix.
+IMAGE: one image reference (oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE,
+docker://HOST/REPO:TAG), an OCI image or a Nydus image (its blob layers hold the layer
+bootstraps), or LAYER files: OCI layer tars (plain, gzip, zstd, detected from the bytes),
+untarred layer directories, or Nydus layer files / layer bootstraps (chunk figures then come
+too), lowest first, in any mix.
 
 Without --report, --json or --ci, and on a terminal, an interactive browser opens (layers,
 tree, details; press ? there for its keys). See docs/explore.md for every figure's definition.
@@ -34,7 +36,10 @@ Exit status: 0 success; 1 a --ci threshold was breached; 2 bad input.
 def register(sub: Any) -> None:
     p = sub.add_parser("explore", help=HELP, description=DESCRIPTION, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("layers", nargs="+", metavar="LAYER", help="layers of the image, lowest first")
+    p.add_argument("layers", nargs="+", metavar="IMAGE|LAYER",
+                   help="an image reference, or the layers of an image, lowest first")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                   help="the image of an index to explore (default: the host's)")
     p.add_argument("--blob-dir", action="append", default=[], metavar="DIR",
                    help="directory of blob files named by blob id (repeatable)")
     mode = p.add_mutually_exclusive_group()
@@ -56,7 +61,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
     from ..explore.analysis import analyze
-    from ..explore.inputs import load_layers
+    from ..explore.inputs import is_reference, load_image, load_layers
     from ..explore.report import analysis_doc, ci_rules
 
     if args.top < 0:
@@ -65,7 +70,15 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and not 0.0 <= value <= 1.0:
             raise UsageError(f"--{name.replace('_', '-')}: expected a ratio from 0 to 1, found {value}")
-    layers = load_layers(args.layers, tuple(args.blob_dir))
+    if len(args.layers) == 1 and is_reference(args.layers[0]):
+        from ..image import parse_platform
+
+        platform = parse_platform(args.platform) if args.platform else None
+        layers = load_image(args.layers[0], platform)
+    else:
+        if args.platform:
+            raise UsageError("--platform goes with an image reference")
+        layers = load_layers(args.layers, tuple(args.blob_dir))
     analysis = analyze(layers)
     if args.json:
         json.dump(analysis_doc(analysis, args.top), sys.stdout, indent=1)
