@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import os
 from typing import Iterable, NamedTuple
 
 from ..check.oracle import Changeset, Node, Parts, apply, new_root
@@ -270,51 +269,35 @@ def analyze(layers: list[LayerInput]) -> Analysis:
                     chunk_layers, chunk_all, chunks)
 
 
-def _file_dedup(layers: list[LayerInput]) -> tuple[list[Dedup], Dedup]:
+def _dedup(per_layer: list[Iterable[tuple[bytes, int]]]) -> tuple[list[Dedup], Dedup]:
+    """Dedup within each layer and across all, from each layer's (content key, size) pairs."""
     per: list[Dedup] = []
     seen_all: set[bytes] = set()
     total = Dedup()
-    for layer in layers:
+    for items in per_layer:
         d = Dedup()
         seen: set[bytes] = set()
-        for m in layer.changeset.members:
-            n = m.node
-            if n is None or n.kind != "file" or n.digest is None:
-                continue
-            d.total += n.size
-            total.total += n.size
-            if n.digest not in seen:
-                seen.add(n.digest)
-                d.unique += n.size
-            if n.digest not in seen_all:
-                seen_all.add(n.digest)
-                total.unique += n.size
+        for key, size in items:
+            d.total += size
+            total.total += size
+            if key not in seen:
+                seen.add(key)
+                d.unique += size
+            if key not in seen_all:
+                seen_all.add(key)
+                total.unique += size
         per.append(d)
     return per, total
+
+
+def _file_dedup(layers: list[LayerInput]) -> tuple[list[Dedup], Dedup]:
+    return _dedup([[(m.node.digest, m.node.size) for m in layer.changeset.members
+                    if m.node is not None and m.node.kind == "file" and m.node.digest is not None]
+                   for layer in layers])
 
 
 def _chunk_dedup(layers: list[LayerInput]) -> tuple[list[Dedup] | None, Dedup | None]:
     if not layers or not all(layer.nydus for layer in layers):
         return None, None
-    per: list[Dedup] = []
-    seen_all: set[bytes] = set()
-    total = Dedup()
-    for layer in layers:
-        d = Dedup()
-        seen: set[bytes] = set()
-        for refs in layer.chunks.values():
-            for r in refs:
-                d.total += r.uncompressed
-                total.total += r.uncompressed
-                if r.digest not in seen:
-                    seen.add(r.digest)
-                    d.unique += r.uncompressed
-                if r.digest not in seen_all:
-                    seen_all.add(r.digest)
-                    total.unique += r.uncompressed
-        per.append(d)
-    return per, total
-
-
-def show(path: bytes) -> str:
-    return os.fsdecode(path)
+    return _dedup([[(r.digest, r.uncompressed) for refs in layer.chunks.values() for r in refs]
+                   for layer in layers])
