@@ -25,15 +25,21 @@ from .reference import Reference, parse
 from .source import ImageError, ImageSource, ImageTarget
 
 
+def _registry(name: str) -> Any:
+    """`open_source` or `open_target` of nydusfs.registry, imported only for docker:// (httpx
+    is not loaded otherwise)."""
+    try:
+        from .. import registry
+    except ImportError:
+        raise ImageError("registry references are not supported by this build "
+                         "(the nydusfs.registry module is missing)") from None
+    return getattr(registry, name)
+
+
 def open_source(text: str | Reference, **options: Any) -> ImageSource:
     ref = text if isinstance(text, Reference) else parse(text)
     if ref.transport == "docker":
-        try:
-            from ..registry import open_source as open_registry  # type: ignore[attr-defined,import-untyped,unused-ignore]
-        except ImportError:
-            raise ImageError(f"{ref}: registry references are not supported by this build "
-                             "(the nydusfs.registry module is missing)") from None
-        return open_registry(str(ref), **options)
+        return _registry("open_source")(str(ref), **options)
     from .local import DockerArchiveSource, OCIArchiveSource, OCILayoutSource
 
     cls = {"oci": OCILayoutSource, "oci-archive": OCIArchiveSource,
@@ -44,12 +50,7 @@ def open_source(text: str | Reference, **options: Any) -> ImageSource:
 def open_target(text: str | Reference, **options: Any) -> ImageTarget:
     ref = text if isinstance(text, Reference) else parse(text)
     if ref.transport == "docker":
-        try:
-            from ..registry import open_target as open_registry  # type: ignore[attr-defined,import-untyped,unused-ignore]
-        except ImportError:
-            raise ImageError(f"{ref}: registry references are not supported by this build "
-                             "(the nydusfs.registry module is missing)") from None
-        return open_registry(str(ref), **options)
+        return _registry("open_target")(str(ref), **options)
     from .target import OCIArchiveTarget, OCILayoutTarget
 
     if ref.transport == "oci":
