@@ -19,7 +19,7 @@ from .. import __version__
 from ..errors import NydusfsError
 from ..util.show import printable
 
-VERBS = ("create", "merge", "convert", "mount", "umount", "check", "dump", "unpack", "explore", "diff",
+VERBS = ("create", "merge", "convert", "mount", "umount", "stats", "check", "dump", "unpack", "explore", "diff",
          "demo")
 
 EPILOG = """\

@@ -23,6 +23,7 @@ import trio
 
 from ..image.nydus import open_any
 from ..util.show import EscapingFormatter
+from .control import Control, socket_path
 from .mounts import (FSTYPE, MountError, default_pid_file, is_stale, mount_entry, remove_pid_file,
                      write_pid_file)
 from .ops import Operations
@@ -147,8 +148,10 @@ def _run(ops: Operations, cfg: MountConfig, early: EarlySignals, ready: Any) -> 
 
     try:
         pid_file = _write_pid_file(cfg)
+        control = Control(socket_path(pid_file), cfg.bootstrap, cfg.mountpoint) if pid_file else None
         trio.run(functools.partial(serve, ops, cfg.mountpoint, report, early,
-                                   prefetch_budget=cfg.cache_bytes // 2 if cfg.prefetch else None))
+                                   prefetch_budget=cfg.cache_bytes // 2 if cfg.prefetch else None,
+                                   control=control))
     except MountError as e:
         report(str(e))
     except BaseException as e:  # the loop itself failed: report, then still unmount

@@ -18,6 +18,7 @@ import errno
 import functools
 import os
 import stat
+import time
 from typing import Any, Sequence
 
 import pyfuse3
@@ -36,6 +37,7 @@ ENTRY_CACHE = 1 << 17          # directory entries whose attributes are kept (~3
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 S64_MAX = (1 << 63) - 1        # off_t, blkcnt_t
 MTIME_MAX = S64_MAX             # time_t seconds
+FIRST_READS_MAX = 100_000      # files whose first READ is recorded (docs/stats.md)
 
 
 def _file_offset(chunk: Any) -> int:
@@ -66,6 +68,12 @@ class Operations(pyfuse3.Operations):
         self._negative = pyfuse3.EntryAttributes()
         self._negative.st_ino = 0
         self._negative.entry_timeout = TIMEOUT
+        # for `nydusfs stats`: reader inode -> seconds after `started` of its first READ, in
+        # that order (a dict: O(1) per read, insertion-ordered), at most FIRST_READS_MAX files
+        self.started = time.monotonic()
+        self.first_reads: dict[int, float] = {}
+        self.read_requests = 0
+        self.read_bytes = 0
 
     # --- attributes --------------------------------------------------------------------------
     def _entry(self, parent: int, ino: int) -> pyfuse3.EntryAttributes:
@@ -223,10 +231,17 @@ class Operations(pyfuse3.Operations):
     @guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
         fh = self._handle_ino(fh)
+        reads = self.first_reads
+        if fh not in reads and len(reads) < FIRST_READS_MAX:
+            reads[fh] = time.monotonic() - self.started
+        self.read_requests += 1
         if self._little_work(fh, off, size):
-            return self.image.read(fh, off, size, self.verify)
-        return await trio.to_thread.run_sync(self.image.read, fh, off, size, self.verify,
-                                             limiter=self.limiter)
+            data = self.image.read(fh, off, size, self.verify)
+        else:
+            data = await trio.to_thread.run_sync(self.image.read, fh, off, size, self.verify,
+                                                 limiter=self.limiter)
+        self.read_bytes += len(data)
+        return data
 
     def _little_work(self, ino: int, off: int, size: int) -> bool:
         """At most INLINE_BYTES to decompress: cheaper here than the round trip to a worker."""

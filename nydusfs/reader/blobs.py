@@ -31,6 +31,19 @@ def candidate_names(blob_id: str) -> list[str]:
     return [blob_id, f"sha256:{blob_id}", f"{blob_id}.blob", f"sha256-{blob_id}"]
 
 
+class BlobCounters:
+    """What one blob served, for `nydusfs stats`: reads of the blob file (or range reader) and
+    their bytes, chunks found in the chunk cache / loaded from the blob, loads that failed."""
+
+    __slots__ = ("reads", "bytes", "chunk_hits", "chunk_misses", "errors")
+
+    def __init__(self) -> None:
+        self.reads = self.bytes = self.chunk_hits = self.chunk_misses = self.errors = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
 def _plain_name(blob_id: str) -> bool:
     """A blob id from a bootstrap names a file *in* a blob directory, never a path: an id
     like "../../etc/shadow" must not open a file elsewhere."""
@@ -56,6 +69,8 @@ class BlobStore:
         self.cache_bytes = cache_bytes
         self._ci_tables: dict[int, "CiTable | None"] = {}
         self._sizes: dict[int, int] = {}
+        self.counters: collections.defaultdict[int, BlobCounters] = collections.defaultdict(BlobCounters)
+        self._count_lock = threading.Lock()     # apart from _lock: counting never waits on the LRU
 
     # --- files ----------------------------------------------------------------------------
     def path_of(self, index: int) -> str | None:
@@ -130,6 +145,10 @@ class BlobStore:
         except OSError as e:
             raise BlobError(self.blob_id(index), f"read failed: {e.strerror}", chunk=chunk,
                             offset=offset) from None
+        with self._count_lock:
+            counts = self.counters[index]
+            counts.reads += 1
+            counts.bytes += len(data)
         if len(data) != size:
             raise BlobError(self.blob_id(index), f"expected {size} bytes, the file has {len(data)} there",
                             chunk=chunk, offset=offset)
@@ -145,8 +164,17 @@ class BlobStore:
             hit = self._cache.get(key)
             if hit is not None and (hit[1] or not verify):
                 self._cache.move_to_end(key)
+                with self._count_lock:
+                    self.counters[chunk.blob_index].chunk_hits += 1
                 return hit[0]
-        data = self.load_chunk(chunk, verify)
+        with self._count_lock:
+            self.counters[chunk.blob_index].chunk_misses += 1
+        try:
+            data = self.load_chunk(chunk, verify)
+        except BaseException:
+            with self._count_lock:
+                self.counters[chunk.blob_index].errors += 1
+            raise
         with self._lock:
             old = self._cache.pop(key, None)
             if old is not None:
@@ -260,6 +288,11 @@ class BlobStore:
 
     def cached_bytes(self) -> int:
         return self._cache_used
+
+    def stats(self) -> dict[int, dict[str, int]]:
+        """BlobCounters of every blob read so far, by blob index."""
+        with self._count_lock:
+            return {i: c.as_dict() for i, c in sorted(self.counters.items())}
 
     def close(self) -> None:
         with self._lock:
