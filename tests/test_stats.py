@@ -189,3 +189,48 @@ def test_dead_server_and_socket_lifecycle(tmp_path, mounts):
     while process_alive(pid):
         time.sleep(0.01)
     _one_error_line(_stats(m), "its server is gone")
+
+
+def test_socket_path_longer_than_sun_path(tmp_path, mounts):
+    """A pid file deep enough that its socket path exceeds the kernel's 107 bytes: the server
+    binds and the client connects through /proc/self/fd; a long name is hashed."""
+    _, image = _image(tmp_path, {"f": pattern(1_000, 30)})
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    m = mounts.mount(image, "--no-prefetch")
+    assert nydusfs("umount", str(m.path), "--pid-file", str(m.pid_file)).returncode == 0
+    pid_file = deep / ("p" * 80 + ".pid")
+    done = nydusfs("mount", image, str(m.path), "--no-prefetch", "--pid-file", str(pid_file),
+                   "--log-file", str(m.log_file))
+    assert done.returncode == 0, done.stderr
+    m.pid_file = pid_file
+    assert (m.path / "f").read_bytes() == pattern(1_000, 30)
+    socks = [p.name for p in deep.iterdir() if p.name.endswith(".sock")]
+    assert len(socks) == 1 and socks[0].startswith("control-"), socks
+    doc = json.loads(_stats(m, "--json").stdout)
+    assert [f["path"] for f in doc["first_reads"]] == ["/f"]
+
+
+def test_bad_control_clients_do_not_hurt_the_mount(tmp_path, mounts):
+    """Garbage, an oversized request and a client that never speaks get an error or nothing;
+    the mount and later stats requests keep working."""
+    import socket
+
+    _, image = _image(tmp_path, {"f": pattern(2_000, 31)})
+    m = mounts.mount(image, "--no-prefetch")
+    path = str(tmp_path / (m.pid_file.stem + ".sock"))
+    silent = socket.socket(socket.AF_UNIX)
+    silent.connect(path)                    # holds a connection open, says nothing
+    answers = []
+    for request in (b"not json\n", b'{"request": "format-disk"}\n', b"x" * 10_000):
+        c = socket.socket(socket.AF_UNIX)
+        c.settimeout(30)
+        c.connect(path)
+        c.sendall(request)
+        answers.append(json.loads(c.makefile("rb").readline()))
+        c.close()
+    assert all(set(a) == {"error"} for a in answers), answers
+    assert (m.path / "f").read_bytes() == pattern(2_000, 31)
+    doc = json.loads(_stats(m, "--json").stdout)
+    assert [f["path"] for f in doc["first_reads"]] == ["/f"]
+    silent.close()

@@ -88,7 +88,8 @@ def register(sub: Any) -> None:
                    help="do not warm the files of the image's prefetch table after mounting")
     p.add_argument("--pid-file", metavar="FILE",
                    help="where the server writes its pid (default: /run/nydusfs/<mountpoint>.pid "
-                   "as root, else under $XDG_RUNTIME_DIR); removed when it stops")
+                   "as root, else under $XDG_RUNTIME_DIR); removed when it stops. The control "
+                   "socket of `nydusfs stats` lies beside it (same name, .sock)")
     p.add_argument("--log-file", metavar="FILE",
                    help="append the server's log (faults, prefetch, errors) to FILE "
                    "(default: stderr with --foreground, none in the background)")
