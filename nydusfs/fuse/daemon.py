@@ -148,10 +148,9 @@ def _run(ops: Operations, cfg: MountConfig, early: EarlySignals, ready: Any) -> 
 
     try:
         pid_file = _write_pid_file(cfg)
-        control = Control(socket_path(pid_file), cfg.bootstrap, cfg.mountpoint) if pid_file else None
+        ops.control = Control(socket_path(pid_file), cfg.bootstrap, cfg.mountpoint) if pid_file else None
         trio.run(functools.partial(serve, ops, cfg.mountpoint, report, early,
-                                   prefetch_budget=cfg.cache_bytes // 2 if cfg.prefetch else None,
-                                   control=control))
+                                   prefetch_budget=cfg.cache_bytes // 2 if cfg.prefetch else None))
     except MountError as e:
         report(str(e))
     except BaseException as e:  # the loop itself failed: report, then still unmount

@@ -19,13 +19,14 @@ import functools
 import os
 import stat
 import time
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence, TypeVar, cast
 
 import pyfuse3
 import trio
 
 from ..errors import NotFoundError
 from ..format.flags import SuperFlags
+from .control import Control
 from .guard import FaultLog, guarded
 from .inodes import InodeMap
 
@@ -48,6 +49,26 @@ def _erofs() -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(errno.EROFS)
 
 
+R = TypeVar("R", bound=Callable[..., Awaitable[bytes]])
+
+
+def _counted(read: R) -> R:
+    """Counts for `nydusfs stats`, apart from how reads are served: a file's first READ (O(1):
+    a dict lookup; at most FIRST_READS_MAX files), requests and bytes. Only the trio thread
+    writes them."""
+    @functools.wraps(read)
+    async def counted(self: "Operations", fh: int, off: int, size: int) -> bytes:
+        reads = self.first_reads
+        ino = self._handle_ino(fh)
+        if ino not in reads and len(reads) < FIRST_READS_MAX:
+            reads[ino] = time.monotonic() - self.started
+        self.read_requests += 1
+        data = await read(self, fh, off, size)
+        self.read_bytes += len(data)
+        return data
+    return cast(R, counted)
+
+
 class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
 
@@ -68,8 +89,9 @@ class Operations(pyfuse3.Operations):
         self._negative = pyfuse3.EntryAttributes()
         self._negative.st_ino = 0
         self._negative.entry_timeout = TIMEOUT
-        # for `nydusfs stats`: reader inode -> seconds after `started` of its first READ, in
-        # that order (a dict: O(1) per read, insertion-ordered), at most FIRST_READS_MAX files
+        # for `nydusfs stats` (the control socket, if any): reader inode -> seconds after
+        # `started` of its first READ, in that order (an insertion-ordered dict)
+        self.control: Control | None = None
         self.started = time.monotonic()
         self.first_reads: dict[int, float] = {}
         self.read_requests = 0
@@ -229,19 +251,13 @@ class Operations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=inode, keep_cache=True)
 
     @guarded
+    @_counted
     async def read(self, fh: int, off: int, size: int) -> bytes:
         fh = self._handle_ino(fh)
-        reads = self.first_reads
-        if fh not in reads and len(reads) < FIRST_READS_MAX:
-            reads[fh] = time.monotonic() - self.started
-        self.read_requests += 1
         if self._little_work(fh, off, size):
-            data = self.image.read(fh, off, size, self.verify)
-        else:
-            data = await trio.to_thread.run_sync(self.image.read, fh, off, size, self.verify,
-                                                 limiter=self.limiter)
-        self.read_bytes += len(data)
-        return data
+            return self.image.read(fh, off, size, self.verify)
+        return await trio.to_thread.run_sync(self.image.read, fh, off, size, self.verify,
+                                             limiter=self.limiter)
 
     def _little_work(self, ino: int, off: int, size: int) -> bool:
         """At most INLINE_BYTES to decompress: cheaper here than the round trip to a worker."""

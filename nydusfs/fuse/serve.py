@@ -50,7 +50,7 @@ class EarlySignals:
 
 
 async def serve(ops: Operations, mountpoint: str, ready: ReadyCallback, early: EarlySignals,
-                *, prefetch_budget: int | None = None, control: ctl.Control | None = None) -> None:
+                *, prefetch_budget: int | None = None) -> None:
     ops.limiter = trio.CapacityLimiter(ops.threads)
     started = time.perf_counter()
     with trio.open_signal_receiver(*SIGNALS) as signals:
@@ -59,7 +59,7 @@ async def serve(ops: Operations, mountpoint: str, ready: ReadyCallback, early: E
             if early.received:
                 _stop(early.received[0])
             nursery.start_soon(_check_ready, ops, mountpoint, ready, started, prefetch_budget,
-                               nursery, control)
+                               nursery)
             # each request task holds a 1 MiB receive buffer; more tasks than the worker threads
             # can keep busy (plus some for metadata) would only cost memory
             await pyfuse3.main(min_tasks=2, max_tasks=2 * ops.threads + 4)
@@ -89,8 +89,7 @@ async def _watch_signals(signals: object) -> None:
 
 
 async def _check_ready(ops: Operations, mountpoint: str, ready: ReadyCallback, started: float,
-                       budget: int | None, nursery: trio.Nursery,
-                       control: ctl.Control | None = None) -> None:
+                       budget: int | None, nursery: trio.Nursery) -> None:
     error = None
     with trio.move_on_after(READY_TIMEOUT) as scope:
         try:
@@ -107,8 +106,8 @@ async def _check_ready(ops: Operations, mountpoint: str, ready: ReadyCallback, s
         return
     log.debug("ready %.1f ms after the loop started", (time.perf_counter() - started) * 1000)
     _raise_readahead(st.st_dev)
-    if control is not None:
-        nursery.start_soon(_serve_control, ops, control)
+    if ops.control is not None:
+        nursery.start_soon(_serve_control, ops, ops.control)
     ready(None)
     if ops.image.prefetch and budget is not None:
         log.info("prefetch: warming the files of %d prefetch table entries", len(ops.image.prefetch))

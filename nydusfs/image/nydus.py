@@ -196,7 +196,6 @@ def open_reader(nydus: NydusImage, cache_bytes: int | None = None, cache: str | 
     store = BlobStore(reader.blobs, ranges=ranges) if cache_bytes is None else \
         BlobStore(reader.blobs, ranges=ranges, cache_bytes=cache_bytes)
     reader.blob_store = store
-    reader.source = source      # its stats() (a registry's requests) reach `nydusfs stats`
     return reader
 
 
@@ -217,6 +216,7 @@ def open_nydus(text: str, platform: Platform | None = None, cache_bytes: int | N
         source.close()
 
     reader.close = close_both
+    reader.source = source      # its stats() (a registry's requests) reach `nydusfs stats`
     return reader
 
 

@@ -75,7 +75,6 @@ class Image(abc.ABC):
         self.layout = layout
         self._keepalive = keepalive
         self.blob_store = None
-        self.source: Any = None     # the ImageSource blobs are read from (image references)
         self._lock = threading.Lock()
         self.inode = functools.lru_cache(maxsize=65536)(self._load_inode)
         self.readdir = functools.lru_cache(maxsize=4096)(self._load_children)
