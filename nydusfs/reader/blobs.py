@@ -164,8 +164,7 @@ class BlobStore:
             hit = self._cache.get(key)
             if hit is not None and (hit[1] or not verify):
                 self._cache.move_to_end(key)
-                with self._count_lock:
-                    self.counters[chunk.blob_index].chunk_hits += 1
+                self.counters[chunk.blob_index].chunk_hits += 1     # only ever under _lock
                 return hit[0]
         with self._count_lock:
             self.counters[chunk.blob_index].chunk_misses += 1
