@@ -170,10 +170,10 @@ def test_real_command_in_tmux(tmp_path: pathlib.Path) -> None:
                     "env", "TERM=xterm-256color", "sh", "-c", cmd], check=True)
     try:
         deadline = time.monotonic() + 60
-        while "merged image" not in (screen := _screen(session)):
+        # the layer list may be drawn after the tree: wait for both
+        while not all(s in (screen := _screen(session)) for s in ("merged image", "L2 l2.tar")):
             assert time.monotonic() < deadline, screen
             time.sleep(0.2)
-        assert "L2 l2.tar" in screen
         subprocess.run(["tmux", "send-keys", "-t", session, "Down", "Down"], check=True)
         while "written by: layer 1 (l1.tar)" not in (screen := _screen(session)):
             assert time.monotonic() < deadline, screen
