@@ -61,7 +61,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    words = list(sys.argv[1:] if argv is None else argv)
+    from .args import expand_bare_flags
+
+    words = expand_bare_flags(list(sys.argv[1:] if argv is None else argv))
     verb = next((w for w in words if not w.startswith("-")), None)
     parser = build_parser(verb if verb in VERBS else None)
     args = parser.parse_args(words)

@@ -14,7 +14,7 @@ from ..check.compare import FIELDS, Difference, show_path
 from ..errors import UsageError
 from ..util.output import Outputs, check_paths
 from ..util.show import printable
-from .args import MAX_THREADS, integer
+from .args import MAX_THREADS, add_platform, add_registry_options, integer
 
 HELP = "prove that an image holds exactly what its OCI layers hold; report every difference"
 DESCRIPTION = """\
@@ -33,7 +33,8 @@ FUSE filesystem and compares what the kernel shows; --mounted DIR compares any m
 (then BOOTSTRAP may be left out). --manifest checks that every blob of the bootstrap is a layer
 of the OCI image manifest.
 
-With image references instead (oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF]):
+With image references instead (oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF],
+docker://HOST/REPO[:TAG|@DIGEST]):
 `check SRC NYDUS` runs the manifest, bootstrap, config and filesystem rules (the filesystem
 rule as above, on the images' layers), `check NYDUS` the manifest and bootstrap rules and a
 digest check of every chunk; each rule is reported by name (docs/image.md).
@@ -60,8 +61,7 @@ def register(sub: Any) -> None:
     p.add_argument("--layers", nargs="+", metavar="LAYER",
                    help="OCI layer tar/tar.gz/tar.zst files or untarred layer directories, lowest "
                         "first (needed with a BOOTSTRAP)")
-    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
-                   help="with image references: the image of this platform (default: the host's)")
+    add_platform(p, "with image references: the image of this platform")
     p.add_argument("--blob-dir", action="append", default=[], metavar="DIR",
                    help="directory of blob files named by blob id (repeatable; default: none)")
     src = p.add_mutually_exclusive_group()
@@ -89,6 +89,7 @@ def register(sub: Any) -> None:
                    help="examples shown per kind of difference in the table (default: 5)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it is shown only when stderr is a terminal anyway)")
+    add_registry_options(p)
     p.set_defaults(run=run)
 
 

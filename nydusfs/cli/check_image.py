@@ -17,15 +17,16 @@ def run_image(args: argparse.Namespace) -> int:
 
     from ..check import CheckOptions
     from ..image.check import run
-    from ..image.manifest import parse_platform
     from ..image.reference import looks_like_reference
     from ..util.output import atomic_output, check_paths
+    from .args import registry_options
     from .check import _RichProgress, render
 
     refs = args.bootstrap
     if len(refs) > 2 or not all(looks_like_reference(r) for r in refs):
         raise UsageError("with image references give SRC NYDUS or NYDUS alone, both as references "
-                         "(oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF])")
+                         "(oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], "
+                         "docker://HOST/REPO[:TAG])")
     for flag, value in (("--layers", args.layers), ("--mounted", args.mounted),
                         ("--manifest", args.manifest)):
         if value:
@@ -36,15 +37,16 @@ def run_image(args: argparse.Namespace) -> int:
     opts = CheckOptions(bootstrap=nydus, layers=[], through_mount=args.through_mount,
                         ignore=args.ignore, mtime_precision=args.mtime_precision,
                         content=not args.no_content, workers=args.workers)
-    platform = parse_platform(args.platform) if args.platform else None
+    platform = args.platform
+    registry = registry_options(args)
     to_stdout = args.json_out == "-"
     console = Console(stderr=to_stdout, highlight=False)
     err = Console(stderr=True)
     if err.is_terminal and not args.no_progress and source is not None:
         with _RichProgress(err) as progress:
-            result = run(nydus, source, platform, opts, progress)
+            result = run(nydus, source, platform, opts, progress, **registry)
     else:
-        result = run(nydus, source, platform, opts)
+        result = run(nydus, source, platform, opts, **registry)
     if args.json_out:
         doc: dict[str, Any] = {
             "equal": result.equal, "source": source, "nydus": nydus,

@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 from ..format.choices import FS_VERSIONS, WRITABLE_COMPRESSORS, Compressor
+from .args import add_platform, add_registry_options, registry_options
 
 HELP = "convert an OCI/Docker image into a Nydus image (as nydusify convert writes it)"
 DESCRIPTION = """\
@@ -38,6 +39,8 @@ examples:
   nydusfs convert oci:app:v1 oci:app:v1-nydus
   nydusfs convert docker-archive:app.tar oci-archive:app-nydus.tar --fs-version 5
   nydusfs convert oci:multi:latest oci:out:latest --all-platforms
+  nydusfs convert docker://reg.example/app:v1 docker://reg.example/app:v1-nydus \\
+      --src-creds reader --dest-authfile push-auth.json
 Exit status: 0 converted; 2 bad input (reference, layout, manifest, layer), DST untouched.
 """
 
@@ -53,7 +56,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("convert", help=HELP, description=DESCRIPTION, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", metavar="SRC", help="source image reference, e.g. oci:DIR:TAG")
-    p.add_argument("dst", metavar="DST", help="target: oci:DIR[:TAG] or oci-archive:FILE[:TAG]")
+    p.add_argument("dst", metavar="DST",
+                   help="target: oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker://HOST/REPO:TAG")
     p.add_argument("--fs-version", type=int, choices=FS_VERSIONS, default=6, help="RAFS version (default: 6)")
     p.add_argument("--compressor", choices=Compressor.values(WRITABLE_COMPRESSORS), default=Compressor.ZSTD,
                    help="chunk compression (default: zstd)")
@@ -70,8 +74,7 @@ def register(sub: Any) -> None:
                    help="write an index holding the source manifests and the Nydus ones (marked "
                         "with artifactType); every platform unless --platform is given")
     plat = p.add_mutually_exclusive_group()
-    plat.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
-                      help="the image of this platform from an index (default: the host's)")
+    add_platform(plat)
     plat.add_argument("--all-platforms", action="store_true",
                       help="convert every image of an index; DST becomes an index")
     p.add_argument("-j", "--jobs", type=int, default=0, metavar="N",
@@ -83,12 +86,12 @@ def register(sub: Any) -> None:
     p.add_argument("--output-json", metavar="FILE",
                    help="write the result (digests, per-layer sizes, entries, seconds) as JSON (- for stdout)")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
+    add_registry_options(p, sides=True)
     p.set_defaults(run=run)
 
 
 def options(args: argparse.Namespace) -> Any:
     from ..convert import ConvertOptions
-    from ..image.manifest import parse_platform
     from ..util.prefetch import parse_patterns, read_pattern_source
 
     patterns = [b"/"]
@@ -100,9 +103,9 @@ def options(args: argparse.Namespace) -> Any:
         fs_version=args.fs_version, compressor=args.compressor, chunk_size=args.chunk_size,
         chunk_dict=args.chunk_dict, prefetch_patterns=patterns, oci=args.oci,
         merge_platform=args.merge_platform,
-        platform=parse_platform(args.platform) if args.platform else None,
-        all_platforms=args.all_platforms, jobs=args.jobs, cache_dir=args.cache_dir,
-        use_cache=not args.no_cache)
+        platform=args.platform, all_platforms=args.all_platforms, jobs=args.jobs,
+        cache_dir=args.cache_dir, use_cache=not args.no_cache,
+        source_options=registry_options(args, "src"), target_options=registry_options(args, "dest"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from .args import add_registry_options, registry_options
 from .explore import size_text
 from .show import console as make_console
 from .show import shown
@@ -40,6 +41,7 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--ignore", nargs="+", action="extend", default=[], metavar="FIELD",
                    help="fields not to compare (names as for check --ignore)")
+    add_registry_options(p)
     p.set_defaults(run=run)
 
 
@@ -53,9 +55,10 @@ def run(args: argparse.Namespace) -> int:
     bad = [f for f in args.ignore if f not in FIELDS]
     if bad:
         raise UsageError(f"--ignore: unknown field {bad[0]!r} (one of: {', '.join(FIELDS)})")
-    content = "chunks" if is_nydus_arg(args.a) and is_nydus_arg(args.b) else "blake3"
-    a = load_side(args.a, args.blob_dir, content)
-    b = load_side(args.b, args.blob_dir, content)
+    registry = registry_options(args)
+    content = "chunks" if is_nydus_arg(args.a, **registry) and is_nydus_arg(args.b, **registry) else "blake3"
+    a = load_side(args.a, args.blob_dir, content, **registry)
+    b = load_side(args.b, args.blob_dir, content, **registry)
     result = diff(a, b, frozenset(args.ignore))
     doc = diff_doc(result)
     if args.json:

@@ -15,6 +15,7 @@ from ..errors import NydusfsError, UsageError
 from ..reader import Image
 from ..util.output import atomic_output, check_paths
 from ..util.show import printable
+from .args import add_platform, add_registry_options, registry_options
 
 HELP = "show a bootstrap's superblock, blob, prefetch, inode, xattr and chunk tables"
 DESCRIPTION = """\
@@ -25,8 +26,9 @@ rdev, symlink target, xattrs, chunk count) and the chunks of each regular file.
 
 BOOTSTRAP may be a bare bootstrap or a Nydus layer file (layout A or B); the bootstrap is found
 inside it. It may also be a Nydus image reference (oci:DIR[:REF], oci-archive:FILE[:REF],
-docker-archive:FILE[:REF]): the bootstrap layer is extracted once into the cache
-($NYDUSFS_CACHE_DIR, else ~/.cache/nydusfs) and blobs are read in place from the image.
+docker-archive:FILE[:REF], docker://HOST/REPO[:TAG|@DIGEST]): the bootstrap layer is extracted
+once into the cache ($NYDUSFS_CACHE_DIR, else ~/.cache/nydusfs) and blobs are read in place from
+the image (from a registry: only the bootstrap layer is fetched, and blobs only for --verify).
 Inode numbers are RAFS v5 inode numbers, or RAFS v6 nids (what the kernel shows).
 With --json the output is one JSON object; docs/dump.md documents its schema. In the tables
 everything from the image is escaped for the terminal (control characters as \\xNN or \\uNNNN,
@@ -48,17 +50,22 @@ def register(sub: Any) -> None:
     p.add_argument("--verify", action="store_true",
                    help="read every chunk through the blobs and check it against its own digest, and "
                    "the chunk records against the format and each other; exit 1 on failures")
+    add_platform(p, "with an image reference: the Nydus image of this platform from an index")
+    add_registry_options(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..image.nydus import open_any
+    from .args import platform_for
 
+    platform = platform_for(args.bootstrap, args.platform)
     check_paths([("--output", args.output)],
                 [("BOOTSTRAP", args.bootstrap)] + [("--blob-dir", d) for d in args.blob_dir])
     to_file: contextlib.AbstractContextManager[IO[Any]] = \
         atomic_output(args.output, "--output", text=True) if args.output else contextlib.nullcontext(sys.stdout)
-    with open_any(args.bootstrap, args.blob_dir) as image, to_file as out:
+    with open_any(args.bootstrap, args.blob_dir, platform=platform, **registry_options(args)) as image, \
+            to_file as out:
         try:
             if args.json:
                 failures = _json(image, args, out)

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from .args import add_platform, add_registry_options, registry_options
 from .mount import parse_size
 from .show import console as make_console
 from .show import shown
@@ -38,8 +39,7 @@ def register(sub: Any) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("layers", nargs="+", metavar="IMAGE|LAYER",
                    help="an image reference, or the layers of an image, lowest first")
-    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
-                   help="the image of an index to explore (default: the host's)")
+    add_platform(p, "the image of an index to explore")
     p.add_argument("--blob-dir", action="append", default=[], metavar="DIR",
                    help="directory of blob files named by blob id (repeatable)")
     mode = p.add_mutually_exclusive_group()
@@ -55,6 +55,7 @@ def register(sub: Any) -> None:
                    help="--ci: fail above this share of wasted bytes, 0..1 (default with --ci: 0.1)")
     p.add_argument("--top", type=int, default=20, metavar="N",
                    help="largest wasted files listed (default: 20)")
+    add_registry_options(p)
     p.set_defaults(run=run)
 
 
@@ -71,10 +72,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and not 0.0 <= value <= 1.0:
             raise UsageError(f"--{name.replace('_', '-')}: expected a ratio from 0 to 1, found {value}")
     if len(args.layers) == 1 and is_reference(args.layers[0]):
-        from ..image import parse_platform
-
-        platform = parse_platform(args.platform) if args.platform else None
-        layers = load_image(args.layers[0], platform)
+        layers = load_image(args.layers[0], args.platform, **registry_options(args))
     else:
         if args.platform:
             raise UsageError("--platform goes with an image reference")

@@ -8,7 +8,8 @@ import re
 from typing import Any
 
 from ..errors import UsageError
-from .args import MAX_THREADS, integer, output_path
+from .args import (MAX_THREADS, add_platform, add_registry_options, integer, output_path, platform_for,
+                   registry_options)
 
 HELP = "mount an image read-only through FUSE"
 DESCRIPTION = """\
@@ -16,9 +17,10 @@ Mount a Nydus image (RAFS v5 or v6) read-only at MOUNTPOINT, so that any tool se
 image as its OCI layers would unpack. BOOTSTRAP is a bare (final or merged) bootstrap or a
 Nydus layer file; data blobs are looked up by blob id in the --blob-dir directories (a layer
 file's own blob is the file itself). BOOTSTRAP may also be a Nydus image reference
-(oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF]): its bootstrap layer is
-extracted once into the cache ($NYDUSFS_CACHE_DIR, else ~/.cache/nydusfs) and blobs are read in
-place from the layout or archive.
+(oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF],
+docker://HOST/REPO[:TAG|@DIGEST]): its bootstrap layer is extracted once into the cache
+($NYDUSFS_CACHE_DIR, else ~/.cache/nydusfs) and blobs are read in place from the layout or
+archive, or lazily from the registry (--platform picks the image of an index).
 
 By default the command returns once the mount answers requests and keeps serving from a
 background process; it fails (exit 2, nothing left mounted) if the image cannot be opened or
@@ -93,6 +95,8 @@ def register(sub: Any) -> None:
     p.add_argument("--log-file", metavar="FILE",
                    help="append the server's log (faults, prefetch, errors) to FILE "
                    "(default: stderr with --foreground, none in the background)")
+    add_platform(p, "with an image reference: the Nydus image of this platform from an index")
+    add_registry_options(p)
     p.set_defaults(run=run)
 
 
@@ -126,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.threads is not None:
         cfg.threads = args.threads
+    cfg.platform = platform_for(args.bootstrap, args.platform)
+    cfg.source_options = registry_options(args)
     _refuse_paths_inside(cfg)
     return mount(cfg)
 

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from ..errors import UsageError
+from .args import add_platform, add_registry_options, platform_for, registry_options
 
 HELP = "write the tree of a bootstrap (with its blobs) as one OCI layer tar"
 DESCRIPTION = """\
@@ -24,9 +25,10 @@ are not UTF-8). Sockets cannot be stored in a tar: they are left out and listed 
 
 File data is read through the blobs found in the --blob-dir directories (a Nydus layer file
 holds its own blob), or, for a Nydus image reference (oci:DIR[:TAG], oci-archive:FILE[:TAG],
-docker-archive:FILE[:TAG]), from the image itself, and every chunk is checked against its
-digest before it is written. The output is deterministic: the same image gives the same bytes
-(entries in depth-first order, children sorted by name bytes). A file OUT appears only when
+docker-archive:FILE[:TAG], docker://HOST/REPO[:TAG|@DIGEST]), from the image itself, and every
+chunk is checked against its digest before it is written. The output is deterministic: the same
+image gives the same bytes (entries in depth-first order, children sorted by name bytes).
+A file OUT appears only when
 complete (temp file + rename); on any error nothing is left behind and an existing OUT is
 unchanged.
 """
@@ -41,6 +43,8 @@ def register(sub: Any) -> None:
                    help="the tar file to write, or - for standard output")
     p.add_argument("--blob-dir", action="append", default=[], metavar="DIR",
                    help="directory of blob files named by blob id (repeatable)")
+    add_platform(p, "with an image reference: the Nydus image of this platform from an index")
+    add_registry_options(p)
     p.set_defaults(run=run)
 
 
@@ -53,10 +57,12 @@ def run(args: argparse.Namespace) -> int:
     for d in args.blob_dir:
         if not os.path.isdir(d):
             raise UsageError(f"--blob-dir {d}: not a directory")
+    platform = platform_for(args.bootstrap, args.platform)
     check_paths([("-o", args.output)], [("BOOTSTRAP", args.bootstrap)] + [("--blob-dir", d) for d in args.blob_dir])
     if args.output == "-" and sys.stdout.isatty():
         raise UsageError("-o -: standard output is a terminal; redirect it or give a file name")
-    with open_any(args.bootstrap, args.blob_dir) as image, output(args.output) as out:
+    with open_any(args.bootstrap, args.blob_dir, platform=platform, **registry_options(args)) as image, \
+            output(args.output) as out:
         stats = unpack(image, out)
     for path in stats.sockets_skipped:
         print(f"nydusfs unpack: {show(path)}: socket left out (tar has no socket type)", file=sys.stderr)

@@ -105,7 +105,7 @@ class _ChunkDict:
     """`--chunk-dict`: a Nydus image reference (its blobs are copied to the target) or a
     bootstrap file (its blobs are looked up next to it by id)."""
 
-    def __init__(self, value: str | None) -> None:
+    def __init__(self, value: str | None, options: dict[str, Any]) -> None:
         self.path: str | None = None
         self.digest: str | None = None
         self.source: ImageSource | None = None
@@ -116,7 +116,7 @@ class _ChunkDict:
         if looks_like_reference(value):
             from ..image.nydus import extract_bootstrap, find
 
-            self.source = open_source(value)
+            self.source = open_source(value, **options)
             nydus = find(self.source)
             boot = extract_bootstrap(self.source, nydus.bootstrap)
             self.path, self.digest = boot.path, nydus.bootstrap.digest
@@ -176,7 +176,7 @@ def convert(src: str, dst: str, opts: ConvertOptions, progress: Any = None) -> C
         raise UsageError(f"{dst}: the target would replace the source image; write the Nydus image "
                          "under another tag of the layout, or elsewhere")
     cache = opts.cache_dir or os.path.join(cache_dir(), "convert")
-    source = open_source(src_ref)
+    source = open_source(src_ref, **opts.source_options)
     chunk_dict: _ChunkDict | None = None
     target: ImageTarget | None = None
     try:
@@ -190,8 +190,11 @@ def convert(src: str, dst: str, opts: ConvertOptions, progress: Any = None) -> C
                                  f"layers, its config {len(img.config['rootfs']['diff_ids'])} diff_ids")
             if not img.manifest.layers:
                 raise ImageError(f"{src}: manifest {img.manifest.digest} has no layers")
-        chunk_dict = _ChunkDict(opts.chunk_dict)
-        target = open_target(dst_ref)
+        chunk_dict = _ChunkDict(opts.chunk_dict, opts.source_options)
+        target_options = dict(opts.target_options)
+        if src_ref.transport == "docker" and dst_ref.transport == "docker":
+            target_options["mount_from"] = str(src_ref)   # used when both are on one registry
+        target = open_target(dst_ref, **target_options)
         layers = _convert_layers(source, images, opts, cache, chunk_dict, progress)
         results = []
         nydus_entries = []

@@ -29,6 +29,10 @@ class ConvertOptions:
     jobs: int = 0                          # 0: the CPU count
     cache_dir: str | None = None           # default: <nydusfs cache>/convert
     use_cache: bool = True
+    # registry options (creds, authfile, tls_verify, cert_dir, plain_http) of each side, for
+    # docker:// references; the chunk dict is read with the source's
+    source_options: dict[str, object] = dataclasses.field(default_factory=dict)
+    target_options: dict[str, object] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> None:
         if self.fs_version not in FS_VERSIONS:

@@ -58,29 +58,30 @@ def is_reference(arg: str) -> bool:
     return looks_like_reference(arg) and not os.path.exists(arg)
 
 
-def is_nydus_arg(arg: str) -> bool:
-    """Whether a command-line argument names a Nydus image (reference) or Nydus layer (file)."""
+def is_nydus_arg(arg: str, **options: Any) -> bool:
+    """Whether a command-line argument names a Nydus image (reference) or Nydus layer (file).
+    `options` go to the image source (registry options)."""
     if not is_reference(arg):
         return is_nydus(arg)
     from ..image import open_source, resolve
     from ..image.nydus import bootstrap_layer
 
-    with open_source(arg) as source:
+    with open_source(arg, **options) as source:
         return bootstrap_layer(resolve(source)[0].manifest) is not None
 
 
-def load_side(arg: str, blob_dirs: list[str], content: str) -> Side:
+def load_side(arg: str, blob_dirs: list[str], content: str, **options: Any) -> Side:
     """One side of a diff: an image reference (OCI or Nydus), a Nydus bootstrap or layer file,
     or an OCI layer (a one-layer image)."""
     if is_reference(arg):
         from ..image.nydus import open_any
 
-        if is_nydus_arg(arg):
-            with open_any(arg) as image:
+        if is_nydus_arg(arg, **options):
+            with open_any(arg, **options) as image:
                 return nydus_side(arg, image, content)
         from ..image import open_source, resolve
 
-        with open_source(arg) as source, tempfile.TemporaryDirectory(prefix="nydusfs-diff-") as spool:
+        with open_source(arg, **options) as source, tempfile.TemporaryDirectory(prefix="nydusfs-diff-") as spool:
             manifest = resolve(source)[0].manifest
             return oci_side(arg, [_blob_file(source, d.digest, spool) for d in manifest.layers])
     if is_nydus(arg):
@@ -89,14 +90,14 @@ def load_side(arg: str, blob_dirs: list[str], content: str) -> Side:
     return oci_side(arg, [arg])
 
 
-def load_image(text: str, platform: Any = None) -> list[LayerInput]:
+def load_image(text: str, platform: Any = None, **options: Any) -> list[LayerInput]:
     """The layers of an image reference (OCI, or Nydus: its blob layers, each holding its own
     layer bootstrap), with `created_by` from the config history and sizes from the manifest.
     Blobs are read where they lie in a layout; others are spooled to a temporary directory."""
     from ..image import open_source, resolve
     from ..image.nydus import bootstrap_layer
 
-    with open_source(text) as source, tempfile.TemporaryDirectory(prefix="nydusfs-explore-") as spool:
+    with open_source(text, **options) as source, tempfile.TemporaryDirectory(prefix="nydusfs-explore-") as spool:
         resolved = resolve(source, platform)[0]
         history = [h.get("created_by") for h in resolved.config.get("history") or []
                    if isinstance(h, dict) and not h.get("empty_layer")]

@@ -51,6 +51,8 @@ class MountConfig:
     prefetch: bool = True
     pid_file: str | None = None    # None: the default location for the mountpoint
     log_file: str | None = None
+    platform: Any = None           # image.Platform of an index's image (image references)
+    source_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # registry options
 
 
 def mount_options(cfg: MountConfig, fsname: str) -> set[str]:
@@ -104,7 +106,8 @@ def mount(cfg: MountConfig) -> int:
     # about a fifth of the server's CPU on a cold read; reused heap buffers cost ~10 MB of peak RSS
     _setup_logging(cfg, sys.stderr if cfg.foreground else None)
     _check_mountpoint(cfg.mountpoint)
-    image = open_any(cfg.bootstrap, cfg.blob_dirs, cfg.cache_bytes)  # file or image reference
+    image = open_any(cfg.bootstrap, cfg.blob_dirs, cfg.cache_bytes, cfg.platform,
+                     **cfg.source_options)  # file or image reference
     ops = Operations(image, verify=cfg.verify, threads=cfg.threads, debug=cfg.debug)
     early = EarlySignals()
     early.install()

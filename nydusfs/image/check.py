@@ -53,13 +53,15 @@ def _layer_files(source: ImageSource, resolved: Resolved, spool: str) -> list[st
 
 
 def run(nydus_ref: str, source_ref: str | None, platform: Platform | None, check_opts: Any,
-        progress: Any = None) -> ImageCheck:
+        progress: Any = None, **options: Any) -> ImageCheck:
+    """`options` go to both image sources (registry options, docs/registry.md)."""
     from ..check import run_check
 
-    nydus_src = open_source(nydus_ref)
-    src = open_source(source_ref) if source_ref else None
+    nydus_src = open_source(nydus_ref, **options)
+    src = None
     reader = None
     try:
+        src = open_source(source_ref, **options) if source_ref else None
         nydus_image: NydusImage = find(nydus_src, platform)
         rules = ["manifest", "bootstrap"]
         findings = manifest_rule(nydus_image)

@@ -199,11 +199,13 @@ def open_reader(nydus: NydusImage, cache_bytes: int | None = None, cache: str | 
     return reader
 
 
-def open_nydus(text: str, platform: Platform | None = None, cache_bytes: int | None = None) -> Any:
-    """Open a Nydus image reference as a reader; the source is closed with the reader."""
+def open_nydus(text: str, platform: Platform | None = None, cache_bytes: int | None = None,
+               **options: Any) -> Any:
+    """Open a Nydus image reference as a reader; the source is closed with the reader.
+    `options` go to the image source (registry options, docs/registry.md)."""
     from .resolve import open_source
 
-    source = open_source(text)
+    source = open_source(text, **options)
     try:
         reader = open_reader(find(source, platform), cache_bytes)
     except BaseException:
@@ -221,13 +223,13 @@ def open_nydus(text: str, platform: Platform | None = None, cache_bytes: int | N
 
 
 def open_any(arg: str, blob_dirs: Any = (), cache_bytes: int | None = None,
-             platform: Platform | None = None) -> Any:
+             platform: Platform | None = None, **options: Any) -> Any:
     """What the verbs that take a bootstrap open: an image reference (oci:..., ...) as a Nydus
     image, anything else (an existing file first) exactly as before, with `open_image`."""
     from .reference import looks_like_reference
 
     if looks_like_reference(arg) and not os.path.exists(arg):
-        return open_nydus(arg, platform, cache_bytes)
+        return open_nydus(arg, platform, cache_bytes, **options)
     from ..reader import open_image
 
     return open_image(arg, blob_dirs, cache_bytes)

@@ -165,7 +165,7 @@ class RegistryClient:
                  plain_http: bool = False, timeout: float = 30.0, retry_time: float = 30.0,
                  connect_retry_time: float = 2.0, max_connections: int = 16) -> None:
         self.ref = ref
-        self.where = f"{ref.host}/{ref.repo}"
+        self.where = str(ref)      # every error names the reference as written
         self.retry_time = retry_time
         self.connect_retry_time = connect_retry_time
         self.http = httpx.Client(
@@ -176,7 +176,7 @@ class RegistryClient:
             follow_redirects=False, trust_env=False,
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
         scopes = [f"repository:{ref.repo}:{actions}"] + list(extra_scopes or [])
-        self.auth = Authenticator(self.http, ref.endpoint, scopes, creds)
+        self.auth = Authenticator(self.http, self.where, scopes, creds)
         self.scheme = "http" if plain_http else "https"
         self.allow_http_fallback = not plain_http and ref.is_loopback
         self.redirects: dict[str, str] = {}
@@ -294,7 +294,7 @@ class RegistryClient:
                 resp = self._raw("GET", url, {}, None, None)
             except httpx.ConnectError as e:
                 if isinstance(e.__cause__, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY" in str(e):
-                    raise RegistryError(f"{self.ref.endpoint}: TLS certificate not trusted: {e} "
+                    raise RegistryError(f"{self.where}: TLS certificate not trusted: {e} "
                                         "(--cert-dir DIR with the CA, or --tls-verify=false)") from None
                 raise
             resp.close()
@@ -302,13 +302,10 @@ class RegistryClient:
                 ch = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
                 self.auth.unauthorized(ch, None)
             elif resp.status_code != 200:
-                raise RegistryError(f"{self.ref.endpoint}: not an OCI distribution registry "
+                raise RegistryError(f"{self.where}: {self.ref.endpoint} is not an OCI distribution registry "
                                     f"(GET /v2/ answered {resp.status_code})")
-        try:
-            self.retrying(f"cannot reach the registry at {self.scheme}://{self.ref.endpoint}",
-                          attempt, budget=self.connect_retry_time)
-        except RegistryError as e:
-            raise RegistryError(str(e).replace(f"{self.where}: ", "", 1)) from None
+        self.retrying(f"cannot reach the registry at {self.scheme}://{self.ref.endpoint}",
+                      attempt, budget=self.connect_retry_time)
 
     def get_manifest(self, ref: str) -> tuple[bytes, str]:
         """Raw bytes and media type of the manifest or index `ref` (tag or digest)."""

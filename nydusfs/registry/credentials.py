@@ -21,7 +21,7 @@ from nydusfs.registry.errors import RegistryError
 @dataclasses.dataclass(frozen=True)
 class Credentials:
     username: str
-    password: str
+    password: str = dataclasses.field(repr=False)   # never shown, not even in a repr
     identity_token: str | None = None   # OAuth2 refresh token, sent as a password grant's refresh_token
     source: str = "--creds"
 
@@ -30,14 +30,24 @@ class Credentials:
         return "Basic " + base64.b64encode(raw).decode()
 
 
-def parse_creds(text: str) -> Credentials:
+def parse_creds(text: str, flag: str = "--creds") -> Credentials:
+    """`USER[:PASSWORD]`; without the password it is asked for on the terminal, and without a
+    terminal that is an error (nothing waits on a pipe for it)."""
     user, sep, password = text.partition(":")
     if not user:
-        raise RegistryError("--creds: expected USER[:PASSWORD], found an empty user name")
+        raise RegistryError(f"{flag}: expected USER[:PASSWORD], found an empty user name")
     if not sep:
         import getpass
-        password = getpass.getpass(f"Password for {user}: ")
-    return Credentials(user, password)
+        import sys
+
+        if not sys.stdin.isatty():
+            raise RegistryError(f"{flag} {user}: no password given and no terminal to ask for it "
+                                "(give USER:PASSWORD, or use --authfile)")
+        try:
+            password = getpass.getpass(f"Password for {user}: ")
+        except EOFError:
+            raise RegistryError(f"{flag} {user}: no password entered") from None
+    return Credentials(user, password, None, flag)
 
 
 def _default_files() -> list[pathlib.Path]:
