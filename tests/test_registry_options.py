@@ -362,3 +362,58 @@ def test_convert_mounts_across_repositories(anon_registry: Registry, multi: path
     assert {p.split("mount=")[1].split("&")[0] for p in mounted} == source_blobs, reqs
     uploaded = [p for m, p, s in reqs if m == "PUT" and "/blobs/uploads/" in p]
     assert not any(d in p for p in uploaded for d in source_blobs)
+
+
+def _index_without_media_types(layout: pathlib.Path) -> str:
+    """A two-platform OCI index whose manifests leave out `mediaType` (the OCI spec allows it:
+    the media type is in the index entry), written with Python."""
+    entries = []
+    for arch in ("amd64", "arm64"):
+        digests = make_layout(layout, [layer_tar({"arch": arch.encode() + b"\n"})], arch)
+        blobs = layout / "blobs" / "sha256"
+        manifest = json.loads((blobs / digests["manifest"][7:]).read_bytes())
+        config = json.loads((blobs / digests["config"][7:]).read_bytes())
+        config["architecture"] = arch
+        data = json.dumps(config).encode()
+        manifest["config"] |= {"digest": _put(blobs, data), "size": len(data)}
+        del manifest["mediaType"]
+        data = json.dumps(manifest).encode()
+        entries.append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": _put(blobs, data),
+                        "size": len(data), "platform": {"os": "linux", "architecture": arch}})
+    data = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                       "manifests": entries}).encode()
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": _put(layout / "blobs" / "sha256", data),
+        "size": len(data), "annotations": {"org.opencontainers.image.ref.name": "multi"}}]}))
+    return f"oci:{layout}:multi"
+
+
+def _put(blobs: pathlib.Path, data: bytes) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
+    (blobs / digest).write_bytes(data)
+    return "sha256:" + digest
+
+
+@needs_root
+def test_push_of_manifests_without_media_type(anon_registry: Registry, tmp_path: pathlib.Path) -> None:
+    """--merge-platform copies the source manifests as they are; one without a mediaType
+    field still goes to the manifests endpoint (by the index entry's media type; not as a
+    blob, which distribution happens to serve as a manifest and other registries do not), and
+    skopeo copies the index whole."""
+    src = _index_without_media_types(tmp_path / "src")
+    env = clean_env(tmp_path)
+    target = f"docker://{anon_registry.host}/bare/app:v1"
+    start = anon_registry.log_file.stat().st_size
+    done = cli(env, "convert", src, target, "--merge-platform", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    index = _index(anon_registry, target)
+    assert len(index["manifests"]) == 4
+    put = {p.rsplit("/", 1)[1] for m, p, s in _requests(anon_registry, start, "bare/app")
+           if m == "PUT" and "/manifests/" in p and s == 201}
+    assert put == {m["digest"] for m in index["manifests"]} | {"v1"}
+    skopeo_copy(target, f"oci:{tmp_path / 'copy'}:c", "--all", "--src-tls-verify=false")
+    for arch in ("amd64", "arm64"):
+        done = cli(env, "check", src, target, "--platform", f"linux/{arch}")
+        assert done.returncode == 0, done.stdout + done.stderr
