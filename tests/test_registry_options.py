@@ -417,3 +417,21 @@ def test_push_of_manifests_without_media_type(anon_registry: Registry, tmp_path:
     for arch in ("amd64", "arm64"):
         done = cli(env, "check", src, target, "--platform", f"linux/{arch}")
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+@needs_root
+@needs_fuse
+def test_check_through_mount_passes_the_options_on(token_registry: Registry, anon_registry: Registry,
+                                                   images: pathlib.Path, multi: pathlib.Path,
+                                                   tmp_path: pathlib.Path) -> None:
+    """check --through-mount mounts the image with the check's credentials (through a
+    private auth file, never the command line) and its --platform."""
+    src, nydus = push(images, token_registry)
+    env = clean_env(tmp_path)
+    done = cli(env, "check", src, nydus, "--through-mount", "--creds", f"{USER}:{PASSWORD}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not list(pathlib.Path(os.environ.get("TMPDIR", "/tmp")).glob("nydusfs-auth-*/auth.json"))
+    target = f"docker://{anon_registry.host}/multi/through:nydus"
+    assert cli(env, "convert", f"oci:{multi}:multi", target, "--all-platforms", "--no-progress").returncode == 0
+    done = cli(env, "check", f"oci:{multi}:multi", target, "--through-mount", "--platform", "linux/arm64")
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -56,6 +56,8 @@ class CheckOptions:
     workers: int = 0                      # 0: twice the CPUs, at most 8
     reader: Any = None                    # an image already open (an image reference); used
                                           # instead of opening `bootstrap`, which then names it
+    mount_args: list[str] = dataclasses.field(default_factory=list)  # --through-mount: more flags
+                                          # for `nydusfs mount` (platform, registry options)
 
 
 @dataclasses.dataclass
@@ -177,7 +179,7 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
 
             coarse = _coarse_mtime_paths(image)
             extra.extend(chunk_differences(image))
-            with mounted(opts.bootstrap, opts.blob_dirs) as mnt:
+            with mounted(opts.bootstrap, opts.blob_dirs, extra=opts.mount_args) as mnt:
                 found, problems = walk_tree(mnt, hashing, HASH)
                 if hashing is not None:
                     progress.total("content", hashing.files + len(hashing.deferred))

@@ -27,14 +27,16 @@ def _ours(mnt: str) -> bool:
 
 
 @contextlib.contextmanager
-def mounted(bootstrap: str, blob_dirs: list[str], timeout: float = MOUNT_TIMEOUT) -> Iterator[str]:
+def mounted(bootstrap: str, blob_dirs: list[str], timeout: float = MOUNT_TIMEOUT,
+            extra: list[str] | None = None) -> Iterator[str]:
+    """`extra`: more flags for `nydusfs mount` (an image reference's platform and registry options)."""
     with sigterm_exits():  # a SIGTERM takes the mount, its server and the directory down too
-        with _mounted(bootstrap, blob_dirs, timeout) as mnt:
+        with _mounted(bootstrap, blob_dirs, timeout, extra or []) as mnt:
             yield mnt
 
 
 @contextlib.contextmanager
-def _mounted(bootstrap: str, blob_dirs: list[str], timeout: float) -> Iterator[str]:
+def _mounted(bootstrap: str, blob_dirs: list[str], timeout: float, extra: list[str]) -> Iterator[str]:
     mnt: str | None = None
     log: IO[bytes] | None = None
     proc: subprocess.Popen[bytes] | None = None
@@ -45,6 +47,7 @@ def _mounted(bootstrap: str, blob_dirs: list[str], timeout: float) -> Iterator[s
             cmd = [sys.executable, "-m", "nydusfs", "mount", os.fspath(bootstrap), mnt, "--foreground"]
             for d in blob_dirs:
                 cmd += ["--blob-dir", os.fspath(d)]
+            cmd += extra
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
         while not _ours(mnt):

@@ -3,10 +3,12 @@ filesystem rule of nydusfs.check (its own OCI reference against the Nydus image'
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from .manifest import Platform
@@ -52,6 +54,22 @@ def _layer_files(source: ImageSource, resolved: Resolved, spool: str) -> list[st
     return paths
 
 
+@contextlib.contextmanager
+def _mount_args(ref: str, platform: Platform | None, options: dict[str, Any], needed: bool) -> Iterator[list[str]]:
+    """--through-mount: the flags that make the mount open the same image as this check."""
+    if not needed:
+        yield []
+        return
+    args = ["--platform", str(platform)] if platform is not None else []
+    if not ref.startswith("docker://"):
+        yield args
+        return
+    from ..registry.credentials import as_arguments
+
+    with as_arguments(ref, options) as more:
+        yield args + more
+
+
 def run(nydus_ref: str, source_ref: str | None, platform: Platform | None, check_opts: Any,
         progress: Any = None, **options: Any) -> ImageCheck:
     """`options` go to both image sources (registry options, docs/registry.md)."""
@@ -76,9 +94,11 @@ def run(nydus_ref: str, source_ref: str | None, platform: Platform | None, check
         findings = source_manifest_rule(resolved) + findings
         rules += ["config", "filesystem"]
         findings += config_rule(resolved, nydus_image)
-        with tempfile.TemporaryDirectory(prefix="nydusfs-check-") as spool:
+        with tempfile.TemporaryDirectory(prefix="nydusfs-check-") as spool, \
+                _mount_args(nydus_ref, platform, options, check_opts.through_mount) as mount_args:
             layers = _layer_files(src, resolved, spool)
-            opts = dataclasses.replace(check_opts, bootstrap=nydus_ref, layers=layers, reader=reader)
+            opts = dataclasses.replace(check_opts, bootstrap=nydus_ref, layers=layers, reader=reader,
+                                       mount_args=mount_args)
             reader = None  # run_check closes it
             result = run_check(opts, progress)
         return ImageCheck(rules, findings, result)

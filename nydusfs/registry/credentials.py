@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import json
 import os
 import pathlib
+import tempfile
+from collections.abc import Iterator
+from typing import Any
 
 from nydusfs.registry.errors import RegistryError
 
@@ -116,3 +120,34 @@ def lookup(host: str, repo: str, *, creds: str | Credentials | None = None,
         if found is not None:
             return found
     return None
+
+
+@contextlib.contextmanager
+def as_arguments(reference: str, options: dict[str, Any]) -> Iterator[list[str]]:
+    """The command-line flags that give another nydusfs process (check --through-mount's
+    mount) the same registry options. Credentials never go on a command line: they are
+    written to a private auth file, passed with --authfile and removed afterwards."""
+    from nydusfs.registry.reference import parse_reference
+
+    args: list[str] = []
+    if options.get("tls_verify") is False:
+        args.append("--tls-verify=false")
+    if options.get("cert_dir"):
+        args += ["--cert-dir", os.path.abspath(os.fspath(options["cert_dir"]))]
+    if options.get("plain_http"):
+        args.append("--plain-http")
+    creds = options.get("creds")
+    if not creds:
+        if options.get("authfile"):
+            args += ["--authfile", os.path.abspath(os.fspath(options["authfile"]))]
+        yield args
+        return
+    found = creds if isinstance(creds, Credentials) else parse_creds(str(creds))
+    host = parse_reference(reference).host
+    with tempfile.TemporaryDirectory(prefix="nydusfs-auth-") as tmp:   # mode 0700
+        path = os.path.join(tmp, "auth.json")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            token = base64.b64encode(f"{found.username}:{found.password}".encode()).decode()
+            json.dump({"auths": {host: {"auth": token}}}, f)
+        yield args + ["--authfile", path]
