@@ -10,9 +10,15 @@
   mount      `nydusfs mount oci:OUT:TAG` until ready, bootstrap cache cold then warm; the peer
              is the same bootstrap mounted as a file with --blob-dir
   check      `nydusfs check SRC NYDUS` against `tar -x` of the source layers
+  registry   `nydusfs convert docker://SRC docker://DST` on a loopback registry (Debian's
+             docker-registry, anonymous, fresh storage each round, the image pushed by skopeo),
+             against what it replaces: `skopeo copy` to a layout + local convert + `skopeo copy`
+             back to the registry; both convert every layer (--no-cache) with the same -j
 
 Usage: tools/bench_convert.py [--image oci:DIR:TAG] [--base-tag TAG] [-j N] [--repeat N]
-Default image: tools/.cache/images/realistic/oci (tools/make-images realistic), tags l3/final.
+                              [--only registry | --no-registry]
+Default image: $NYDUSFS_BENCH_CACHE/images/realistic/oci (tools/make-images realistic, default
+tools/.cache), tags l3/final.
 Medians are printed with the ratios; samples go to tools/out/bench-convert-<time>.json.
 """
 
@@ -60,10 +66,14 @@ def drop_caches() -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--image", default=f"oci:{REPO / 'tools/.cache/images/realistic/oci'}:final")
+    cache = pathlib.Path(os.environ.get("NYDUSFS_BENCH_CACHE", REPO / "tools/.cache"))
+    ap.add_argument("--image", default=f"oci:{cache / 'images/realistic/oci'}:final")
     ap.add_argument("--base-tag", default="l3", help="a tag sharing all but the last layer (default l3)")
     ap.add_argument("-j", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--repeat", type=int, default=2)
+    rows = ap.add_mutually_exclusive_group()
+    rows.add_argument("--only", choices=["registry"], help="measure only these rows")
+    rows.add_argument("--no-registry", action="store_true", help="leave out the registry rows")
     args = ap.parse_args()
     _, path, tag = args.image.split(":", 2)
     layout = pathlib.Path(path)
@@ -80,6 +90,10 @@ def main() -> int:
     try:
         for r in range(args.repeat):
             print(f"round {r + 1}", file=sys.stderr)
+            if not args.no_registry:
+                registry_rows(args.image, work / f"registry{r}", args.j, add)
+            if args.only == "registry":
+                continue
             out = work / f"out{r}"
             drop_caches()
             add("full convert", *timed(NYDUSFS + ["convert", args.image, f"oci:{out}:t", "--no-cache",
@@ -144,6 +158,10 @@ def main() -> int:
     print(f"\n{'measurement':40} {'median s':>9} {'peak MB':>8}")
     for k, v in med.items():
         print(f"{k:40} {v:9.2f} {rss[k] or '':>8}")
+    if REG_OURS in med:
+        print(f"\nregistry -> registry / skopeo + convert + skopeo: {med[REG_OURS] / med[REG_PEER]:.2f}x")
+    if args.only == "registry":
+        return _save(args, samples, rss)
     full = med["full convert"]
     print(f"\nconvert / sequential create+merge: {full / med['sequential create+merge']:.2f}x")
     print(f"convert / gzip -dc | zstd -3 -T2:   {full / med['gzip -dc | zstd -3 -T2']:.2f}x")
@@ -151,6 +169,40 @@ def main() -> int:
     print(f"check / tar -x:                     {med['check SRC NYDUS'] / med['tar -x of the layers']:.2f}x")
     print(f"mount ref (cached) / mount file:    "
           f"{med['mount ready, bootstrap cached'] / med['mount ready, bootstrap file']:.2f}x")
+    return _save(args, samples, rss)
+
+
+REG_OURS = "convert registry -> registry"
+REG_PEER = "skopeo pull + convert + skopeo push"
+
+
+def registry_rows(image: str, work: pathlib.Path, jobs: int, add) -> None:  # type: ignore[no-untyped-def]
+    """One round of the registry rows on a fresh loopback registry (nothing in it but the
+    source image, so neither side finds blobs to skip or mount from an earlier round)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from registry_helpers import start_registry
+
+    reg = start_registry("anon", work / "registry")
+    try:
+        src = f"docker://{reg.host}/bench/src:v1"
+        timed(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests", image, src])
+        env = {"NYDUSFS_CACHE_DIR": str(work / "cache")}
+        common = ["--no-progress", "--no-cache", "-j", str(jobs)]
+        drop_caches()
+        add(REG_OURS, *timed(NYDUSFS + ["convert", src, f"docker://{reg.host}/bench/ours:v1", *common], env))
+        drop_caches()
+        t0 = time.monotonic()
+        _, a = timed(["skopeo", "copy", "--quiet", "--src-tls-verify=false", src, f"oci:{work / 'pull'}:v1"])
+        _, b = timed(NYDUSFS + ["convert", f"oci:{work / 'pull'}:v1", f"oci:{work / 'out'}:v1", *common], env)
+        _, c = timed(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{work / 'out'}:v1",
+                      f"docker://{reg.host}/bench/peer:v1"])
+        add(REG_PEER, time.monotonic() - t0, max(a, b, c))
+    finally:
+        reg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _save(args: argparse.Namespace, samples: dict[str, list[float]], rss: dict[str, int]) -> int:
     outdir = REPO / "tools/out"
     outdir.mkdir(exist_ok=True)
     name = outdir / f"bench-convert-{time.strftime('%Y%m%d-%H%M%S')}.json"
