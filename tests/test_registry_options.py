@@ -167,6 +167,30 @@ def test_plain_http_is_refused_by_a_tls_registry(basic_registry: Registry, image
     assert "Traceback" not in done.stderr
 
 
+def test_plain_http(anon_registry: Registry, images: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    _, nydus = push(images, anon_registry)
+    done = cli(clean_env(tmp_path), "dump", nydus, "--json", "--no-chunks", "--plain-http")
+    assert done.returncode == 0, done.stderr
+
+
+def test_prefixed_options_win_over_unprefixed(token_registry: Registry, basic_registry: Registry,
+                                              images: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """convert: --creds applies to both sides, --src-creds/--dest-creds to one side and win
+    there (wrong unprefixed credentials fail on the side nothing overrides them)."""
+    src, _ = push(images, token_registry)
+    env = clean_env(tmp_path)
+    target = f"docker://{basic_registry.host}/prefixed/app:v1"
+    common = [src, target, "--no-progress", "--creds", f"{USER}:wrong-pass", "--dest-cert-dir",
+              str(basic_registry.cert_dir)]
+    done = cli(env, "convert", *common, "--src-creds", f"{USER}:{PASSWORD}")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert target in done.stderr and "(from --creds)" in done.stderr and "wrong-pass" not in done.stderr
+    done = cli(env, "convert", *common, "--dest-creds", f"{USER}:{PASSWORD}")
+    assert done.returncode == 2 and src in done.stderr and "(from --creds)" in done.stderr, done.stderr
+    done = cli(env, "convert", *common, "--src-creds", f"{USER}:{PASSWORD}", "--dest-creds", f"{USER}:{PASSWORD}")
+    assert done.returncode == 0, done.stderr
+
+
 # --- every verb takes the options -----------------------------------------------------------------
 
 @needs_root
@@ -435,3 +459,40 @@ def test_check_through_mount_passes_the_options_on(token_registry: Registry, ano
     assert cli(env, "convert", f"oci:{multi}:multi", target, "--all-platforms", "--no-progress").returncode == 0
     done = cli(env, "check", f"oci:{multi}:multi", target, "--through-mount", "--platform", "linux/arm64")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_creds_password_asked_on_the_terminal(token_registry: Registry, images: pathlib.Path,
+                                              tmp_path: pathlib.Path) -> None:
+    """--creds USER on a terminal asks for the password (not echoed) and uses it."""
+    import pty
+    import select
+
+    _, nydus = push(images, token_registry)
+    env = clean_env(tmp_path)
+    pid, fd = pty.fork()
+    if pid == 0:   # the child: the pty is its controlling terminal, as a user's shell would be
+        os.execve(sys.executable, [sys.executable, "-m", "nydusfs", "dump", nydus, "--json", "--no-chunks",
+                                   "-o", str(tmp_path / "out.json"), "--creds", USER], env)
+    seen = b""
+
+    def read_until(needle: bytes) -> None:
+        nonlocal seen
+        while needle not in seen:
+            ready, _, _ = select.select([fd], [], [], 60)
+            assert ready, seen
+            try:
+                data = os.read(fd, 4096)
+            except OSError:      # EIO: the child closed the terminal
+                data = b""
+            assert data, seen
+            seen += data
+
+    try:
+        read_until(f"Password for {USER}: ".encode())
+        os.write(fd, PASSWORD.encode() + b"\n")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+    assert PASSWORD.encode() not in seen        # not echoed
+    assert "/etc/hostname" in (tmp_path / "out.json").read_text()
