@@ -104,7 +104,7 @@ CONVERT_REGISTRY_HELP = REGISTRY_HELP + """
 The unprefixed options apply to both SRC and DST; a --src-*/--dest-* option applies to its side
 only and wins over the unprefixed one there."""
 
-#: option name -> (dest, help); a password never reaches logs, errors or the process title
+#: (name, metavar or None for a switch, help); a password never reaches logs, errors or `ps`
 _REGISTRY_OPTIONS = (
     ("creds", "USER[:PASSWORD]",
      "credentials for the registry (without :PASSWORD it is asked for on the terminal); the "
@@ -130,11 +130,7 @@ def boolean(text: str) -> bool:
 boolean.__name__ = "boolean"
 
 
-def _tls_flags(prefixes: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(f"--{pre}tls-verify" for pre in prefixes)
-
-
-ALL_TLS_FLAGS = _tls_flags(("", "src-", "dest-"))
+ALL_TLS_FLAGS = frozenset(("--tls-verify", "--src-tls-verify", "--dest-tls-verify"))
 
 
 def expand_bare_flags(words: list[str]) -> list[str]:
@@ -164,8 +160,20 @@ def add_registry_options(p: argparse.ArgumentParser, sides: bool = False) -> Non
             elif name == "tls-verify":
                 group.add_argument(flag, dest=dest, type=boolean, default=None, metavar=metavar,
                                    help=text)
+            elif name == "creds":
+                group.add_argument(flag, dest=dest, action=_Creds, default=None, metavar=metavar, help=text)
             else:
                 group.add_argument(flag, dest=dest, default=None, metavar=metavar, help=text)
+
+
+class _Creds(argparse.Action):
+    """--creds: the password leaves the command line as soon as it is parsed, whatever the
+    verb then does with it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        hide_in_command_line(str(values))
+        setattr(namespace, self.dest, values)
 
 
 def registry_options(args: argparse.Namespace, side: str = "") -> dict[str, Any]:
@@ -185,9 +193,7 @@ def registry_options(args: argparse.Namespace, side: str = "") -> dict[str, Any]
 
             cache = args.__dict__.setdefault("_parsed_creds", {})
             if flag not in cache:
-                creds = parse_creds(value, flag)
-                hide_in_command_line(value)
-                cache[flag] = creds
+                cache[flag] = parse_creds(value, flag)
             value = cache[flag]
         out[dest] = value
     return out
