@@ -96,8 +96,8 @@ def platform_for(arg: str, platform: Any) -> Any:
 
 
 REGISTRY_HELP = """\
-registry options (docker:// references only; ignored for oci:, oci-archive:, docker-archive:
-and files). Credentials are looked up, first found wins: --creds, --authfile,
+For docker:// references only (ignored for oci:, oci-archive:, docker-archive: and files).
+Credentials are looked up, first found wins: --creds, --authfile,
 $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json."""
 
 CONVERT_REGISTRY_HELP = REGISTRY_HELP + """
@@ -111,7 +111,8 @@ _REGISTRY_OPTIONS = (
      "password is blanked out of the process's command line"),
     ("authfile", "FILE", "auth file (containers-auth.json or docker config.json) to take credentials from"),
     ("tls-verify", "true|false",
-     "verify the registry's TLS certificate (default: true; bare --tls-verify means true)"),
+     "verify the registry's TLS certificate (default: true); the value goes after `=`, as in "
+     "--tls-verify=false, and a bare --tls-verify means true"),
     ("cert-dir", "DIR", "directory of *.crt CA certificates and *.cert/*.key client certificates"),
     ("plain-http", None, "speak plain HTTP to the registry (default: HTTPS; plain HTTP is used "
                          "by itself for loopback registries that answer it)"),
