@@ -57,11 +57,16 @@ class InodeMap:
         return self._canon.setdefault(self.image.link_key(ino), ino)
 
     def child(self, parent: int, ino: int) -> int:
-        """Canonical inode of an entry of `parent`; directories remember their parent."""
-        ino = self.canonical(ino)
-        if ino not in self._parent and self.image.inode(ino).is_dir:
-            self._parent[ino] = parent
-        return ino
+        """Canonical inode of an entry of `parent`; directories remember their parent.
+
+        `canonical()` inlined: every entry of every listing comes through here."""
+        node = self.image.inode(ino)
+        if node.is_dir:
+            self._parent.setdefault(ino, parent)
+            return ino
+        if node.nlink < 2:
+            return ino
+        return self._canon.setdefault(self.image.link_key(ino), ino)
 
     def parent(self, ino: int) -> int:
         """Parent of a directory handed out before (the root is its own parent)."""

@@ -85,7 +85,9 @@ class Operations(pyfuse3.Operations):
         self.limiter: trio.CapacityLimiter | None = None
         # without EXPLICIT_UID_GID the image records no owners: show the daemon's, as nydusd
         self.owner = None if image.flags & SuperFlags.EXPLICIT_UID_GID else (os.geteuid(), os.getegid())
-        self.entry = functools.lru_cache(maxsize=ENTRY_CACHE)(self._entry)
+        # attributes per reader inode, built once: every `find` makes the kernel list each
+        # directory again, readdirplus wants all attributes each time, '.' and '..' included
+        self.attrs = functools.lru_cache(maxsize=ENTRY_CACHE)(self._attrs)
         self._negative = pyfuse3.EntryAttributes()
         self._negative.st_ino = 0
         self._negative.entry_timeout = TIMEOUT
@@ -98,16 +100,14 @@ class Operations(pyfuse3.Operations):
         self.read_bytes = 0
 
     # --- attributes --------------------------------------------------------------------------
-    def _entry(self, parent: int, ino: int) -> pyfuse3.EntryAttributes:
-        """Attributes of entry `ino` of directory `parent`. Cached: every `find` makes the kernel
-        list each directory again, and readdirplus wants all attributes each time."""
+    def entry(self, parent: int, ino: int) -> pyfuse3.EntryAttributes:
+        """Attributes of entry `ino` of directory `parent` (which a directory remembers)."""
         return self.attrs(self.inodes.child(parent, ino))
 
-    def attrs(self, ino: int) -> pyfuse3.EntryAttributes:
+    def _attrs(self, ino: int) -> pyfuse3.EntryAttributes:
         node = self.image.inode(ino)
         a = pyfuse3.EntryAttributes()
         a.st_ino = self.inodes.to_fuse(ino)
-        a.generation = 0
         a.entry_timeout = TIMEOUT
         a.attr_timeout = TIMEOUT
         a.st_mode = node.mode
@@ -115,15 +115,20 @@ class Operations(pyfuse3.Operations):
         a.st_uid, a.st_gid = self.owner or (node.uid, node.gid)
         a.st_rdev = node.rdev
         a.st_blksize = BLOCK
+        size, mtime, nsec = node.size, node.mtime, node.mtime_nsec
         blocks = getattr(node.record, "i_blocks", None)   # RAFS v5 records it; v6 as erofs does
         if blocks is None:
-            blocks = (node.size + BLOCK - 1) // BLOCK * (BLOCK // 512)
-        # u64 on disk, signed 64-bit in struct stat: a value past that is shown clamped, with
-        # one log line, so that this inode still lists (and its neighbours in readdir too)
-        a.st_size = self._fit(ino, "size", node.size, S64_MAX)
-        a.st_blocks = self._fit(ino, "blocks", blocks, S64_MAX)
-        mtime = self._fit(ino, "mtime", node.mtime, MTIME_MAX)
-        nsec = node.mtime_nsec if node.mtime_nsec < 1_000_000_000 else 999_999_999
+            blocks = (size + BLOCK - 1) // BLOCK * (BLOCK // 512)
+        if not (0 <= size <= S64_MAX and 0 <= blocks <= S64_MAX and 0 <= mtime <= MTIME_MAX):
+            # u64 on disk, signed 64-bit in struct stat: a value past that is shown clamped,
+            # with one log line, so that this inode still lists (its neighbours in readdir too)
+            size = self._fit(ino, "size", size, S64_MAX)
+            blocks = self._fit(ino, "blocks", blocks, S64_MAX)
+            mtime = self._fit(ino, "mtime", mtime, MTIME_MAX)
+        a.st_size = size
+        a.st_blocks = blocks
+        if nsec >= 1_000_000_000:
+            nsec = 999_999_999
         a.st_mtime_ns = a.st_ctime_ns = a.st_atime_ns = mtime * 1_000_000_000 + nsec
         return a
 
@@ -264,6 +269,11 @@ class Operations(pyfuse3.Operations):
         chunks = self.image.chunks(ino)
         if not chunks:      # inline data (copied whole by the reader) or a file of holes
             return self.image.inode(ino).size <= INLINE_BYTES
+        # at most one chunk size asked spans at most two chunks of at most the chunk size
+        # (image.read refuses a chunk map that breaks that before decompressing anything)
+        chunk = self.image.chunk_size
+        if size <= chunk and 2 * chunk <= INLINE_BYTES:
+            return True
         i = max(0, bisect.bisect_right(chunks, off, key=_file_offset) - 1)
         work, end = 0, off + size
         for c in chunks[i:]:

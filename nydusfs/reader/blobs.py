@@ -25,6 +25,11 @@ from .chunkmap import NoDigestChunk, chunk_identity
 from .model import BlobInfo
 
 DEFAULT_CACHE_BYTES = 64 << 20
+# plain ints for the per-chunk tests: IntFlag's `&` costs a Python call each time
+_ENCRYPTED_CHUNK = int(ChunkFlags.ENCRYPTED)
+_COMPRESSED_CHUNK = int(ChunkFlags.COMPRESSED)
+_ENCRYPTED_BLOB = int(BlobFeatures.ENCRYPTED)
+_UNSUPPORTED_BLOB = int(BlobFeatures.ZRAN | BlobFeatures.BATCH)
 
 
 def candidate_names(blob_id: str) -> list[str]:
@@ -196,12 +201,12 @@ class BlobStore:
             raise BlobError(blob.blob_id, f"chunk sizes {chunk.compressed_size} (compressed) / "
                             f"{chunk.uncompressed_size} (uncompressed) are outside 1..{MAX_CHUNK_SIZE}",
                             chunk=chunk.index, offset=chunk.compressed_offset)
-        if chunk.flags & ChunkFlags.ENCRYPTED or blob.features & BlobFeatures.ENCRYPTED:
+        if chunk.flags & _ENCRYPTED_CHUNK or blob.features & _ENCRYPTED_BLOB:
             raise BlobError(blob.blob_id, "encrypted chunks are not supported", chunk=chunk.index)
-        if blob.features & (BlobFeatures.ZRAN | BlobFeatures.BATCH):
+        if blob.features & _UNSUPPORTED_BLOB:
             raise BlobError(blob.blob_id, "zran/batch blobs are not supported", chunk=chunk.index)
         raw = self.read_raw(chunk.blob_index, chunk.compressed_offset, chunk.compressed_size, chunk.index)
-        compressed = bool(chunk.flags & ChunkFlags.COMPRESSED) or (
+        compressed = bool(chunk.flags & _COMPRESSED_CHUNK) or (
             chunk.compressed_size != chunk.uncompressed_size)
         if compressed:
             try:

@@ -38,11 +38,14 @@ class NoDigestChunk(ChunkInfo):
     __slots__ = ()
 
 
+_COMPRESSED = int(ChunkFlags.COMPRESSED)   # a plain int: IntFlag's `&` costs a Python call
+
+
 def chunk_identity(c: ChunkInfo) -> tuple[int, int, int, int, bytes, bool, bool]:
     """Everything that determines a chunk's bytes and how they are checked: caches and the
     verifier key on this, never on the offset alone."""
     return (c.blob_index, c.compressed_offset, c.compressed_size, c.uncompressed_size, c.block_id,
-            bool(c.flags & ChunkFlags.COMPRESSED), isinstance(c, NoDigestChunk))
+            bool(c.flags & _COMPRESSED), isinstance(c, NoDigestChunk))
 
 
 def chunk_problem(image: Image, c: ChunkInfo) -> str | None:
