@@ -44,3 +44,24 @@ def test_open_and_opendir_reach_the_server_once(mounts: Mounts, built: Built) ->
     assert handled(log, "open") == 1, log
     assert handled(log, "opendir") == 1, log
     assert handled(log, "read") >= 1 and handled(log, "readdir") >= 1, log
+
+
+def test_skipopen_finds_pyfuse3_symbols_as_readelf_does() -> None:
+    """The shim's ELF symbol lookup against binutils' readelf, an independent reader."""
+    import subprocess
+
+    import pyfuse3
+
+    from nydusfs.fuse import skipopen
+
+    path = os.path.realpath(pyfuse3.__file__)
+    wanted = {f"__pyx_f_7pyfuse3_fuse_{op}" for op in skipopen.OPS} | {"__pyx_v_7pyfuse3_session"}
+    table = subprocess.run(["readelf", "-sW", path], capture_output=True, text=True, check=True).stdout
+    expected = {}
+    for line in table.splitlines():
+        parts = line.split()
+        if len(parts) >= 8 and parts[7] in wanted:
+            expected[parts[7]] = int(parts[1], 16)
+    assert len(expected) == len(wanted), expected
+    assert skipopen._symbols(path, wanted) == expected
+    assert skipopen._symbols(path, {"no_such_symbol_anywhere"}) == {}

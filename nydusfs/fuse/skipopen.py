@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import mmap
 import os
 import struct
 from typing import Any
@@ -32,6 +33,7 @@ log = logging.getLogger("nydusfs.fuse")
 OPS = {"init": 0, "lookup": 2, "open": 14, "read": 15, "opendir": 20, "readdirplus": 41}
 SESSION_SCAN_WORDS = 16       # the table starts within the session's first words
 WORD = 8
+SYM_SIZE = 24                 # Elf64_Sym
 FI_FH_OFFSET = 16             # struct fuse_file_info: flags, bit fields, padding, then fh
 
 _READ = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t,
@@ -42,31 +44,35 @@ _installed: list[object] = []  # the shims must live as long as the process
 
 
 def _symbols(path: str, wanted: set[str]) -> dict[str, int]:
-    """Values of the named symbols in an ELF64 little-endian file's .symtab."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
-        return {}
-    shoff, = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
-    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize)
-                for i in range(shnum)]
-    out: dict[str, int] = {}
-    for sh in sections:
-        if sh[1] != 2:                       # SHT_SYMTAB
-            continue
-        strtab = sections[sh[6]]             # sh_link
-        names = bytes(data[strtab[4]:strtab[4] + strtab[5]])
-        offsets = {}                         # string table offset -> name, for the wanted ones
-        for name in wanted:
-            at = names.find(b"\0" + name.encode() + b"\0")
-            if at >= 0:
-                offsets[at + 1] = name
-        symtab = data[sh[4]:sh[4] + sh[5] - sh[5] % 24]
-        for name_off, _, _, _, value, _ in struct.iter_unpack("<IBBHQQ", symtab):
-            if name_off in offsets:
-                out[offsets[name_off]] = value
-    return out
+    """Values of the named symbols in an ELF64 little-endian file's .symtab.
+
+    The file is mapped, not read: only the headers, the string table and the matching symbol
+    entries are touched (reading the whole 4 MB extension cost more than the rest of the
+    shim's set-up)."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as data:
+        if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+            return {}
+        shoff, = struct.unpack_from("<Q", data, 0x28)
+        shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+        sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize)
+                    for i in range(shnum)]
+        out: dict[str, int] = {}
+        for sh in sections:
+            if sh[1] != 2:                       # SHT_SYMTAB
+                continue
+            strtab = sections[sh[6]]             # sh_link
+            start, end = sh[4], sh[4] + sh[5] - sh[5] % SYM_SIZE
+            for name in wanted:
+                at = data.find(b"\0" + name.encode() + b"\0", strtab[4], strtab[4] + strtab[5])
+                if at < 0:
+                    continue
+                key = struct.pack("<I", at + 1 - strtab[4])      # st_name of the symbol
+                pos = data.find(key, start, end)
+                while pos >= 0 and (pos - start) % SYM_SIZE:      # only at an entry's start
+                    pos = data.find(key, pos + 1, end)
+                if pos >= 0:
+                    out[name] = struct.unpack_from("<Q", data, pos + 8)[0]   # st_value
+        return out
 
 
 def _load_segments(path: str) -> int | None:
