@@ -10,11 +10,12 @@ decompression, no I/O while serving. Whatever CPU a request costs here is pyfuse
 and the kernel's: the least a pyfuse3 + trio server can spend per request.
 
 Bench only (tools/bench's profile section mounts it as `fusefloor`); needs root and RAM for the
-whole tree. Run as `fusefloor.py SOURCE MOUNTPOINT`; SIGTERM/SIGINT or an unmount ends it.
+whole tree. Run as `fusefloor.py SOURCE MOUNTPOINT [--max-tasks N]`; SIGTERM/SIGINT or an unmount ends it.
 """
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import pathlib
@@ -31,6 +32,7 @@ from nydusfs.fuse import skipopen  # noqa: E402  (the same shim nydusfs installs
 
 TIMEOUT = 24 * 3600.0
 READAHEAD_KB = 1024
+MAX_TASKS = 2 * max(4, os.cpu_count() or 1) + 4
 
 
 class Tree:
@@ -119,6 +121,15 @@ class FloorOps(pyfuse3.Operations):
     async def forget(self, inode_list: Any) -> None:
         pass
 
+    async def statfs(self, ctx: Any = None) -> Any:
+        # answered, as nydusfs does: find (gnulib fts) asks again for every directory otherwise
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_blocks = sum(map(len, self.t.data.values())) // 4096
+        s.f_files = len(self.t.attrs)
+        s.f_namemax = 255
+        return s
+
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
         try:
             return self.t.xattrs[inode][name]
@@ -161,7 +172,7 @@ class FloorOps(pyfuse3.Operations):
         pass
 
 
-async def _serve(mountpoint: str) -> None:
+async def _serve(mountpoint: str, max_tasks: int) -> None:
     async with trio.open_nursery() as nursery:
         async def ready() -> None:
             st = await trio.to_thread.run_sync(os.stat, mountpoint)
@@ -180,16 +191,19 @@ async def _serve(mountpoint: str) -> None:
 
         nursery.start_soon(ready)
         nursery.start_soon(signals)
-        # the task limits nydusfs uses with its default --threads
-        await pyfuse3.main(min_tasks=2, max_tasks=2 * max(4, os.cpu_count() or 1) + 4)
+        await pyfuse3.main(min_tasks=min(2, max_tasks), max_tasks=max_tasks)
         nursery.cancel_scope.cancel()
 
 
 def main() -> int:
-    if len(sys.argv) != 3:
-        print(__doc__.strip().splitlines()[0], "\nusage: fusefloor.py SOURCE MOUNTPOINT", file=sys.stderr)
-        return 2
-    source, mountpoint = pathlib.Path(sys.argv[1]), sys.argv[2]
+    ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    ap.add_argument("source", type=pathlib.Path)
+    ap.add_argument("mountpoint")
+    ap.add_argument("--max-tasks", type=int, default=MAX_TASKS,
+                    help=f"pyfuse3 request tasks (default {MAX_TASKS}, what nydusfs uses with its "
+                         "default --threads)")
+    args = ap.parse_args()
+    source, mountpoint = args.source, args.mountpoint
     tree = Tree(source)
     ops = FloorOps(tree)
     pyfuse3.init(ops, mountpoint, {"ro", "default_permissions", "fsname=fusefloor",
@@ -198,7 +212,7 @@ def main() -> int:
     print(f"fusefloor: {len(tree.attrs)} inodes, {sum(map(len, tree.data.values())) >> 20} MiB, "
           f"skipopen {ops.skip_open}", file=sys.stderr, flush=True)
     try:
-        trio.run(_serve, mountpoint)
+        trio.run(_serve, mountpoint, args.max_tasks)
     finally:
         pyfuse3.close(unmount=True)
     return 0
