@@ -9,8 +9,12 @@ directory, symlink targets, xattrs, and every file's bytes in memory. No image d
 decompression, no I/O while serving. Whatever CPU a request costs here is pyfuse3's, trio's
 and the kernel's: the least a pyfuse3 + trio server can spend per request.
 
+With `--chunked` every file is kept as zstd-compressed 1 MiB chunks with their blake3 digests,
+and each read decompresses and checks the chunks it touches: the floor of a server that does
+nydusfs's work per byte (still no image decoding and no I/O).
+
 Bench only (tools/bench's profile section mounts it as `fusefloor`); needs root and RAM for the
-whole tree. Run as `fusefloor.py SOURCE MOUNTPOINT [--max-tasks N]`; SIGTERM/SIGINT or an unmount ends it.
+whole tree. Run as `fusefloor.py SOURCE MOUNTPOINT [--max-tasks N] [--chunked]`; SIGTERM/SIGINT or an unmount ends it.
 """
 
 from __future__ import annotations
@@ -24,21 +28,28 @@ import stat
 import sys
 from typing import Any
 
+import blake3
 import pyfuse3
 import trio
+import zstandard
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from nydusfs.fuse import skipopen  # noqa: E402  (the same shim nydusfs installs)
 
 TIMEOUT = 24 * 3600.0
 READAHEAD_KB = 1024
+CHUNK = 1 << 20             # --chunked: nydusfs's default chunk size
+ZSTD_C = zstandard.ZstdCompressor(level=3)
+ZSTD_D = zstandard.ZstdDecompressor()
 MAX_TASKS = 2 * max(4, os.cpu_count() or 1) + 4
 
 
 class Tree:
     """Everything a request can ask for, keyed by FUSE inode number (root 1)."""
 
-    def __init__(self, source: pathlib.Path) -> None:
+    def __init__(self, source: pathlib.Path, chunked: bool = False) -> None:
+        self.chunked = chunked
+        self.chunks: dict[int, list[tuple[bytes, bytes, int]]] = {}   # (zstd frame, blake3, size)
         self.attrs: dict[int, pyfuse3.EntryAttributes] = {}
         self.children: dict[int, list[tuple[bytes, int]]] = {}
         self.index: dict[tuple[int, bytes], int] = {}
@@ -88,7 +99,13 @@ class Tree:
             self.links[ino] = os.readlink(path)
         elif stat.S_ISREG(st.st_mode):
             with open(path, "rb") as f:
-                self.data[ino] = f.read()
+                data = f.read()
+            if self.chunked:
+                pieces = [data[o:o + CHUNK] for o in range(0, len(data), CHUNK)]
+                self.chunks[ino] = [(ZSTD_C.compress(p), blake3.blake3(p).digest(), len(p))
+                                    for p in pieces]
+            else:
+                self.data[ino] = data
         return ino
 
 
@@ -125,7 +142,7 @@ class FloorOps(pyfuse3.Operations):
         # answered, as nydusfs does: find (gnulib fts) asks again for every directory otherwise
         s = pyfuse3.StatvfsData()
         s.f_bsize = s.f_frsize = 4096
-        s.f_blocks = sum(map(len, self.t.data.values())) // 4096
+        s.f_blocks = sum(a.st_size for a in self.t.attrs.values()) // 4096
         s.f_files = len(self.t.attrs)
         s.f_namemax = 255
         return s
@@ -166,7 +183,22 @@ class FloorOps(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=inode, keep_cache=True)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return self.t.data[fh][off:off + size]
+        if not self.t.chunked:
+            return self.t.data[fh][off:off + size]
+        # what any server of compressed, verified chunks must do per read: decompress each
+        # chunk the range touches and check its digest (no cache: a sequential reader asks
+        # for each chunk once)
+        chunks, out = self.t.chunks[fh], []
+        first, last = off // CHUNK, (off + size - 1) // CHUNK
+        for i in range(first, min(last + 1, len(chunks))):
+            frame, digest, n = chunks[i]
+            data = ZSTD_D.decompress(frame, max_output_size=n)
+            if blake3.blake3(data, max_threads=1).digest() != digest:
+                raise pyfuse3.FUSEError(errno.EIO)
+            out.append(data)
+        whole = b"".join(out)
+        start = off - first * CHUNK
+        return whole[start:start + size]
 
     async def release(self, fh: int) -> None:
         pass
@@ -202,14 +234,18 @@ def main() -> int:
     ap.add_argument("--max-tasks", type=int, default=MAX_TASKS,
                     help=f"pyfuse3 request tasks (default {MAX_TASKS}, what nydusfs uses with its "
                          "default --threads)")
+    ap.add_argument("--chunked", action="store_true",
+                    help="keep every file as zstd-compressed 1 MiB chunks with blake3 digests, "
+                         "decompressed and checked on each read (the floor of a server that "
+                         "does nydusfs's work per byte)")
     args = ap.parse_args()
     source, mountpoint = args.source, args.mountpoint
-    tree = Tree(source)
+    tree = Tree(source, args.chunked)
     ops = FloorOps(tree)
     pyfuse3.init(ops, mountpoint, {"ro", "default_permissions", "fsname=fusefloor",
                                    "subtype=fusefloor", "nosuid", "nodev"})
     ops.skip_open = skipopen.install()
-    print(f"fusefloor: {len(tree.attrs)} inodes, {sum(map(len, tree.data.values())) >> 20} MiB, "
+    print(f"fusefloor: {len(tree.attrs)} inodes, {len(tree.data) + len(tree.chunks)} files, "
           f"skipopen {ops.skip_open}", file=sys.stderr, flush=True)
     try:
         trio.run(_serve, mountpoint, args.max_tasks)
