@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import UsageError
 from .args import (MAX_THREADS, add_platform, add_registry_options, integer, output_path, platform_for,
-                   registry_options)
+                   registry_options, seconds)
 
 HELP = "mount an image read-only through FUSE"
 DESCRIPTION = """\
@@ -33,6 +33,15 @@ not match, or that records no digest, reads as EIO), and a file whose chunk reco
 it as the format requires reads as EIO whatever the options; --no-verify skips only the digest
 check. --verify-chunks, once the switch that turned checking on, is accepted and changes nothing.
 
+BOOTSTRAP may be a registry image, docker://HOST[:PORT]/REPO[:TAG|@DIGEST]: the mount is ready
+once the manifest, the config and the bootstrap layer are fetched; file data is fetched when
+read, with HTTP range requests, into an on-disk chunk cache (--cache-dir) shared by concurrent
+mounts and kept across restarts. A read whose fetch still fails after --retry-time of retries
+fails with EIO (logged once per blob); the next read tries again, so reads work again without
+a remount once the registry is back. Background prefetch (the image's prefetch table, then
+everything with --prefetch-all) yields to on-demand reads and keeps to --bandwidth-limit. The
+registry options below are refused for local images. See docs/mount.md and docs/registry.md.
+
 The bootstrap, blob directories, log and pid files must not lie inside MOUNTPOINT (the server
 would wait on its own mount): such paths are refused before mounting.
 
@@ -44,6 +53,9 @@ struct stat holds is shown clamped to 2^63-1 and logged once; a directory entry 
 cannot be decoded is left out of the listing. The log escapes control characters.
 """
 
+RETRY_TIME = 20.0          # seconds a registry fetch is retried before the read fails
+REQUEST_TIMEOUT = 10.0     # seconds per request phase (connect, each read of the answer)
+PREFETCH_THREADS = 4
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 MAX_SIZE = (1 << 63) - 1
 
@@ -97,6 +109,24 @@ def register(sub: Any) -> None:
                    "(default: stderr with --foreground, none in the background)")
     add_platform(p, "with an image reference: the Nydus image of this platform from an index")
     add_registry_options(p)
+    reg = p.add_argument_group("registry images (docker://)")
+    reg.add_argument("--cache-dir", metavar="DIR",
+                     help="on-disk chunk cache (default: blobs/ in $NYDUSFS_CACHE_DIR, else "
+                     "$XDG_CACHE_HOME/nydusfs, else ~/.cache/nydusfs)")
+    reg.add_argument("--cache-limit", type=parse_size, metavar="SIZE",
+                     help="keep the cache under SIZE (e.g. 10G): least recently used whole "
+                     "blobs are evicted, never one a mount is using (default: no limit)")
+    reg.add_argument("--prefetch-all", action="store_true",
+                     help="once the mount is ready, fetch every blob into the cache in the "
+                     "background (after the prefetch table's chunks)")
+    reg.add_argument("--prefetch-threads", type=integer(1, 64), metavar="N",
+                     help="parallel requests of --prefetch-all (default 4)")
+    reg.add_argument("--bandwidth-limit", type=parse_size, metavar="RATE",
+                     help="bytes per second for background prefetch, e.g. 20M (default: no "
+                     "limit); on-demand reads are never throttled and go first")
+    reg.add_argument("--retry-time", type=seconds(3600), metavar="SECONDS",
+                     help="how long a fetch is retried before the read fails with EIO "
+                     f"(default {RETRY_TIME:g}; one request may add up to {REQUEST_TIMEOUT:g} s)")
     p.set_defaults(run=run)
 
 
@@ -132,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.threads = args.threads
     cfg.platform = platform_for(args.bootstrap, args.platform)
     cfg.source_options = registry_options(args)
+    _cache_options(args, cfg)
     _refuse_paths_inside(cfg)
     return mount(cfg)
 
@@ -141,8 +172,34 @@ def _refuse_paths_inside(cfg: Any) -> None:
     from ..util.limits import inside
 
     named = [("BOOTSTRAP", cfg.bootstrap)] + [("--blob-dir", d) for d in cfg.blob_dirs]
-    named += [("--pid-file", cfg.pid_file), ("--log-file", cfg.log_file)]
+    named += [("--pid-file", cfg.pid_file), ("--log-file", cfg.log_file),
+              ("--cache-dir", cfg.source_options.get("cache_dir"))]
     for option, path in named:
         if path is not None and inside(path, cfg.mountpoint):
             raise UsageError(f"{option} {path}: inside the mountpoint {cfg.mountpoint} (the "
                              "server would wait on its own mount)")
+
+
+REGISTRY_FLAGS = ("cache_dir", "cache_limit", "prefetch_all", "prefetch_threads",
+                  "bandwidth_limit", "retry_time")
+
+
+def _cache_options(args: argparse.Namespace, cfg: Any) -> None:
+    """The docker:// cache options into cfg; refused for local images (they would do nothing)."""
+    if not cfg.bootstrap.startswith("docker://"):
+        given = [f"--{f.replace('_', '-')}" for f in REGISTRY_FLAGS if getattr(args, f) not in (None, False)]
+        if given:
+            raise UsageError(f"{given[0]}: applies to registry images (docker://...) only, "
+                             f"not to {args.bootstrap}")
+        return
+    if args.bandwidth_limit == 0:
+        raise UsageError("--bandwidth-limit 0: give a rate above zero (or leave it out: no limit)")
+    from ..registry.cache import default_cache_dir
+
+    cfg.source_options.update(
+        cache_dir=os.path.abspath(args.cache_dir) if args.cache_dir else str(default_cache_dir()),
+        cache_limit=args.cache_limit, bandwidth_limit=args.bandwidth_limit,
+        retry_time=RETRY_TIME if args.retry_time is None else args.retry_time,
+        timeout=REQUEST_TIMEOUT)
+    cfg.prefetch_all = args.prefetch_all
+    cfg.prefetch_threads = args.prefetch_threads or PREFETCH_THREADS

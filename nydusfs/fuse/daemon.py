@@ -27,6 +27,7 @@ from .control import Control, socket_path
 from .mounts import (FSTYPE, MountError, default_pid_file, is_stale, mount_entry, remove_pid_file,
                      write_pid_file)
 from .ops import Operations
+from .prefetch import BlobPrefetcher, names_files
 from .serve import SIGNALS, EarlySignals, serve
 from .skipopen import install as skip_open
 
@@ -52,7 +53,11 @@ class MountConfig:
     pid_file: str | None = None    # None: the default location for the mountpoint
     log_file: str | None = None
     platform: Any = None           # image.Platform of an index's image (image references)
-    source_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # registry options
+    # options of the image source: the registry options and, for docker:// images, the chunk
+    # cache's (cache_dir, cache_limit, bandwidth_limit, retry_time, ...)
+    source_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    prefetch_all: bool = False     # docker:// images: the background fetch of every blob
+    prefetch_threads: int = 4
 
 
 def mount_options(cfg: MountConfig, fsname: str) -> set[str]:
@@ -109,6 +114,8 @@ def mount(cfg: MountConfig) -> int:
     image = open_any(cfg.bootstrap, cfg.blob_dirs, cfg.cache_bytes, cfg.platform,
                      **cfg.source_options)  # file or image reference
     ops = Operations(image, verify=cfg.verify, threads=cfg.threads, debug=cfg.debug)
+    # a read may wait on the network: never in the trio thread
+    ops.inline_reads = not getattr(image, "remote_blobs", False)
     early = EarlySignals()
     early.install()
     try:
@@ -143,17 +150,23 @@ def _run(ops: Operations, cfg: MountConfig, early: EarlySignals, ready: Any) -> 
     """
     pid_file = None
     failed: list[str] = []
+    prefetch_all: BlobPrefetcher | None = None
 
     def report(error: str | None) -> None:
+        nonlocal prefetch_all
         if error is not None:
             failed.append(error)
         ready(error)
+        if error is None and cfg.prefetch_all and getattr(ops.image, "remote_blobs", False):
+            prefetch_all = BlobPrefetcher(ops.image, ops.faults, cfg.prefetch_threads)
+            prefetch_all.start()
 
+    warm = cfg.prefetch and (names_files(ops.image) or not getattr(ops.image, "remote_blobs", False))
     try:
         pid_file = _write_pid_file(cfg)
         ops.control = Control(socket_path(pid_file), cfg.bootstrap, cfg.mountpoint) if pid_file else None
         trio.run(functools.partial(serve, ops, cfg.mountpoint, report, early,
-                                   prefetch_budget=cfg.cache_bytes // 2 if cfg.prefetch else None))
+                                   prefetch_budget=cfg.cache_bytes // 2 if warm else None))
     except MountError as e:
         report(str(e))
     except BaseException as e:  # the loop itself failed: report, then still unmount
@@ -161,6 +174,8 @@ def _run(ops: Operations, cfg: MountConfig, early: EarlySignals, ready: Any) -> 
         report(f"server stopped: {type(e).__name__}: {e}")
     finally:
         pyfuse3.close(unmount=True)
+        if prefetch_all is not None:
+            prefetch_all.stop()
         ops.image.close()
         if pid_file:
             remove_pid_file(pid_file, os.getpid())

@@ -71,6 +71,7 @@ def _counted(read: R) -> R:
 
 class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
+    inline_reads = True     # False for blobs read over the network: every read in a worker
 
     def __init__(self, image: Any, *, verify: bool = True, threads: int = 8,
                  debug: bool = False) -> None:
@@ -259,7 +260,7 @@ class Operations(pyfuse3.Operations):
     @_counted
     async def read(self, fh: int, off: int, size: int) -> bytes:
         fh = self._handle_ino(fh)
-        if self._little_work(fh, off, size):
+        if self.inline_reads and self._little_work(fh, off, size):
             return self.image.read(fh, off, size, self.verify)
         return await trio.to_thread.run_sync(self.image.read, fh, off, size, self.verify,
                                              limiter=self.limiter)

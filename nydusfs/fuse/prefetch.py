@@ -1,25 +1,39 @@
-"""Warm the files of the image's prefetch table in the background once the mount is ready.
+"""Warm the files of the image's prefetch table in the background once the mount is ready;
+with `--prefetch-all` (registry images), then fetch every blob into the on-disk chunk cache.
 
 Chunks are decompressed into the chunk cache up to `budget` bytes (beyond that they would only
 evict each other); the rest are read raw so the blob file sits in the page cache. One worker
 thread, a few chunks per call: user reads keep their own threads, and shutdown never waits
 for more than one small batch.
+
+Both run as prefetch for the registry backend (nydusfs.registry.traffic): their requests wait
+while on-demand reads are in flight and keep to --bandwidth-limit.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
+import threading
 from typing import Any, Iterator
 
 import trio
 
-from ..errors import BlobError, FormatError
+from ..errors import BlobError, FormatError, NydusfsError
 from ..reader.chunkmap import chunk_identity
 from .guard import FaultLog
 
 log = logging.getLogger("nydusfs.fuse")
 
 BATCH = 8
+
+
+def names_files(image: Any) -> bool:
+    """Whether the prefetch table names particular files: a table of the root alone (what
+    convert writes when given no patterns) says "everything" and is no hint of what to fetch
+    first; over a registry, everything is fetched only with --prefetch-all."""
+    return bool(image.prefetch) and image.prefetch != [image.root_ino]
 
 
 def prefetch_files(image: Any) -> list[int]:
@@ -80,6 +94,10 @@ class Prefetcher:
         self.dead: set[int] = set()   # blobs that cannot be opened: skip their other chunks
 
     def _batch(self, batch: list[Any]) -> None:
+        with _as_prefetch():
+            self._fetch(batch)
+
+    def _fetch(self, batch: list[Any]) -> None:
         store = self.image.blob_store
         for c in batch:
             if c.blob_index in self.dead:
@@ -97,6 +115,9 @@ class Prefetcher:
                 self.faults.blob(e, "prefetch")
                 if e.chunk is None:
                     self.dead.add(c.blob_index)
+            except NydusfsError as e:     # the registry failed past its retries (logged there)
+                self.failed += 1
+                log.debug("prefetch: blob %s: %s", store.blob_id(c.blob_index), e)
 
     async def run(self) -> None:
         chunks = await trio.to_thread.run_sync(_chunks, self.image, self.faults)
@@ -104,3 +125,96 @@ class Prefetcher:
             await trio.to_thread.run_sync(self._batch, chunks[i:i + BATCH])
         log.info("prefetch done: %d of %d chunks fetched, %d bytes decompressed into the cache, "
                  "%d failed", self.chunks, len(chunks), self.warmed, self.failed)
+
+
+def _as_prefetch() -> Any:
+    """Mark this thread's registry requests as prefetch (a no-op for local blobs)."""
+    try:
+        from ..registry.traffic import background
+    except ImportError:
+        return contextlib.nullcontext()
+    return background()
+
+
+PREFETCH_REQUEST = 4 << 20     # bytes per request of --prefetch-all
+PREFETCH_TRIES = 3             # a range that keeps failing is left to on-demand reads
+
+
+class BlobPrefetcher:
+    """--prefetch-all: every byte of every blob into the on-disk chunk cache, from `threads`
+    threads; the compressed ranges of the prefetch table's chunks first, then each blob in
+    order. Ranges already in the cache cost no request. `stop()` returns once the current
+    requests are done (each bounded by the registry's retry budget)."""
+
+    def __init__(self, image: Any, faults: FaultLog, threads: int) -> None:
+        self.image = image
+        self.faults = faults
+        self.nthreads = threads
+        self.queue: collections.deque[tuple[int, int, int, int]] = collections.deque()
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.fetched = self.failed = 0
+        self.left = 0
+
+    def start(self) -> None:
+        planner = threading.Thread(target=self._plan_and_run, name="nydusfs-prefetch-all",
+                                   daemon=True)
+        self.threads.append(planner)
+        planner.start()
+
+    def _plan_and_run(self) -> None:
+        store = self.image.blob_store
+        for c in _chunks(self.image, self.faults) if names_files(self.image) else []:
+            self.queue.append((c.blob_index, c.compressed_offset, c.compressed_size, 0))
+        for index, blob in enumerate(self.image.blobs):
+            try:
+                size = store.file_size(index)
+            except NydusfsError as e:
+                self.faults.report(("prefetch-all", index), f"prefetch-all: blob {blob.blob_id}: {e}")
+                continue
+            for off in range(0, size, PREFETCH_REQUEST):
+                self.queue.append((index, off, min(PREFETCH_REQUEST, size - off), 0))
+        self.left = self.nthreads
+        workers = [threading.Thread(target=self._work, name=f"nydusfs-prefetch-{i}", daemon=True)
+                   for i in range(self.nthreads)]
+        with self.lock:
+            if self.stopping.is_set():
+                return
+            self.threads.extend(workers)
+            for t in workers:
+                t.start()
+
+    def _work(self) -> None:
+        with _as_prefetch():
+            while not self.stopping.is_set():
+                with self.lock:
+                    if not self.queue:
+                        break
+                    index, off, size, tries = self.queue.popleft()
+                try:
+                    reader = self.image.blob_ranges(self.image.blobs[index].blob_id)
+                    n = reader.fill(off, size, PREFETCH_REQUEST)
+                    with self.lock:
+                        self.fetched += n
+                except (NydusfsError, OSError) as e:
+                    log.debug("prefetch-all: blob %d bytes %d+%d: %s", index, off, size, e)
+                    if tries + 1 < PREFETCH_TRIES:
+                        with self.lock:
+                            self.queue.append((index, off, size, tries + 1))
+                        self.stopping.wait(1.0)     # let a failing registry breathe
+                    else:
+                        with self.lock:
+                            self.failed += 1
+        with self.lock:
+            self.left -= 1
+            last = self.left == 0 and not self.stopping.is_set()
+        if last:
+            log.info("prefetch-all done: %d bytes fetched, %d ranges failed (left to on-demand "
+                     "reads)", self.fetched, self.failed)
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping.set()
+        for t in self.threads:
+            t.join()

@@ -183,26 +183,32 @@ def open_reader(nydus: NydusImage, cache_bytes: int | None = None, cache: str | 
     from ..reader import BlobStore, open_image
 
     boot = extract_bootstrap(nydus.source, nydus.bootstrap, cache)
-    reader = open_image(boot.path)
-    layers = {d.hex for d in nydus.blob_layers}
+    reader: Any = open_image(boot.path)
+    layers = {d.hex: d.size for d in nydus.blob_layers}
     source = nydus.source
+    remote = bool(getattr(source, "remote", False))
 
     def ranges(blob_id: str) -> Any:
         if blob_id not in layers:
             raise ImageError(f"{source.reference}: blob {blob_id} of the bootstrap is not a layer "
                              "of the manifest")
+        if remote:      # the size from the manifest: opening a blob costs no request
+            return source.range_reader("sha256:" + blob_id, layers[blob_id])  # type: ignore[call-arg]
         return source.range_reader("sha256:" + blob_id)
 
     store = BlobStore(reader.blobs, ranges=ranges) if cache_bytes is None else \
         BlobStore(reader.blobs, ranges=ranges, cache_bytes=cache_bytes)
     reader.blob_store = store
+    reader.blob_ranges = ranges             # blob id -> its RangeReader (mount --prefetch-all)
+    reader.remote_blobs = remote
     return reader
 
 
 def open_nydus(text: str, platform: Platform | None = None, cache_bytes: int | None = None,
                **options: Any) -> Any:
     """Open a Nydus image reference as a reader; the source is closed with the reader.
-    `options` go to the image source (registry options, docs/registry.md)."""
+    `options` go to the image source (registry options, docs/registry.md; for docker://
+    also the chunk cache's: cache_dir, cache_limit, bandwidth_limit, retry_time)."""
     from .resolve import open_source
 
     source = open_source(text, **options)

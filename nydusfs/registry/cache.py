@@ -47,8 +47,11 @@ assert HEADER.size == 128
 
 
 def default_cache_dir() -> pathlib.Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return pathlib.Path(base) / "nydusfs" / "blobs"
+    """`blobs` in the nydusfs cache ($NYDUSFS_CACHE_DIR, else $XDG_CACHE_HOME/nydusfs, else
+    ~/.cache/nydusfs), next to the extracted bootstraps."""
+    from nydusfs.image.nydus import cache_dir
+
+    return pathlib.Path(cache_dir()) / "blobs"
 
 
 def _hex(digest: str) -> str:
@@ -320,7 +323,21 @@ class CachedRangeReader:
             self._maybe_prefetch(last)
         return self.file.read(size, offset)
 
-    def _ensure(self, first: int, last: int, extend: bool) -> bool:
+    def fill(self, offset: int, size: int, max_request: int) -> int:
+        """Put bytes offset..offset+size in the cache without reading them (prefetch), in
+        requests of up to `max_request` bytes; pages already marked are skipped unchecked.
+        Returns the bytes fetched."""
+        size = max(0, min(size, self.size - offset))
+        if size == 0:
+            return 0
+        first, last = offset // self.page, (offset + size - 1) // self.page
+        if all(self.file.marked(i) for i in range(first, last + 1)):
+            return 0
+        before = self.fetched
+        self._ensure(first, last, False, max(1, max_request // self.page))
+        return self.fetched - before
+
+    def _ensure(self, first: int, last: int, extend: bool, max_pages: int | None = None) -> bool:
         """Pages first..last in the cache (fetching what is missing); whether any was."""
         fetched_any = False
         while True:
@@ -331,7 +348,7 @@ class CachedRangeReader:
             with self.lock:
                 mine = [i for i in missing if i not in self.inflight]
                 waits = {self.inflight[i] for i in missing if i in self.inflight}
-                runs = self._plan(mine, extend) if mine else []
+                runs = self._plan(mine, extend, max_pages) if mine else []
                 event = threading.Event()
                 claimed = [i for a, b in runs for i in range(a, b + 1) if i not in self.inflight]
                 for i in claimed:
@@ -385,11 +402,13 @@ class CachedRangeReader:
         if self.pool is not None:
             self.pool.submit(lambda: None).result()
 
-    def _plan(self, pages: list[int], extend: bool) -> list[tuple[int, int]]:
+    def _plan(self, pages: list[int], extend: bool,
+              max_pages: int | None = None) -> list[tuple[int, int]]:
         """Merge missing pages into runs [a, b] (inclusive)."""
+        most = max_pages or self.max_pages
         runs: list[list[int]] = []
         for i in pages:
-            if runs and i - runs[-1][1] - 1 <= self.gap_pages and i - runs[-1][0] < self.max_pages:
+            if runs and i - runs[-1][1] - 1 <= self.gap_pages and i - runs[-1][0] < most:
                 runs[-1][1] = i
             else:
                 runs.append([i, i])

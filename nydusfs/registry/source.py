@@ -25,6 +25,7 @@ from nydusfs.registry.client import (
 )
 from nydusfs.registry.errors import RegistryError, UploadSessionLost
 from nydusfs.registry.reference import Reference, parse_reference
+from nydusfs.registry.traffic import Traffic
 
 UPLOAD_CHUNK = 8 << 20
 
@@ -118,14 +119,19 @@ class BlobStream(io.RawIOBase):
 
 class RegistrySource(ImageSource):
     """An image in a registry. Blobs for random access go through the on-disk cache when a
-    `cache_dir` is given."""
+    `cache_dir` is given; prefetching threads (nydusfs.registry.traffic.background) yield to
+    on-demand reads and keep to `bandwidth_limit` (bytes/s)."""
+
+    remote = True       # blob reads go over the network: never from the FUSE loop's thread
 
     def __init__(self, reference: str, *, cache_dir: str | os.PathLike | None = None,
-                 cache_limit: int | None = None, **options: object) -> None:
+                 cache_limit: int | None = None, bandwidth_limit: int | None = None,
+                 **options: object) -> None:
         self.reference = reference
         self.ref: Reference = parse_reference(reference)
         self.client = _client(reference, "pull", None, **options)  # type: ignore[arg-type]
         self.cache = BlobCache(cache_dir, limit=cache_limit) if cache_dir is not None else None
+        self.traffic = Traffic(bandwidth_limit)
         self._manifest: tuple[bytes, str] | None = None
         self.readers: dict[str, CachedRangeReader] = {}
 
@@ -168,7 +174,10 @@ class RegistrySource(ImageSource):
         reader = self.readers.get(digest)
         if reader is not None and not reader.closed:
             return reader       # one per blob: its threads share in-flight pages
-        reader = CachedRangeReader(self.cache, digest, size, remote.pread)
+        def fetch(n: int, offset: int) -> bytes:
+            with self.traffic.request(n):
+                return remote.pread(n, offset)
+        reader = CachedRangeReader(self.cache, digest, size, fetch)
         self.readers[digest] = reader
         return reader
 
