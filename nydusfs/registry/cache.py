@@ -163,6 +163,7 @@ class CacheFile:
             self.close()
             raise RegistryError(f"cache {cache.dir}: blob {digest}: {e.strerror or e}") from None
         self.good = bytearray(self.npages)      # pages verified by this process
+        self.damaged = 0                        # pages found damaged (logged the first time)
 
     def _open(self) -> None:
         while True:
@@ -245,6 +246,10 @@ class CacheFile:
             return True
         # damaged or truncated: forget the page so it is fetched again
         os.pwrite(self.map_fd, bytes(ENTRY.size), HEADER.size + i * ENTRY.size)
+        if not self.damaged:
+            log.warning("cache %s: blob %s: page %d does not match its checksum (damaged or "
+                        "truncated data file): fetched again", self.cache.dir, self.digest, i)
+        self.damaged += 1
         return False
 
     def marked(self, i: int) -> bool:
