@@ -189,6 +189,8 @@ def test_concurrent_mounts_share_the_cache(images, anon_pushed, proxy, mounts, c
     b = mounts.mount(ref, "--cache-dir", caches, "--cache-size", "0")
     assert (b.path / "big/blob1.bin").read_bytes() == img.files["big/blob1.bin"]
     assert _data_bytes(proxy, img) == before     # every byte from the cache the first filled
+    # the bootstrap layer was fetched and extracted once, for the first mount
+    assert len([e for e in proxy.requests("GET", img.bootstrap)]) == 1
 
 
 def _authfile(tmp: pathlib.Path, reg: Registry) -> pathlib.Path:
@@ -402,3 +404,30 @@ def test_local_mount_unchanged(images, mounts: Mounts):
     img = images["v6"]
     m = mounts.mount(f"oci:{img.layout}:v6")
     assert (m.path / "etc/first.conf").read_bytes() == img.files["etc/conf.d/item000.conf"]
+
+
+def test_cache_limit_evicts_blobs_no_mount_uses(images, anon_pushed, proxy, mounts, caches):
+    v6, v5 = images["v6"], images["v5"]
+    assert not set(v6.data_blobs) & set(v5.data_blobs)
+    m = mounts.mount(f"docker://{proxy.host}/{anon_pushed['v6']}", "--cache-dir", caches)
+    assert (m.path / "big/blob0.bin").read_bytes() == v6.files["big/blob0.bin"]
+    r = nydusfs("umount", str(m.path))
+    assert r.returncode == 0, r.stderr
+    big6 = max(v6.data_blobs, key=v6.data_blobs.__getitem__)
+    assert _cache_files(caches, big6)[0].exists()
+    m = mounts.mount(f"docker://{proxy.host}/{anon_pushed['v5']}", "--cache-dir", caches,
+                     "--cache-limit", "8M")
+    assert (m.path / "big/blob1.bin").read_bytes() == v5.files["big/blob1.bin"]
+    assert not _cache_files(caches, big6)[0].exists()      # evicted: no mount had it open
+    big5 = max(v5.data_blobs, key=v5.data_blobs.__getitem__)
+    assert _cache_files(caches, big5)[0].exists()          # in use: kept over the limit
+
+
+def test_unusable_cache_dir(images, anon_pushed, anon_registry, tmp_path):
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    (tmp_path / "file").write_text("x")
+    r = nydusfs("mount", f"docker://{anon_registry.host}/{anon_pushed['v6']}", str(mp),
+                "--cache-dir", str(tmp_path / "file" / "cache"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "--cache-dir" in r.stderr and not is_ours_mounted(mp)
