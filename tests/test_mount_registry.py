@@ -431,3 +431,15 @@ def test_unusable_cache_dir(images, anon_pushed, anon_registry, tmp_path):
                 "--cache-dir", str(tmp_path / "file" / "cache"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "--cache-dir" in r.stderr and not is_ours_mounted(mp)
+
+
+def test_umount_while_prefetch_retries(images, own_registry, mounts, caches):
+    img = images["v6"]
+    reg = own_registry
+    ref = f"docker://{reg.host}/{img.push(reg, 'stop/app')}"
+    m = mounts.mount(ref, "--cache-dir", caches, "--prefetch-all", "--bandwidth-limit", "1M")
+    assert (m.path / "etc/first.conf").read_bytes() == img.files["etc/conf.d/item000.conf"]
+    reg.stop_registry()         # prefetch requests now retry against nothing
+    r = nydusfs("umount", str(m.path))
+    assert r.returncode == 0, r.stderr
+    assert not is_ours_mounted(m.path)

@@ -174,9 +174,10 @@ def _run(ops: Operations, cfg: MountConfig, early: EarlySignals, ready: Any) -> 
         report(f"server stopped: {type(e).__name__}: {e}")
     finally:
         pyfuse3.close(unmount=True)
-        if prefetch_all is not None:
-            prefetch_all.stop()
-        ops.image.close()
+        if prefetch_all is None or prefetch_all.stop():
+            ops.image.close()
+        else:   # a prefetch request is still retrying: the process ends it (the cache is crash-safe)
+            log.info("prefetch-all: requests still in flight left to end with the process")
         if pid_file:
             remove_pid_file(pid_file, os.getpid())
     log.debug("unmounted %s", cfg.mountpoint)

@@ -16,6 +16,7 @@ import collections
 import contextlib
 import logging
 import threading
+import time
 from typing import Any, Iterator
 
 import trio
@@ -143,8 +144,9 @@ PREFETCH_TRIES = 3             # a range that keeps failing is left to on-demand
 class BlobPrefetcher:
     """--prefetch-all: every byte of every blob into the on-disk chunk cache, from `threads`
     threads; the compressed ranges of the prefetch table's chunks first, then each blob in
-    order. Ranges already in the cache cost no request. `stop()` returns once the current
-    requests are done (each bounded by the registry's retry budget)."""
+    order. Ranges already in the cache cost no request. `stop()` waits a little for the
+    current requests; a request still retrying then is abandoned with the process (the cache
+    is crash-safe, so that is no worse than a kill)."""
 
     def __init__(self, image: Any, faults: FaultLog, threads: int) -> None:
         self.image = image
@@ -213,8 +215,12 @@ class BlobPrefetcher:
             log.info("prefetch-all done: %d bytes fetched, %d ranges failed (left to on-demand "
                      "reads)", self.fetched, self.failed)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Stop; whether every thread ended within `timeout` seconds (if not, the blob readers
+        must stay open: a thread may still write to their files)."""
         with self.lock:
             self.stopping.set()
+        deadline = time.monotonic() + timeout
         for t in self.threads:
-            t.join()
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self.threads)

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import closing
 from typing import BinaryIO
@@ -134,6 +135,7 @@ class RegistrySource(ImageSource):
         self.traffic = Traffic(bandwidth_limit)
         self._manifest: tuple[bytes, str] | None = None
         self.readers: dict[str, CachedRangeReader] = {}
+        self.readers_lock = threading.Lock()
 
     def index_or_manifest(self) -> tuple[bytes, str]:
         if self._manifest is None:
@@ -171,15 +173,17 @@ class RegistrySource(ImageSource):
         remote = RemoteRangeReader(self.client, digest, size)
         if self.cache is None:
             return remote
-        reader = self.readers.get(digest)
-        if reader is not None and not reader.closed:
-            return reader       # one per blob: its threads share in-flight pages
-        def fetch(n: int, offset: int) -> bytes:
-            with self.traffic.request(n):
-                return remote.pread(n, offset)
-        reader = CachedRangeReader(self.cache, digest, size, fetch)
-        self.readers[digest] = reader
-        return reader
+        with self.readers_lock:
+            reader = self.readers.get(digest)
+            if reader is not None and not reader.closed:
+                return reader       # one per blob: its threads share in-flight pages
+
+            def fetch(n: int, offset: int) -> bytes:
+                with self.traffic.request(n):
+                    return remote.pread(n, offset)
+            reader = CachedRangeReader(self.cache, digest, size, fetch)
+            self.readers[digest] = reader
+            return reader
 
     def stats(self) -> dict[str, object]:
         """Requests, bytes, retries and errors per blob, and cache hits and misses (reads
