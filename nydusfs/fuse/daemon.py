@@ -115,7 +115,7 @@ def mount(cfg: MountConfig) -> int:
                      **cfg.source_options)  # file or image reference
     ops = Operations(image, verify=cfg.verify, threads=cfg.threads, debug=cfg.debug)
     # a read may wait on the network: never in the trio thread
-    ops.inline_reads = not getattr(image, "remote_blobs", False)
+    ops.inline_reads = not image.remote_blobs
     early = EarlySignals()
     early.install()
     try:
@@ -157,11 +157,11 @@ def _run(ops: Operations, cfg: MountConfig, early: EarlySignals, ready: Any) -> 
         if error is not None:
             failed.append(error)
         ready(error)
-        if error is None and cfg.prefetch_all and getattr(ops.image, "remote_blobs", False):
+        if error is None and cfg.prefetch_all and ops.image.remote_blobs:
             prefetch_all = BlobPrefetcher(ops.image, ops.faults, cfg.prefetch_threads)
             prefetch_all.start()
 
-    warm = cfg.prefetch and (names_files(ops.image) or not getattr(ops.image, "remote_blobs", False))
+    warm = cfg.prefetch and (names_files(ops.image) or not ops.image.remote_blobs)
     try:
         pid_file = _write_pid_file(cfg)
         ops.control = Control(socket_path(pid_file), cfg.bootstrap, cfg.mountpoint) if pid_file else None

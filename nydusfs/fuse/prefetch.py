@@ -195,6 +195,7 @@ class BlobPrefetcher:
                         break
                     index, off, size, tries = self.queue.popleft()
                 try:
+                    assert self.image.blob_ranges is not None   # only images by reference
                     reader = self.image.blob_ranges(self.image.blobs[index].blob_id)
                     n = reader.fill(off, size, PREFETCH_REQUEST)
                     with self.lock:

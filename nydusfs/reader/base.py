@@ -67,6 +67,10 @@ class Image(abc.ABC):
     chunks: functools._lru_cache_wrapper[tuple[ChunkInfo, ...]]
     chunk_map_problem: functools._lru_cache_wrapper[str | None]
     tarfs = False                 # RAFS v6 tarfs: chunks are the inode's block addresses
+    # set by image.nydus.open_reader for image references: blob id -> its RangeReader, and
+    # whether those reads go over the network (a registry)
+    blob_ranges: Callable[[str], Any] | None = None
+    remote_blobs = False
 
     def __init__(self, name: str, buf: Any, layout: LayerLayout, keepalive: Any, stem: str) -> None:
         """`stem`: the file-name stem that blobs stored inside the layer file take as their id."""
