@@ -193,9 +193,9 @@ def test_concurrent_mounts_share_the_cache(images, anon_pushed, proxy, mounts, c
     assert len([e for e in proxy.requests("GET", img.bootstrap)]) == 1
 
 
-def _authfile(tmp: pathlib.Path, reg: Registry) -> pathlib.Path:
-    path = tmp / "auth.json"
-    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+def _authfile(tmp: pathlib.Path, reg: Registry, password: str = PASSWORD) -> pathlib.Path:
+    path = tmp / f"auth-{hashlib.sha256(password.encode()).hexdigest()[:8]}.json"
+    token = base64.b64encode(f"{USER}:{password}".encode()).decode()
     path.write_text(json.dumps({"auths": {reg.host: {"auth": token}}}))
     return path
 
@@ -208,10 +208,13 @@ def test_mount_with_credentials(kind, request, images, mounts, caches, tmp_path,
     if reg.tls:                 # the test CA (until mount takes --cert-dir)
         monkeypatch.setenv("SSL_CERT_FILE", str(reg.tls["ca"]))
     (tmp_path / "none.json").write_text('{"auths": {}}')
-    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "none.json"))
-    r = nydusfs("mount", ref, str(tmp_path), "--cache-dir", str(caches))
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert not is_ours_mounted(tmp_path)
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    for authfile in (tmp_path / "none.json", _authfile(tmp_path, reg, "wrong-" + PASSWORD)):
+        monkeypatch.setenv("REGISTRY_AUTH_FILE", str(authfile))   # no / wrong credentials
+        r = nydusfs("mount", ref, str(mp), "--cache-dir", str(caches))
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "Traceback" not in r.stderr and not is_ours_mounted(mp)
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(_authfile(tmp_path, reg)))
     m = mounts.mount(ref, "--cache-dir", caches)
     _check_mounted(img, m.path)
@@ -310,6 +313,8 @@ def test_sigkill_during_reads_then_corrupt_cache(images, anon_pushed, proxy, mou
     img = images["v6"]
     ref = f"docker://{proxy.host}/{anon_pushed['v6']}"
     m = mounts.mount(ref, "--cache-dir", caches, "--prefetch-all", "--prefetch-threads", "4")
+    small = min(img.data_blobs, key=img.data_blobs.__getitem__)     # the small files' layer
+    assert (m.path / "etc/conf.d/item100.conf").read_bytes() == img.files["etc/conf.d/item100.conf"]
 
     def reader(name: str) -> None:
         try:
@@ -342,10 +347,9 @@ def test_sigkill_during_reads_then_corrupt_cache(images, anon_pushed, proxy, mou
     with open(data, "r+b") as f:
         f.seek(victim * 65536 + 100)
         f.write(b"\xde\xad\xbe\xef" * 16)
-    small = min(img.data_blobs, key=img.data_blobs.__getitem__)
     small_data, small_map = _cache_files(caches, small)
-    if small_data.exists():
-        os.truncate(small_data, 1000)
+    assert _ready_pages(small_map)
+    os.truncate(small_data, 1000)
     before = len(proxy.requests("GET", "/blobs/"))
 
     mounts.expect_log(r"WARNING .*blob sha256:[0-9a-f]{64}: page \d+ does not match its checksum")
@@ -357,6 +361,9 @@ def test_sigkill_during_reads_then_corrupt_cache(images, anon_pushed, proxy, mou
             a, b = map(int, e["range"].removeprefix("bytes=").split("-"))
             again.append((a, b))
     assert any(a <= victim * 65536 + 100 <= b for a, b in again), (victim, again)
+    # the truncated file's ready page 0 was fetched again, not served short
+    assert any(e["range"] and e["range"].startswith("bytes=0-") and e["path"].endswith(small.split(":")[1])
+               for e in proxy.requests("GET", "/blobs/")[before:])
 
 
 def test_prefetch_all_then_registry_down(images, own_registry, mounts, caches):

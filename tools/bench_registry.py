@@ -157,6 +157,7 @@ def main() -> int:
 
 NYDUSFS = [sys.executable, "-m", "nydusfs"]
 BENCH_CACHE = pathlib.Path(os.environ.get("NYDUSFS_BENCH_CACHE", ROOT / "tools/.cache"))
+PREFETCH_TIMEOUT = 900     # seconds: a prefetch that never ends stops the run
 
 
 def _run(*args: object, env: dict[str, str] | None = None) -> None:
@@ -279,7 +280,11 @@ def mount_bench(runs: int) -> int:
             d = fresh()
             with _Mounted(remote, d / "mnt", d / "c", "--cache-dir", str(d / "blobs"),
                           "--prefetch-all") as mt:
+                deadline = time.monotonic() + PREFETCH_TIMEOUT
                 while "prefetch-all done" not in mt.log.read_text():
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"--prefetch-all not done after {PREFETCH_TIMEOUT} s; "
+                                         f"log:\n{mt.log.read_text()[-2000:]}")
                     time.sleep(0.05)
                 add("prefetch-all", time.perf_counter() - mt.start)
             t = time.perf_counter()

@@ -19,8 +19,9 @@ Nydus layer file; data blobs are looked up by blob id in the --blob-dir director
 file's own blob is the file itself). BOOTSTRAP may also be a Nydus image reference
 (oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF],
 docker://HOST/REPO[:TAG|@DIGEST]): its bootstrap layer is extracted once into the cache
-($NYDUSFS_CACHE_DIR, else ~/.cache/nydusfs) and blobs are read in place from the layout or
-archive, or lazily from the registry (--platform picks the image of an index).
+($NYDUSFS_CACHE_DIR, else $XDG_CACHE_HOME/nydusfs, else ~/.cache/nydusfs) and blobs are read in
+place from the layout or archive, or lazily from the registry (--platform picks the image of an
+index).
 
 By default the command returns once the mount answers requests and keeps serving from a
 background process; it fails (exit 2, nothing left mounted) if the image cannot be opened or
