@@ -1,7 +1,7 @@
 """`nydusfs mount docker://...` on real registries (Debian's docker-registry), through the on-disk
 chunk cache, with real FUSE mounts: equality with the source image (`check --mounted`), parallel
 readers, the three auth configurations, laziness counted from the registry side (the fault
-proxy's request log), faults, crash safety, prefetch-all and bad references.
+proxy's request log) and by `nydusfs stats`, faults, crash safety, prefetch-all and bad references.
 
 The image: one layer of three 32 MiB incompressible files plus a few small files, one layer of
 many small files; converted to RAFS v5 and v6 by nydusfs into OCI layouts and pushed by skopeo.
@@ -167,6 +167,13 @@ def test_mount_equals_the_source_and_is_lazy(version, images, anon_pushed, proxy
         assert (m.path / name).read_bytes() == img.files[name]
     fetched, total = _data_bytes(proxy, img), sum(img.data_blobs.values())
     assert 0 < fetched < total * 0.02, (fetched, total)
+    # the same from the mount's side: `nydusfs stats`
+    r = nydusfs("stats", str(m.path), "--pid-file", str(m.pid_file), "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert [f["path"] for f in doc["first_reads"]] == ["/" + n for n in _small(img)]
+    counted = sum(b["registry"]["bytes"] for b in doc["blobs"] if b["index"] is not None)
+    assert 0 < counted < total * 0.02, (counted, total)
 
     # 8 parallel readers over the whole tree, then the checker against the source layers
     names = sorted(img.files)
