@@ -221,19 +221,26 @@ def test_mount_with_credentials(kind, request, images, mounts, caches, tmp_path,
     reg: Registry = request.getfixturevalue(f"{kind}_registry")
     img = images["v6"]
     ref = f"docker://{reg.host}/{img.push(reg, 'private/app')}"
-    if reg.tls:                 # the test CA (until mount takes --cert-dir)
-        monkeypatch.setenv("SSL_CERT_FILE", str(reg.tls["ca"]))
+    tls = ["--cert-dir", str(reg.cert_dir)] if kind == "basic" else []     # the test CA
     (tmp_path / "none.json").write_text('{"auths": {}}')
     mp = tmp_path / "mnt"
     mp.mkdir()
     for authfile in (tmp_path / "none.json", _authfile(tmp_path, reg, "wrong-" + PASSWORD)):
         monkeypatch.setenv("REGISTRY_AUTH_FILE", str(authfile))   # no / wrong credentials
-        r = nydusfs("mount", ref, str(mp), "--cache-dir", str(caches))
+        r = nydusfs("mount", ref, str(mp), "--cache-dir", str(caches), *tls)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert "Traceback" not in r.stderr and not is_ours_mounted(mp)
+    r = nydusfs("mount", ref, str(mp), "--cache-dir", str(caches), *tls,
+                "--creds", f"{USER}:wrong-{PASSWORD}")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not is_ours_mounted(mp)
+    # the credentials from the auth file, then from --creds (the auth file holding none)
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(_authfile(tmp_path, reg)))
-    m = mounts.mount(ref, "--cache-dir", caches)
+    m = mounts.mount(ref, "--cache-dir", caches, *tls)
     _check_mounted(img, m.path)
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "none.json"))
+    m = mounts.mount(ref, "--cache-dir", caches, *tls, "--creds", f"{USER}:{PASSWORD}")
+    assert (m.path / "etc/first.conf").read_bytes() == img.files["etc/conf.d/item000.conf"]
 
 
 # --- faults ----------------------------------------------------------------------------------

@@ -41,7 +41,8 @@ mounts and kept across restarts. A read whose fetch still fails after --retry-ti
 fails with EIO (logged once per blob); the next read tries again, so reads work again without
 a remount once the registry is back. Background prefetch (the image's prefetch table, then
 everything with --prefetch-all) yields to on-demand reads and keeps to --bandwidth-limit. The
-registry options below are refused for local images. See docs/mount.md and docs/registry.md.
+options of the "registry images" group are refused for local images. See docs/mount.md and
+docs/registry.md.
 
 The bootstrap, blob directories, log and pid files must not lie inside MOUNTPOINT (the server
 would wait on its own mount): such paths are refused before mounting.
