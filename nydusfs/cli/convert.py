@@ -80,7 +80,8 @@ def register(sub: Any) -> None:
     p.add_argument("-j", "--jobs", type=int, default=0, metavar="N",
                    help="layers converted at once (default: 0 = the CPU count)")
     p.add_argument("--cache-dir", metavar="DIR",
-                   help="layer cache (default: $NYDUSFS_CACHE_DIR/convert, else ~/.cache/nydusfs/convert)")
+                   help="layer cache (default: convert/ in $NYDUSFS_CACHE_DIR, else in "
+                   "$XDG_CACHE_HOME/nydusfs, else in ~/.cache/nydusfs)")
     p.add_argument("--no-cache", action="store_true",
                    help="convert every layer even if the cache holds it")
     p.add_argument("--output-json", metavar="FILE",

@@ -27,8 +27,9 @@ rdev, symlink target, xattrs, chunk count) and the chunks of each regular file.
 BOOTSTRAP may be a bare bootstrap or a Nydus layer file (layout A or B); the bootstrap is found
 inside it. It may also be a Nydus image reference (oci:DIR[:REF], oci-archive:FILE[:REF],
 docker-archive:FILE[:REF], docker://HOST/REPO[:TAG|@DIGEST]): the bootstrap layer is extracted
-once into the cache ($NYDUSFS_CACHE_DIR, else ~/.cache/nydusfs) and blobs are read in place from
-the image (from a registry: only the bootstrap layer is fetched, and blobs only for --verify).
+once into the cache ($NYDUSFS_CACHE_DIR, else $XDG_CACHE_HOME/nydusfs, else ~/.cache/nydusfs)
+and blobs are read in place from the image (from a registry: only the bootstrap layer is
+fetched, and blobs only for --verify).
 Inode numbers are RAFS v5 inode numbers, or RAFS v6 nids (what the kernel shows).
 With --json the output is one JSON object; docs/dump.md documents its schema. In the tables
 everything from the image is escaped for the terminal (control characters as \\xNN or \\uNNNN,
