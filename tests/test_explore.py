@@ -155,3 +155,69 @@ def test_dedup_by_content_and_by_chunk(tmp_path: pathlib.Path) -> None:
     assert (n.chunk_dedup_layers[1].total, n.chunk_dedup_layers[1].unique) == (2 * 8192, 2 * 8192)
     assert (n.chunk_dedup.total, n.chunk_dedup.unique) == (5 * 8192, 2 * 8192)
     assert n.chunk_dedup.ratio == pytest.approx(2.5)
+
+
+def test_walk_then_figures_is_the_whole_analysis(tmp_path: pathlib.Path) -> None:
+    """The browser's first screen comes from `walk`; `figures` fills in the rest later: the two
+    steps give exactly what `analyze` gives, and before `figures` nothing claims to be known."""
+    from nydusfs.explore.analysis import figures, walk
+    from nydusfs.explore.report import analysis_doc
+
+    layers = STACKS["three_layers"]().layers
+    tars = _tars(layers, tmp_path)
+    whole = analysis_doc(analyze([from_oci_tar(p) for p in tars]))
+    inputs = [from_oci_tar(p) for p in tars]
+    a = walk(inputs)
+    assert not a.complete and a.waste == [] and all(r.wasted_bytes == 0 for r in a.layers)
+    figures(a, inputs)
+    assert a.complete
+    assert analysis_doc(a) == whole
+
+
+def _naive_sizes(root) -> dict[bytes, int]:  # type: ignore[no-untyped-def]
+    """Each directory's file bytes by a walk of its subtree, a linked file once per directory."""
+    out = {}
+    stack = [(b"/", root)]
+    while stack:
+        path, d = stack.pop()
+        seen, total, below = set(), 0, [d]
+        while below:
+            n = below.pop()
+            for child in (n.children or {}).values():
+                if child.kind == "file" and id(child) not in seen:
+                    seen.add(id(child))
+                    total += child.size
+                below.append(child)
+        out[path] = total
+        stack.extend(((path if path != b"/" else b"") + b"/" + name, c)
+                     for name, c in (d.children or {}).items() if c.kind == "dir")
+    return out
+
+
+def test_browser_index_sizes_links_and_chunk_users(tmp_path: pathlib.Path) -> None:
+    from nydusfs.explore.browse import MERGED, Browser, build_index
+
+    data = pattern(8192, 8)
+    layers = [Layer().dir("a").dir("a/b").file("a/b/f", data).hardlink("a/g", "a/b/f")
+              .hardlink("a/b/h", "a/b/f").file("a/b/other", data[:4096]).file("top", b"xyz"),
+              Layer().dir("c").file("c/k", data)]
+    files = build_layers(layers, tmp_path, version=6, layout="B")  # 4 KiB chunks
+    a = analyze([from_nydus_layer(str(f)) for f in files])
+    index = build_index(a)
+    assert index.sizes == _naive_sizes(a.root)
+    assert index.sizes[b"/a"] == 8192 + 4096 and index.sizes[b"/"] == 2 * 8192 + 4096 + 3
+    assert sorted(map(sorted, index.links.values())) == [[b"/a/b/f", b"/a/b/h", b"/a/g"]]
+    users = index.chunk_users
+    first = a.chunks[a.final[b"/a/b/other"].node][0].digest       # data's first chunk
+    assert sorted(users[first]) == [b"/a/b/f", b"/a/b/h", b"/a/b/other", b"/a/g", b"/c/k"]
+    assert index.paths == sorted(a.final)
+    b = Browser(a)
+    # before the index: directory sizes are unknown, never guessed; files have theirs
+    assert {i.path: i.size for i in b.children(MERGED, b"/a")} == {b"/a/b": None, b"/a/g": 8192}
+    assert ("pending", "hard links, shared chunks, sizes and waste are being computed") in b.details(b"/a/g")
+    b.prepare()
+    assert {i.path: i.size for i in b.children(MERGED, b"/a")} == {b"/a/b": 8192 + 4096, b"/a/g": 8192}
+    details = dict(b.details(b"/a/g"))
+    assert details["hard links"] == "/a/b/f, /a/b/h"
+    assert details["shares chunks with"] == "/a/b/f, /a/b/h, /a/b/other, /c/k"
+    assert "pending" not in details

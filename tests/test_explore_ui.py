@@ -31,9 +31,17 @@ def three_layers(tmp: pathlib.Path) -> tuple[Any, list[str]]:
 def run(app: ExploreApp, steps: Any) -> Any:
     async def main() -> Any:
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause()
+            await ready(app, pilot)
             return await steps(app, pilot)
     return asyncio.run(main())
+
+
+async def ready(app: ExploreApp, pilot: Any) -> None:
+    """Wait for the worker that computes the figures and the index, and for the screen it
+    updates."""
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    assert app.ready
 
 
 def labels(app: ExploreApp) -> list[str]:

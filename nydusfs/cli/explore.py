@@ -61,7 +61,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
-    from ..explore.analysis import analyze
+    from ..explore.analysis import analyze, walk
     from ..explore.inputs import is_reference, load_image, load_layers
     from ..explore.report import analysis_doc, ci_rules
 
@@ -77,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
         if args.platform:
             raise UsageError("--platform goes with an image reference")
         layers = load_layers(args.layers, tuple(args.blob_dir))
+    if not (args.report or args.json or args.ci) and sys.stdout.isatty():
+        from .explore_ui import run_ui
+
+        run_ui(walk(layers), layers)      # the figures follow in the browser's background
+        return 0
     analysis = analyze(layers)
     if args.json:
         json.dump(analysis_doc(analysis, args.top), sys.stdout, indent=1)
@@ -88,12 +93,7 @@ def run(args: argparse.Namespace) -> int:
         rules = ci_rules(analysis, eff, args.highest_wasted_bytes, pct)
         _print_report(analysis_doc(analysis, args.top, changes=False))
         return _print_rules(rules)
-    if args.report or not sys.stdout.isatty():
-        _print_report(analysis_doc(analysis, args.top, changes=False))
-        return 0
-    from .explore_ui import run_ui
-
-    run_ui(analysis)
+    _print_report(analysis_doc(analysis, args.top, changes=False))
     return 0
 
 

@@ -14,8 +14,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Input, Label, ListItem, ListView, Static, Tree
 from textual.widgets.tree import TreeNode
 
-from ..explore.analysis import Analysis
+from ..explore.analysis import Analysis, figures
 from ..explore.browse import MERGED, Browser, Item
+from ..explore.layers import LayerInput
 from .explore import size_text
 from .show import shown
 
@@ -42,7 +43,7 @@ def label(item: Item) -> Text:
     t.append(shown(item.name.decode("utf-8", "surrogateescape")), style="bold" if item.is_dir else "")
     if item.is_dir:
         t.append("/")
-    extra = size_text(item.size) if item.size or item.kind == "file" else ""
+    extra = size_text(item.size) if item.size or (item.kind == "file" and item.size is not None) else ""
     if item.layer is not None and item.mark:
         extra += f"  L{item.layer}"
     if extra:
@@ -70,13 +71,17 @@ class ExploreApp(App[None]):
         Binding("question_mark", "help", "help"),
     ]
 
-    def __init__(self, analysis: Analysis) -> None:
+    def __init__(self, analysis: Analysis, layers: list[LayerInput] | None = None) -> None:
+        """`analysis` may be a bare walk (`complete` false): the figures are then computed from
+        `layers` in a worker thread, with the browser's index, and filled in when ready."""
         super().__init__()
         self.browser = Browser(analysis)
         self.analysis = analysis
+        self._layers = layers
         self.view = MERGED
         self.changes_only = False
         self.by_size = False
+        self.ready = False                      # figures and index in
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="glob, e.g. *.so or /usr/lib/*", id="search")
@@ -91,27 +96,55 @@ class ExploreApp(App[None]):
     def _layer_items(self) -> list[ListItem]:
         s = self.analysis
         items = [ListItem(Label(Text(f"merged image\n  {len(s.final)} entries", style="bold")))]
-        for r in s.layers:
-            c = r.counts()
-            text = Text(f"L{r.index} ", style="bold")
-            text.append(shown(r.name[:20]))
-            text.append(f"\n  +{c['added']} ~{c['modified']} -{c['deleted'] + c['hidden'] + c['replaced']}"
-                        f"  {size_text(r.source_size if r.source_size is not None else r.nydus_size)}"
-                        f"  wasted {size_text(r.wasted_bytes)}", style="dim")
-            if r.created_by:
-                text.append("\n  " + shown(r.created_by[:60]), style="italic dim")
-            items.append(ListItem(Label(text)))
+        self._layer_labels = [Label(self._layer_text(i)) for i in range(len(s.layers))]
+        items.extend(ListItem(label) for label in self._layer_labels)
         return items
 
+    def _layer_text(self, i: int) -> Text:
+        r = self.analysis.layers[i]
+        c = r.counts()
+        text = Text(f"L{r.index} ", style="bold")
+        text.append(shown(r.name[:20]))
+        wasted = size_text(r.wasted_bytes) if self.analysis.complete else "…"
+        text.append(f"\n  +{c['added']} ~{c['modified']} -{c['deleted'] + c['hidden'] + c['replaced']}"
+                    f"  {size_text(r.source_size if r.source_size is not None else r.nydus_size)}"
+                    f"  wasted {wasted}", style="dim")
+        if r.created_by:
+            text.append("\n  " + shown(r.created_by[:60]), style="italic dim")
+        return text
+
     def on_mount(self) -> None:
-        s = self.analysis
         self.query_one("#layers").border_title = "layers"
-        self.query_one("#layers").border_subtitle = (f"efficiency {100 * s.efficiency:.1f}% · "
-                                                     f"wasted {size_text(s.wasted_bytes)}")
+        self.query_one("#layers").border_subtitle = "computing waste and dedup…"
         self.query_one("#tree").border_title = "tree"
         self.query_one("#details").border_title = "details"
         self._reload()
         self.query_one("#tree", Tree).focus()
+        self.run_worker(self._prepare, thread=True, exit_on_error=True, group="figures")
+
+    # --- the figures, in a worker thread ------------------------------------------------------------
+    def _prepare(self) -> None:
+        """Waste, dedup and the browser's index: whole-image passes kept off the first screen
+        and off every key press."""
+        if not self.analysis.complete:
+            figures(self.analysis, self._layers or [])
+        self.browser.prepare()
+        self.call_from_thread(self._figures_ready)
+
+    def _figures_ready(self) -> None:
+        s = self.analysis
+        self.ready = True
+        self.query_one("#layers").border_subtitle = (f"efficiency {100 * s.efficiency:.1f}% · "
+                                                     f"wasted {size_text(s.wasted_bytes)}")
+        for i, label in enumerate(self._layer_labels):
+            label.update(self._layer_text(i))
+        tree = self.query_one("#tree", Tree)
+        if self.by_size:
+            self._reload()
+            return
+        self._relabel(tree.root)
+        node = tree.cursor_node
+        self._show(node.data if node is not None and node.data is not None else b"/")
 
     # --- the tree ---------------------------------------------------------------------------------
     def _reload(self) -> None:
@@ -133,6 +166,22 @@ class ExploreApp(App[None]):
                 child.add_leaf(Text("…"), data=None)       # filled when expanded
             else:
                 node.add_leaf(label(item), data=item.path)
+
+    def _relabel(self, node: TreeNode[Any]) -> None:
+        """New labels (with directory sizes) for the entries already in the tree: the
+        directories filled so far, each listed once more."""
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if not n.children or n.children[0].data is None:
+                continue
+            items = {i.path: i for i in self.browser.children(self.view, n.data or b"/", self.changes_only,
+                                                               self.by_size)}
+            for child in n.children:
+                item = items.get(child.data) if child.data is not None else None
+                if item is not None:
+                    child.set_label(label(item))
+                stack.append(child)
 
     def on_tree_node_expanded(self, event: Tree.NodeExpanded[Any]) -> None:
         node = event.node
@@ -168,7 +217,10 @@ class ExploreApp(App[None]):
     def action_sort(self) -> None:
         self.by_size = not self.by_size
         self._reload()
-        self.notify("sorted by size" if self.by_size else "sorted by name")
+        if self.by_size and not self.ready:
+            self.notify("directory sizes are being computed: sorted when they are in")
+        else:
+            self.notify("sorted by size" if self.by_size else "sorted by name")
 
     def action_expand_all(self) -> None:
         tree = self.query_one("#tree", Tree)
@@ -222,5 +274,5 @@ class ExploreApp(App[None]):
         self._show(node.data if node.data is not None else b"/")
 
 
-def run_ui(analysis: Analysis) -> None:
-    ExploreApp(analysis).run()
+def run_ui(analysis: Analysis, layers: list[LayerInput] | None = None) -> None:
+    ExploreApp(analysis, layers).run()

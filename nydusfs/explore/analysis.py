@@ -88,16 +88,24 @@ class Dedup:
 
 @dataclasses.dataclass(slots=True)
 class Analysis:
+    """What `walk` finds (layers, marks, provenance, the final tree) and, once `figures` has
+    run (`complete`), the waste and dedup figures."""
+
     layers: list[LayerReport]
     provenance: dict[bytes, list[Version]]       # every path any layer touched -> its history
     final: Snapshot
     root: Node
-    waste: list[Waste]
-    file_dedup_layers: list[Dedup]
-    file_dedup: Dedup
-    chunk_dedup_layers: list[Dedup] | None       # Nydus layers only
-    chunk_dedup: Dedup | None
-    chunks: dict[int, tuple[ChunkRef, ...]]      # id(visible node) -> its chunks (Nydus layers)
+    waste: list[Waste] = dataclasses.field(default_factory=list)
+    file_dedup_layers: list[Dedup] = dataclasses.field(default_factory=list)
+    file_dedup: Dedup = dataclasses.field(default_factory=Dedup)
+    chunk_dedup_layers: list[Dedup] | None = None    # Nydus layers only
+    chunk_dedup: Dedup | None = None
+    chunks: dict[int, tuple[ChunkRef, ...]] = dataclasses.field(default_factory=dict)  # id(visible node) ->
+    complete: bool = False                           # set last, when the figures are in
+    # what `figures` needs from the walk: (layer, path, node) of every file entry, and why
+    # each file version that left the view left it
+    shipped: list[tuple[int, bytes, Node]] = dataclasses.field(default_factory=list, repr=False)
+    left: dict[int, str] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def shipped_bytes(self) -> int:
@@ -185,6 +193,15 @@ def _parents(path: bytes) -> Iterable[bytes]:
 # --- the walk ------------------------------------------------------------------------------------
 
 def analyze(layers: list[LayerInput]) -> Analysis:
+    """The walk and the figures."""
+    a = walk(layers)
+    figures(a, layers)
+    return a
+
+
+def walk(layers: list[LayerInput]) -> Analysis:
+    """Apply the layers lowest first: per-layer changes, provenance, the final tree. What the
+    browser needs for its first screen; `figures` does the rest."""
     root = new_root()
     before = snapshot(root)
     reports: list[LayerReport] = []
@@ -251,22 +268,32 @@ def analyze(layers: list[LayerInput]) -> Analysis:
         reports.append(report)
         before = after
 
-    visible = {seen.node for seen in before.values()}
+    return Analysis(reports, dict(provenance), before, root, shipped=shipped, left=left)
+
+
+def figures(a: Analysis, layers: list[LayerInput]) -> None:
+    """Wasted bytes (per layer and the largest files), dedup within and across layers, the
+    chunks of visible files; fills `a` in and sets `a.complete` last, so that a reader in
+    another thread sees either no figures or all of them."""
+    visible = {seen.node for seen in a.final.values()}
     waste: list[Waste] = []
-    for i, path, node in shipped:
+    wasted = [0] * len(a.layers)
+    for i, path, node in a.shipped:
         if id(node) in visible:
             continue
-        reason = left.get(id(node), f"overwritten in layer {i}")
+        reason = a.left.get(id(node), f"overwritten in layer {i}")
         waste.append(Waste(i, path, node.size, reason.replace(MODIFIED, "overwritten")))
-        reports[i].wasted_bytes += node.size
+        wasted[i] += node.size
     waste.sort(key=lambda w: (-w.size, w.layer, w.path))
-
-    file_layers, file_all = _file_dedup(layers)
-    chunk_layers, chunk_all = _chunk_dedup(layers)
+    a.file_dedup_layers, a.file_dedup = _file_dedup(layers)
+    a.chunk_dedup_layers, a.chunk_dedup = _chunk_dedup(layers)
     # visible nodes only: they live on in `root`, so their ids stay theirs
-    chunks = {k: v for layer in layers for k, v in layer.chunks.items() if k in visible}
-    return Analysis(reports, dict(provenance), before, root, waste, file_layers, file_all,
-                    chunk_layers, chunk_all, chunks)
+    a.chunks = {k: v for layer in layers for k, v in layer.chunks.items() if k in visible}
+    a.waste = waste
+    for report, n in zip(a.layers, wasted, strict=True):
+        report.wasted_bytes = n
+    a.shipped, a.left = [], {}
+    a.complete = True
 
 
 def _dedup(per_layer: list[Iterable[tuple[bytes, int]]]) -> tuple[list[Dedup], Dedup]:

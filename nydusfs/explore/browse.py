@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import heapq
 import os
 import stat
 import time
@@ -15,8 +16,11 @@ from typing import Iterator
 
 from ..check.oracle import FS_KINDS, Node
 from .analysis import WRITES, Analysis, Change
+from .layers import ChunkRef
 
 MERGED = -1          # the view of the final image; other views are layer indexes
+SHOWN = 20           # files named in "shares chunks with"
+COUNTED = 1000       # files counted there
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -24,7 +28,8 @@ class Item:
     name: bytes
     path: bytes
     kind: str
-    size: int            # files: bytes; directories: bytes of the files below (in this view)
+    size: int | None     # files: bytes; directories: bytes of the files below (in this view),
+                         # None until the index is built
     mark: str | None     # layer view: the change; merged view: how the visible version came
     layer: int | None    # merged view: the layer that wrote the visible version
 
@@ -41,14 +46,82 @@ def _join(parent: bytes, name: bytes) -> bytes:
     return (b"" if parent == b"/" else parent) + b"/" + name
 
 
+@dataclasses.dataclass(slots=True)
+class Index:
+    """What the browser looks up on every key press, built in one pass each over the image so
+    that a key press costs what the rows it shows cost, not what the image holds."""
+
+    sizes: dict[bytes, int]                      # merged view: directory -> file bytes below
+    links: dict[int, list[bytes]]                # id(node) -> its names, nodes with two or more
+    chunk_users: dict[bytes, list[bytes]]        # chunk digest -> visible files using it
+    paths: list[bytes]                           # the merged view's paths, sorted (search)
+
+
+def build_index(a: Analysis) -> Index:
+    names: dict[int, list[bytes]] = {}
+    for p, seen in a.final.items():
+        if seen.kind != "dir":
+            names.setdefault(seen.node, []).append(p)
+    links = {k: sorted(v) for k, v in names.items() if len(v) > 1}
+    users: dict[bytes, list[bytes]] = {}
+    for node, refs in a.chunks.items():
+        for p in names.get(node, ()):
+            for r in refs:
+                got = users.setdefault(r.digest, [])
+                if not got or got[-1] != p:
+                    got.append(p)
+    return Index(_dir_sizes(a.root, links), links, users, sorted(a.final))
+
+
+def _dir_sizes(root: Node, links: dict[int, list[bytes]]) -> dict[bytes, int]:
+    """Bytes of the regular files below each directory, post-order in one pass; a file with
+    several names counts once per directory (such files are few: their ids go up in a set)."""
+    sizes: dict[bytes, int] = {}
+    linked_size: dict[int, int] = {}
+    sums: dict[bytes, tuple[int, set[int]]] = {}
+    # (path, node, children summed): a directory is summed after its children
+    stack: list[tuple[bytes, Node, bool]] = [(b"/", root, False)]
+    while stack:
+        path, node, done = stack.pop()
+        children = node.children or {}
+        if not done:
+            stack.append((path, node, True))
+            stack.extend((_join(path, name), child, False) for name, child in children.items()
+                         if child.kind == "dir")
+            continue
+        total, linked = 0, set()
+        for name, child in children.items():
+            if child.kind == "dir":
+                sub, sub_linked = sums.pop(_join(path, name))
+                total += sub
+                linked |= sub_linked
+            elif child.kind == "file":
+                if id(child) in links:
+                    linked.add(id(child))
+                    linked_size[id(child)] = child.size
+                else:
+                    total += child.size
+        sums[path] = (total, linked)
+        sizes[path] = total + sum(linked_size[n] for n in linked)
+    return sizes
+
+
 class Browser:
     def __init__(self, analysis: Analysis) -> None:
         self.a = analysis
+        self.index: Index | None = None          # built by `prepare`, in the background
         self._layer_index: dict[int, dict[bytes, list[Change]]] = {}
-        self._sizes: dict[tuple[int, bytes], int] = {}
         self._layer_totals: dict[int, dict[bytes, int]] = {}
-        self._links: dict[int, list[bytes]] | None = None
-        self._chunk_users: dict[bytes, list[bytes]] | None = None
+
+    def prepare(self) -> Index:
+        """Build the index (and each layer's), once the analysis is complete; meant for a
+        worker thread: the index is published in one assignment."""
+        if self.index is None:
+            for layer in range(len(self.a.layers)):
+                self._changes(layer)
+                self._layer_sizes(layer)
+            self.index = build_index(self.a)
+        return self.index
 
     # --- views ----------------------------------------------------------------------------------
     def node(self, path: bytes) -> Node | None:
@@ -84,6 +157,7 @@ class Browser:
 
     def children(self, view: int, path: bytes, changes_only: bool = False,
                  by_size: bool = False) -> list[Item]:
+        """The entries of one directory in one view, sorted: what expanding it shows."""
         items: list[Item] = []
         if view == MERGED:
             node = self.node(path)
@@ -98,7 +172,7 @@ class Browser:
                 name = c.path.rsplit(b"/", 1)[1]
                 size = c.size if c.kind == "file" else self.size(view, c.path)
                 items.append(Item(name, c.path, c.kind, size, c.mark or None, view))
-        items.sort(key=(lambda i: (-i.size, i.name)) if by_size else (lambda i: i.name))
+        items.sort(key=(lambda i: (-(i.size or 0), i.name)) if by_size else (lambda i: i.name))
         return items
 
     def _visible(self, path: bytes) -> tuple[str | None, int | None]:
@@ -107,26 +181,17 @@ class Browser:
                 return v.mark, v.layer
         return None, None
 
-    def size(self, view: int, path: bytes, node: Node | None = None) -> int:
-        key = (view, path)
-        got = self._sizes.get(key)
-        if got is not None:
-            return got
-        if view == MERGED:
-            node = node if node is not None else self.node(path)
-            total = 0
-            seen: set[int] = set()
-            stack = [node] if node is not None else []
-            while stack:                       # a hard-linked file counts once per directory
-                n = stack.pop()
-                if n.kind == "file" and id(n) not in seen:
-                    seen.add(id(n))
-                    total += n.size
-                stack.extend((n.children or {}).values())
-        else:
-            total = self._layer_sizes(view).get(path, 0)
-        self._sizes[key] = total
-        return total
+    def size(self, view: int, path: bytes, node: Node | None = None) -> int | None:
+        """A file's bytes; a directory's file bytes below it in the view (None in the merged
+        view until the index is built: the sum is a walk of the whole subtree)."""
+        if view != MERGED:
+            return self._layer_sizes(view).get(path, 0)
+        node = node if node is not None else self.node(path)
+        if node is None:
+            return 0
+        if node.kind != "dir":
+            return node.size
+        return self.index.sizes.get(path, 0) if self.index is not None else None
 
     def _layer_sizes(self, layer: int) -> dict[bytes, int]:
         """path -> bytes of the files the layer writes at or below it, in one pass."""
@@ -157,7 +222,7 @@ class Browser:
 
     def _paths(self, view: int) -> Iterator[bytes]:
         if view == MERGED:
-            yield from sorted(self.a.final)
+            yield from (self.index.paths if self.index is not None else sorted(self.a.final))
         else:
             yield from (c.path for c in self.a.layers[view].changes)
 
@@ -194,35 +259,43 @@ class Browser:
             out.append(("device", f"{node.rdev[0]}:{node.rdev[1]}"))
         for name, value in sorted((node.xattrs or {}).items()):
             out.append((f"xattr {os.fsdecode(name)}", os.fsdecode(value)))
-        if node.kind != "dir":
-            others = [p for p in self._link_group(node) if p != path]
+        index = self.index
+        if node.kind != "dir" and index is not None:
+            others = [p for p in index.links.get(id(node), ()) if p != path]
             if others:
                 out.append(("hard links", ", ".join(os.fsdecode(p) for p in others)))
         refs = self.a.chunks.get(id(node))
         if refs is not None:
             blobs = sorted({r.blob for r in refs})
             out.append(("chunks", f"{len(refs)} in blob{'s' if len(blobs) > 1 else ''} {', '.join(blobs)}"))
-            sharing = sorted({p for r in refs for p in self._users(r.digest) if p != path})
-            if sharing:
-                out.append(("shares chunks with", ", ".join(os.fsdecode(p) for p in sharing[:20])
-                            + (f" and {len(sharing) - 20} more" if len(sharing) > 20 else "")))
+            if index is not None:
+                out.extend(self._sharing(index, path, refs))
+        if index is None or not self.a.complete:
+            out.append(("pending", "hard links, shared chunks, sizes and waste are being computed"))
         return out
 
-    def _link_group(self, node: Node) -> list[bytes]:
-        if self._links is None:
-            self._links = {}
-            for p, seen in self.a.final.items():
-                if seen.kind != "dir":
-                    self._links.setdefault(seen.node, []).append(p)
-        return self._links.get(id(node), [])
-
-    def _users(self, digest: bytes) -> list[bytes]:
-        if self._chunk_users is None:
-            self._chunk_users = {}
-            for p, seen in self.a.final.items():
-                for r in self.a.chunks.get(seen.node, ()):
-                    self._chunk_users.setdefault(r.digest, []).append(p)
-        return self._chunk_users.get(digest, [])
+    def _sharing(self, index: Index, path: bytes, refs: tuple[ChunkRef, ...]) -> list[tuple[str, str]]:
+        """The other files that use one of these chunks: the first SHOWN by path, and how many
+        (counted up to COUNTED: a chunk thousands of files share must not cost thousands of
+        steps per key press)."""
+        others: set[bytes] = set()
+        for r in refs:
+            for p in index.chunk_users.get(r.digest, ()):
+                if p != path:
+                    others.add(p)
+                    if len(others) > COUNTED:
+                        break
+            if len(others) > COUNTED:
+                break
+        if not others:
+            return []
+        first = heapq.nsmallest(SHOWN, others)
+        more = ""
+        if len(others) > COUNTED:
+            more = f" and more than {COUNTED - SHOWN} more"
+        elif len(others) > SHOWN:
+            more = f" and {len(others) - SHOWN} more"
+        return [("shares chunks with", ", ".join(os.fsdecode(p) for p in first) + more)]
 
 
 _TYPE_BITS = {kind: bits for bits, kind in FS_KINDS.items()}
