@@ -163,11 +163,13 @@ def chunk_differences(image: Image) -> list[Difference]:
     return audit.differences()
 
 
-def walk_image(image: Image, hashing: Hashing | None,
-               algo: str = "blake3") -> tuple[dict[bytes, Entry], list[Difference]]:
+def walk_image(image: Image, hashing: Hashing | None, algo: str = "blake3",
+               audit_chunks: bool = True) -> tuple[dict[bytes, Entry], list[Difference]]:
+    """Entries of every path, and the problems found (chunk records audited unless told not
+    to: `diff` compares, it does not verify)."""
     entries: dict[bytes, Entry] = {}
     problems: list[Difference] = []
-    audit = ChunkAudit(image)
+    audit = ChunkAudit(image) if audit_chunks else None
     for path, ino in image.walk():
         node = image.inode(ino)
         kind = file_kind(node.mode)
@@ -182,7 +184,8 @@ def walk_image(image: Image, hashing: Hashing | None,
             e.link = image.link_key(ino)
         if kind == "file":
             e.size = node.size
-            audit.file(path, ino)
+            if audit is not None:
+                audit.file(path, ino)
             if hashing is not None:
                 size = node.size
                 hashing.submit(e.link, functools.partial(image_digest, image, ino, size, algo), size,
@@ -193,7 +196,8 @@ def walk_image(image: Image, hashing: Hashing | None,
         elif kind in ("char", "block"):
             e.rdev = (os.major(node.rdev), os.minor(node.rdev))
         entries[path] = e
-    problems.extend(audit.differences())
+    if audit is not None:
+        problems.extend(audit.differences())
     return entries, problems
 
 

@@ -27,7 +27,8 @@ untarred layer directories, or Nydus layer files / layer bootstraps (chunk figur
 too), lowest first, in any mix.
 
 Without --report, --json or --ci, and on a terminal, an interactive browser opens (layers,
-tree, details; press ? there for its keys). See docs/explore.md for every figure's definition.
+tree, details; press ? there for its keys); the waste and dedup figures fill in once computed.
+See docs/explore.md for every figure's definition.
 """
 EPILOG = """\
 Exit status: 0 success; 1 a --ci threshold was breached; 2 bad input.

@@ -258,11 +258,15 @@ def walk(layers: list[LayerInput]) -> Analysis:
             changes.append(Change(path, mark, was.kind, was.size))
         changes.sort(key=lambda c: c.path)
 
-        gone = {now.node for now in after.values()}
-        marks = {c.path: c.mark for c in changes}
-        for path, was in before.items():
-            if was.kind == "file" and was.node not in gone and was.node not in left:
-                left[was.node] = f"{marks.get(path, REPLACED)} in layer {i}"
+        # a file version can leave the view only where the layer changed a path (an unchanged
+        # path keeps its node); it has left if no path of the new view still shows it
+        leaving = [(before[c.path].node, c.mark) for c in changes
+                   if c.mark != ADDED and before[c.path].kind == "file"]
+        if leaving:
+            shown = {now.node for now in after.values()}
+            for node, mark in leaving:
+                if node not in shown and node not in left:
+                    left[node] = f"{mark} in layer {i}"
         for c in changes:
             provenance[c.path].append(Version(i, c.mark, c.kind, c.size))
         reports.append(report)
