@@ -172,6 +172,14 @@ def test_walk_then_figures_is_the_whole_analysis(tmp_path: pathlib.Path) -> None
     figures(a, inputs)
     assert a.complete
     assert analysis_doc(a) == whole
+    # Nydus layers read without their chunk lists: `figures` reads them, the same figures come
+    files = build_layers(layers, tmp_path / "n", version=6, layout="B")
+    whole = analysis_doc(analyze([from_nydus_layer(str(f)) for f in files]))
+    inputs = [from_nydus_layer(str(f), chunks=False) for f in files]
+    assert all(not i.chunks and i.unread for i in inputs if i.changeset.members)
+    a = walk(inputs)
+    figures(a, inputs)
+    assert analysis_doc(a) == whole and whole["summary"]["chunk_dedup"] is not None
 
 
 def _naive_sizes(root) -> dict[bytes, int]:  # type: ignore[no-untyped-def]

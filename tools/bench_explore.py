@@ -34,7 +34,9 @@ def _load(args: list[str]) -> tuple[Any, Any]:
     from nydusfs.explore.analysis import walk
     from nydusfs.explore.inputs import is_reference, load_image, load_layers
 
-    layers = load_image(args[0]) if len(args) == 1 and is_reference(args[0]) else load_layers(args)
+    # as `nydusfs explore` opens the browser: chunk lists are read with the figures
+    layers = (load_image(args[0], chunks=False) if len(args) == 1 and is_reference(args[0])
+              else load_layers(args, chunks=False))
     return walk(layers), layers
 
 

@@ -72,13 +72,14 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and not 0.0 <= value <= 1.0:
             raise UsageError(f"--{name.replace('_', '-')}: expected a ratio from 0 to 1, found {value}")
+    ui = not (args.report or args.json or args.ci) and sys.stdout.isatty()
     if len(args.layers) == 1 and is_reference(args.layers[0]):
-        layers = load_image(args.layers[0], args.platform, **registry_options(args))
+        layers = load_image(args.layers[0], args.platform, chunks=not ui, **registry_options(args))
     else:
         if args.platform:
             raise UsageError("--platform goes with an image reference")
-        layers = load_layers(args.layers, tuple(args.blob_dir))
-    if not (args.report or args.json or args.ci) and sys.stdout.isatty():
+        layers = load_layers(args.layers, tuple(args.blob_dir), chunks=not ui)
+    if ui:
         from .explore_ui import run_ui
 
         run_ui(walk(layers), layers)      # the figures follow in the browser's background

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Input, Label, ListItem, ListView, Static, Tree
+from textual.scroll_view import ScrollView
+from textual.widgets import Input, Label, ListItem, ListView, Static, Tree
 from textual.widgets.tree import TreeNode
 
 from ..explore.analysis import Analysis, figures
@@ -20,6 +22,8 @@ from ..explore.layers import LayerInput
 from .explore import size_text
 from .show import shown
 
+KEY_BAR = ("tab pane  ↑↓ move  enter expand  c changes only  s sort by size  / search  "
+           "e expand all  ? help  q quit")
 MARK_STYLE = {"added": "green", "modified": "yellow", "type-changed": "magenta", "deleted": "red",
               "hidden": "red", "replaced": "red"}
 MARK_SIGN = {"added": "+", "modified": "~", "type-changed": "T", "deleted": "-", "hidden": "h",
@@ -51,6 +55,24 @@ def label(item: Item) -> Text:
     return t
 
 
+class ImageTree(Tree[Any]):
+    """Textual's Tree without two passes over every expanded entry: a line's width is its
+    label's length plus the expand icon (no label rendered), and a change of style (the tree
+    gaining or losing focus) redraws the lines shown without rebuilding the list of lines."""
+
+    def get_label_width(self, node: TreeNode[Any]) -> int:
+        text = node.label
+        width = text.cell_len if isinstance(text, Text) else cell_len(text)
+        if not node.allow_expand:
+            return width
+        return width + cell_len(self.ICON_NODE_EXPANDED if node.is_expanded else self.ICON_NODE)
+
+    def notify_style_update(self) -> None:
+        ScrollView.notify_style_update(self)   # Tree's own also drops its list of lines
+        self._line_cache.clear()
+        self.refresh()
+
+
 class ExploreApp(App[None]):
     TITLE = "nydusfs explore"
     CSS = """
@@ -61,6 +83,7 @@ class ExploreApp(App[None]):
     #search.visible { display: block; }
     #help { dock: bottom; height: auto; display: none; background: $panel; padding: 0 1; }
     #help.visible { display: block; }
+    #keys { dock: bottom; height: 1; background: $panel; color: $text-muted; padding: 0 1; }
     """
     BINDINGS = [
         Binding("q", "quit", "quit"),
@@ -87,11 +110,12 @@ class ExploreApp(App[None]):
         yield Input(placeholder="glob, e.g. *.so or /usr/lib/*", id="search")
         with Horizontal():
             yield ListView(*self._layer_items(), id="layers")
-            yield Tree(Text("/"), id="tree")
+            yield ImageTree(Text("/"), id="tree")
             with Vertical(id="details"):
                 yield Static(id="info")
         yield Static(Text(HELP), id="help")
-        yield Footer()
+        # a fixed key bar: Textual's Footer is rebuilt on every change of focus
+        yield Static(Text(KEY_BAR), id="keys")
 
     def _layer_items(self) -> list[ListItem]:
         s = self.analysis

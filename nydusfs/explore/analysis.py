@@ -13,7 +13,7 @@ import dataclasses
 from typing import Iterable, NamedTuple
 
 from ..check.oracle import Changeset, Node, Parts, apply, new_root
-from .layers import ChunkRef, LayerInput
+from .layers import ChunkRef, LayerInput, fill_chunks
 
 ADDED, MODIFIED, TYPE_CHANGED = "added", "modified", "type-changed"
 DELETED, HIDDEN, REPLACED = "deleted", "hidden", "replaced"
@@ -279,6 +279,8 @@ def figures(a: Analysis, layers: list[LayerInput]) -> None:
     """Wasted bytes (per layer and the largest files), dedup within and across layers, the
     chunks of visible files; fills `a` in and sets `a.complete` last, so that a reader in
     another thread sees either no figures or all of them."""
+    for layer in layers:
+        fill_chunks(layer)
     visible = {seen.node for seen in a.final.values()}
     waste: list[Waste] = []
     wasted = [0] * len(a.layers)

@@ -47,9 +47,11 @@ def is_nydus(path: str) -> bool:
         os.close(fd)
 
 
-def load_layers(paths: list[str], blob_dirs: tuple[str, ...] = ()) -> list[LayerInput]:
-    """Layer files, lowest first: Nydus layer files and OCI layers, in any mix."""
-    return [from_nydus_layer(p, blob_dirs=blob_dirs) if is_nydus(p) else from_oci_tar(p) for p in paths]
+def load_layers(paths: list[str], blob_dirs: tuple[str, ...] = (), chunks: bool = True) -> list[LayerInput]:
+    """Layer files, lowest first: Nydus layer files and OCI layers, in any mix. Without
+    `chunks`, Nydus layers are read without their chunk lists (`figures` reads them later)."""
+    return [from_nydus_layer(p, blob_dirs=blob_dirs, chunks=chunks) if is_nydus(p) else from_oci_tar(p)
+            for p in paths]
 
 
 def is_reference(arg: str) -> bool:
@@ -90,10 +92,11 @@ def load_side(arg: str, blob_dirs: list[str], content: str, **options: Any) -> S
     return oci_side(arg, [arg])
 
 
-def load_image(text: str, platform: Any = None, **options: Any) -> list[LayerInput]:
+def load_image(text: str, platform: Any = None, chunks: bool = True, **options: Any) -> list[LayerInput]:
     """The layers of an image reference (OCI, or Nydus: its blob layers, each holding its own
     layer bootstrap), with `created_by` from the config history and sizes from the manifest.
-    Blobs are read where they lie in a layout; others are spooled to a temporary directory."""
+    Blobs are read where they lie in a layout; others are spooled to a temporary directory.
+    Without `chunks`, Nydus blobs read in place are read without their chunk lists."""
     from ..image import open_source, resolve
     from ..image.nydus import bootstrap_layer
 
@@ -108,7 +111,8 @@ def load_image(text: str, platform: Any = None, **options: Any) -> list[LayerInp
             path = _blob_file(source, d.digest, spool)
             created = history[i] if i < len(history) and isinstance(history[i], str) else None
             if boot is not None:
-                layer = from_nydus_layer(path, name=d.digest, created_by=created)
+                later = not chunks and not path.startswith(spool)    # the spool goes away
+                layer = from_nydus_layer(path, name=d.digest, created_by=created, chunks=not later)
                 layer.nydus_size = d.size
             else:
                 layer = from_oci_tar(path, name=d.digest, created_by=created)

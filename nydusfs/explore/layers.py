@@ -39,6 +39,10 @@ class LayerInput:
     source_size: int | None = None               # the OCI layer blob
     nydus_size: int | None = None                # the Nydus blob
     chunks: dict[int, tuple[ChunkRef, ...]] = dataclasses.field(default_factory=dict)  # id(Node) ->
+    # Nydus layers read without their chunk lists (`fill_chunks` reads them): where to read
+    # them, and the inode of each regular file's node
+    chunk_source: tuple[str, tuple[str, ...]] | None = None
+    unread: list[tuple[Node, int]] = dataclasses.field(default_factory=list)
 
     @property
     def nydus(self) -> bool:
@@ -52,16 +56,31 @@ def from_oci_tar(path: str, name: str | None = None, created_by: str | None = No
 
 
 def from_nydus_layer(path: str, name: str | None = None, created_by: str | None = None,
-                     blob_dirs: tuple[str, ...] = ()) -> LayerInput:
+                     blob_dirs: tuple[str, ...] = (), chunks: bool = True) -> LayerInput:
     """A Nydus layer file or layer bootstrap: its entries, whiteout markers included (layer
-    bootstraps keep them), with the chunks of every regular file."""
+    bootstraps keep them), with the chunks of every regular file (or, with `chunks` false,
+    what `fill_chunks` needs to read them later from the same file)."""
     with open_image(path, list(blob_dirs)) as image:
-        layer = image_changes(image, name or os.path.basename(path), created_by)
+        layer = image_changes(image, name or os.path.basename(path), created_by, chunks)
+    if not chunks:
+        layer.chunk_source = (path, blob_dirs)
     layer.nydus_size = os.path.getsize(path)
     return layer
 
 
-def image_changes(image: Image, name: str, created_by: str | None = None) -> LayerInput:
+def fill_chunks(layer: LayerInput) -> None:
+    """The chunk lists (and chunk-based content identities) of a layer read without them."""
+    if layer.chunk_source is None:
+        return
+    path, blob_dirs = layer.chunk_source
+    with open_image(path, list(blob_dirs)) as image:
+        for node, ino in layer.unread:
+            _chunks(image, ino, node, layer)
+    layer.chunk_source, layer.unread = None, []
+
+
+def image_changes(image: Image, name: str, created_by: str | None = None,
+                  chunks: bool = True) -> LayerInput:
     """The changeset a layer bootstrap stands for. Implied directories are not entries (they
     were not in the layer's tar); hard links after the first name are links; placeholders for
     links to lower-layer files are links to the path they name."""
@@ -72,7 +91,7 @@ def image_changes(image: Image, name: str, created_by: str | None = None) -> Lay
         if path == b"/":
             node = image.inode(ino)
             if not node.implicit:
-                cs.add((), path, None, node=_node(image, ino, layer))
+                cs.add((), path, None, node=_node(image, ino, layer, chunks))
             continue
         inode = image.inode(ino)
         parts = clean(path)
@@ -88,11 +107,11 @@ def image_changes(image: Image, name: str, created_by: str | None = None) -> Lay
                 cs.add(parts, path, None, link=first[key])
                 continue
             first[key] = parts
-        cs.add(parts, path, None, node=_node(image, ino, layer))
+        cs.add(parts, path, None, node=_node(image, ino, layer, chunks))
     return layer
 
 
-def _node(image: Image, ino: int, layer: LayerInput) -> Node:
+def _node(image: Image, ino: int, layer: LayerInput, chunks: bool) -> Node:
     n = image.inode(ino)
     kind = FS_KINDS.get(stat.S_IFMT(n.mode), "unknown")
     node = Node(kind, mode=stat.S_IMODE(n.mode), uid=n.uid, gid=n.gid,
@@ -106,11 +125,19 @@ def _node(image: Image, ino: int, layer: LayerInput) -> Node:
         node.rdev = (os.major(n.rdev), os.minor(n.rdev))
     elif kind == "file":
         node.size = n.size
-        refs = tuple(ChunkRef(c.block_id, c.uncompressed_size, c.compressed_size,
-                              image.blob_of(c).blob_id) for c in image.chunks(ino))
-        layer.chunks[id(node)] = refs
-        h = hashlib.blake2b(n.size.to_bytes(8, "little"), digest_size=32)
-        for r in refs:
-            h.update(r.digest)
-        node.digest = b"chunks:" + h.digest()
+        if chunks:
+            _chunks(image, ino, node, layer)
+        else:
+            layer.unread.append((node, ino))
     return node
+
+
+def _chunks(image: Image, ino: int, node: Node, layer: LayerInput) -> None:
+    """A file's chunks, and its content identity: the digest of its size and chunk digests."""
+    refs = tuple(ChunkRef(c.block_id, c.uncompressed_size, c.compressed_size,
+                          image.blob_of(c).blob_id) for c in image.chunks(ino))
+    layer.chunks[id(node)] = refs
+    h = hashlib.blake2b(node.size.to_bytes(8, "little"), digest_size=32)
+    for r in refs:
+        h.update(r.digest)
+    node.digest = b"chunks:" + h.digest()
