@@ -67,13 +67,9 @@ def child_first_screen(start: float, args: list[str]) -> None:
     async def main() -> None:
         async with app.run_test(size=(140, 40)) as pilot:
             tree = app.query_one("#tree")
-            await pilot.press("e")                      # expand all (up to 5000 entries): many rows
-            await app.workers.wait_for_complete()
-            await pilot.pause()
-            stamps: list[float] = []
-            _hook_refresh(app, stamps)
-            while not (tree.root.children and stamps):          # first screen with the tree
+            while not tree.root.children:
                 await asyncio.sleep(0.002)
+            app.screen._on_timer_update()        # draw what is pending: the first screen
             out["first_screen"] = time.time() - start
             out["first_screen_cpu"] = time.process_time()
             await app.workers.wait_for_complete()
