@@ -153,7 +153,7 @@ def records(boot: str, blob_dir: pathlib.Path, path: str) -> list[Rec]:
             return [Rec(pos + i * 80, c) for i, c in enumerate(chunks)]
         table = im._table()
         addrs = align(im._body(node), 8)
-        return [Rec(table[c.blob_index << 32 | c.index], c, addrs + 8 * i) for i, c in enumerate(chunks)]
+        return [Rec(table.get(c.blob_index, c.index), c, addrs + 8 * i) for i, c in enumerate(chunks)]
 
 
 @dataclasses.dataclass

@@ -346,7 +346,10 @@ def read_tar(path: str, hash_algo: str | None = "blake3",
             stream = open_decompressed(io.BufferedReader(_Counting(raw, tick), READ))  # type: ignore[type-var]
             fwd = _Forward(frame.watch(stream))
             tf = tarfile.open(fileobj=fwd, mode="r:", encoding="utf-8", errors="surrogateescape")
-            for last in tf:
+            # next() rather than iteration: tarfile keeps every member it returns in
+            # tf.members (about 400 bytes each) for its random access, which is not used here
+            while (last := tf.next()) is not None:
+                tf.members.clear()
                 in_data = True
                 _tar_member(cs, tf, last, hash_algo)
                 in_data = False

@@ -141,10 +141,10 @@ class Image(abc.ABC):
         """Whether the inode stores its own mtime (RAFS v6 compact inodes do not)."""
         return True
 
-    def table_chunks(self) -> list[tuple[int, ChunkInfo]]:
+    def table_chunks(self) -> Iterator[tuple[int, ChunkInfo]]:
         """(file offset, record) of every chunk record kept apart from the inodes (the RAFS v6
-        chunk table); RAFS v5 keeps them in the inodes: none."""
-        return []
+        chunk table), one at a time; RAFS v5 keeps them in the inodes: none."""
+        return iter(())
 
     def chunk_place_problem(self, ino: int) -> tuple[int, str] | None:
         """(chunk number, what disagrees) where the inode records its chunks' places apart from

@@ -15,6 +15,7 @@ nydus never writes the EROFS null address, so a v6 file has no holes.
 from __future__ import annotations
 
 import itertools
+import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -147,56 +148,85 @@ def _name(image: Image, c: ChunkInfo) -> tuple[int, str, int]:
     return (c.blob_index, "offset", c.compressed_offset)
 
 
-Signature = tuple[bytes, int, int, int, int, int]
+# What a record claims about its chunk, packed: block_id, flags, compressed offset and size,
+# uncompressed offset and size. Packed bytes (one object) rather than a tuple of six values
+# (seven objects): the audit keeps one per distinct chunk of the image.
+_SIGNATURE = struct.Struct("<32sIQQQQ")
+# one distinct chunk of the image: its signature, blob, name (index or offset), the first path
+_RECORD = struct.Struct(_SIGNATURE.format + "IQI")
+_SIG_END = _SIGNATURE.size
 
 
-def _signature(c: ChunkInfo) -> Signature:
-    return (c.block_id, c.flags, c.compressed_offset, c.compressed_size, c.uncompressed_offset,
-            c.uncompressed_size)
+def _signature(c: ChunkInfo) -> bytes:
+    return _SIGNATURE.pack(c.block_id, c.flags, c.compressed_offset, c.compressed_size,
+                           c.uncompressed_offset, c.uncompressed_size)
 
 
 def _differs(a: ChunkInfo, b: ChunkInfo) -> bool:
     return _signature(a) != _signature(b)
 
 
+def _key(image: Image, c: ChunkInfo) -> int:
+    """`_name` as one int (an int costs less than a tuple of three)."""
+    b, kind, n = _name(image, c)
+    return (n << 1 | (kind == "offset")) << 32 | b
+
+
 class ImageChunks:
     """Chunks of a whole image checked against each other: a (blob, index) names one chunk, and
-    distinct chunks of a blob occupy disjoint compressed and uncompressed ranges."""
+    distinct chunks of a blob occupy disjoint compressed and uncompressed ranges.
+
+    Memory: one packed record (bytes) per distinct chunk in a dict keyed by one int, and one
+    list slot per file that has chunks (its path is shared with the caller's)."""
 
     def __init__(self, image: Image) -> None:
         self.image = image
-        self._first: dict[tuple[int, str, int], tuple[bytes, Signature]] = {}
+        self._first: dict[int, bytes] = {}
+        self._paths: list[bytes] = []
         self._problems: list[tuple[bytes, ChunkInfo | None, str]] = []
 
     def add(self, path: bytes, c: ChunkInfo) -> None:
-        key = _name(self.image, c)
+        key = _key(self.image, c)
         sig = _signature(c)
         first = self._first.get(key)
         if first is None:
-            self._first[key] = (path, sig)
-        elif first[1] != sig:
+            paths = self._paths
+            if not paths or paths[-1] is not path:
+                paths.append(path)
+            _, kind, name = _name(self.image, c)
+            self._first[key] = sig + _RECORD.pack(
+                bytes(32), 0, 0, 0, 0, 0, c.blob_index, name, len(paths) - 1)[_SIG_END:]
+        elif first[:_SIG_END] != sig:
+            _, kind, name = _name(self.image, c)
+            where = self._paths[_RECORD.unpack(first)[-1]]
             self._problems.append((path, c, (
-                f"chunk {key[1]} {key[2]} of blob {c.blob_index} is described differently here "
-                f"and at {show_path(first[0])}")))
+                f"chunk {kind} {name} of blob {c.blob_index} is described differently here "
+                f"and at {show_path(where)}")))
 
     def problems(self) -> Iterator[tuple[bytes, ChunkInfo | None, str]]:
+        """The problems found; consumes the records (call once, after every `add`)."""
         yield from self._problems
         blobs = self.image.blobs
-        # blob -> kind -> [(start, length, chunk name, path)]
-        spans: dict[int, dict[str, list[tuple[int, int, int, bytes]]]] = {}
-        for (b, _, index), (path, sig) in self._first.items():
-            if not 0 <= b < len(blobs) or blobs[b].features & (BlobFeatures.ZRAN | BlobFeatures.BATCH):
-                continue    # reported per chunk / not supported: several chunks share a stream
-            _, _, coff, csize, uoff, usize = sig
-            mine = spans.setdefault(b, {"compressed": [], "uncompressed": []})
-            mine["compressed"].append((coff, csize, index, path))
-            mine["uncompressed"].append((uoff, usize, index, path))
-        for b, kinds in spans.items():
-            for name, found in kinds.items():
-                for (s1, n1, i1, _), (s2, n2, i2, p2) in itertools.pairwise(sorted(found)):
-                    if s2 < s1 + n1:
-                        yield p2, None, (f"chunks {i1} and {i2} of blob {b} overlap in the {name} "
-                                         f"blob: {s1}+{n1} and {s2}+{n2}")
+        records = [r for r in self._first.values()
+                   if 0 <= (b := _RECORD.unpack_from(r)[6]) < len(blobs)
+                   and not blobs[b].features & (BlobFeatures.ZRAN | BlobFeatures.BATCH)]
+        # ZRAN / BATCH: several chunks share a stream (reported per chunk / not supported)
+        self._first = {}
+        for kind, start, length in (("compressed", 2, 3), ("uncompressed", 4, 5)):
+            # one int per record (blob, start, length, name, record number) sorted in place:
+            # a list of tuples would cost several times the records themselves
+            order = [(((f[6] << 64 | f[start]) << 64 | f[length]) << 64 | f[7]) << 32 | i
+                     for i, f in enumerate(map(_RECORD.unpack, records))]
+            order.sort()
+            prev: tuple[int, ...] | None = None
+            for o in order:
+                f = _RECORD.unpack(records[o & 0xFFFFFFFF])
+                if prev is not None and prev[6] == f[6] and f[start] < prev[start] + prev[length]:
+                    yield self._paths[f[8]], None, (
+                        f"chunks {prev[7]} and {f[7]} of blob {f[6]} overlap in the {kind} blob: "
+                        f"{prev[start]}+{prev[length]} and {f[start]}+{f[length]}")
+                prev = f
+            del order
         for pos, c in self.image.table_chunks():
             if not 0 <= c.blob_index < len(blobs):
                 yield b"", None, (f"chunk table entry at offset {pos}: blob_index {c.blob_index} "

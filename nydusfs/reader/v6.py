@@ -27,7 +27,7 @@ class ImageV6(Image):
     version = 6
 
     def __init__(self, name: str, buf: Any, layout: LayerLayout, keepalive: Any, stem: str) -> None:
-        self._chunk_map: dict[int, int] | None = None   # blob index << 32 | ci index -> offset
+        self._chunk_map: _ChunkTable | None = None
         self._chunk_map_lock = threading.Lock()
         super().__init__(name, buf, layout, keepalive, stem)
 
@@ -271,27 +271,23 @@ class ImageV6(Image):
         raw = self.buf[pos:pos + count * v6.CHUNK_ADDR_SIZE]
         return [ChunkAddr(*fields) for fields in ChunkAddr._struct.iter_unpack(raw)]
 
-    def _table(self) -> dict[int, int]:
+    def _table(self) -> "_ChunkTable":
         table = self._chunk_map
         if table is not None:  # built once; no lock needed to read it afterwards
             return table
         with self._chunk_map_lock:
             if self._chunk_map is None:
-                ext, m = self.ext, {}
-                for pos in range(ext.s_chunk_table_offset,
-                                 ext.s_chunk_table_offset + ext.s_chunk_table_size, CHUNK_INFO_SIZE):
-                    # one int key per chunk, not a tuple: ~60 bytes less per chunk of the image
-                    m[int.from_bytes(self.buf[pos + 32:pos + 36], "little") << 32
-                      | int.from_bytes(self.buf[pos + 72:pos + 76], "little")] = pos
-                self._chunk_map = m
+                ext = self.ext
+                self._chunk_map = _ChunkTable(self.buf, ext.s_chunk_table_offset, ext.s_chunk_table_size)
             return self._chunk_map
 
-    @names_file
-    def chunk_table(self) -> list[tuple[int, ChunkInfo]]:
+    def chunk_table(self) -> Iterator[tuple[int, ChunkInfo]]:
+        """(offset, record) of each chunk table entry, one at a time: a list of them all would
+        cost about 200 bytes per chunk of the image (the table was bounded at open)."""
         ext = self.ext
-        return [(pos, ChunkInfo.decode(self.buf, pos))
-                for pos in range(ext.s_chunk_table_offset,
-                                 ext.s_chunk_table_offset + ext.s_chunk_table_size, CHUNK_INFO_SIZE)]
+        for pos in range(ext.s_chunk_table_offset, ext.s_chunk_table_offset + ext.s_chunk_table_size,
+                         CHUNK_INFO_SIZE):
+            yield pos, ChunkInfo.decode(self.buf, pos)
 
     @names_file
     def _load_chunks(self, ino: int) -> tuple[ChunkInfo, ...]:
@@ -315,7 +311,7 @@ class ImageV6(Image):
             off = a.blkaddr * self.bs
             return NoDigestChunk(bytes(32), a.blob_index, 0, length, length, off, off, file_offset,
                                  a.ci_index, 0)
-        pos = self._table().get(a.blob_index << 32 | a.ci_index)
+        pos = self._table().get(a.blob_index, a.ci_index)
         if pos is not None:
             # decode with this file's offset in place (dataclasses.replace costs more than
             # the decode, and dump resolves every chunk of the image)
@@ -333,7 +329,7 @@ class ImageV6(Image):
                           found="none", hint="the chunk table has no such entry" if self.ext.s_chunk_table_size
                           else "no chunk table entry and no blob meta to fall back on")
 
-    def table_chunks(self) -> list[tuple[int, ChunkInfo]]:
+    def table_chunks(self) -> Iterator[tuple[int, ChunkInfo]]:
         return self.chunk_table()
 
     def chunk_place_problem(self, ino: int) -> tuple[int, str] | None:
@@ -431,3 +427,48 @@ def _check_blob_entry(e: V6BlobEntry, index: int, off: int) -> None:
         if not ok:
             raise B.field_error(field, off, structure=f"{B.STRUCTURE} {index}", expected=expected,
                                 found=getattr(e, field))
+
+
+class _ChunkTable:
+    """Where the chunk table holds the entry of (blob index, chunk index).
+
+    nydus writes the table blob by blob in chunk index order, so an entry's place follows from
+    its index and where its blob's entries start: then only those starts are kept (a dict of
+    one int per chunk costs about 120 bytes per chunk of the image). Any other order falls back
+    to that dict. Every answer is checked against the entry found there."""
+
+    def __init__(self, buf: Any, offset: int, size: int) -> None:
+        self.buf = buf
+        self.offset = offset
+        self.count = size // CHUNK_INFO_SIZE
+        self.starts: dict[int, int] | None = {}      # blob index -> entry number of index 0
+        self.places: dict[int, int] | None = None    # blob index << 32 | ci index -> offset
+        for k in range(self.count):
+            blob, index = self._entry(k)
+            start = self.starts.setdefault(blob, k - index)
+            if start != k - index:
+                self.starts = None
+                break
+        if self.starts is None:
+            m = {}
+            for k in range(self.count):
+                blob, index = self._entry(k)
+                m[blob << 32 | index] = offset + k * CHUNK_INFO_SIZE
+            self.places = m
+
+    def _entry(self, k: int) -> tuple[int, int]:
+        pos = self.offset + k * CHUNK_INFO_SIZE
+        return (int.from_bytes(self.buf[pos + 32:pos + 36], "little"),
+                int.from_bytes(self.buf[pos + 72:pos + 76], "little"))
+
+    def get(self, blob: int, index: int) -> int | None:
+        if self.places is not None:
+            return self.places.get(blob << 32 | index)
+        assert self.starts is not None
+        start = self.starts.get(blob)
+        if start is None:
+            return None
+        k = start + index
+        if not 0 <= k < self.count or self._entry(k) != (blob, index):
+            return None
+        return self.offset + k * CHUNK_INFO_SIZE
