@@ -392,8 +392,8 @@ def _tar_member(cs: Changeset, tf: tarfile.TarFile, ti: tarfile.TarInfo, hash_al
         raise LayerError(cs.source, f"unsupported tar entry type {ti.type!r}", member=name,
                          offset=ti.offset)
     xattrs = _pax_xattrs(ti.pax_headers) or NO_XATTRS
-    node = Node(kind, mode=ti.mode & 0o7777, uid=ti.uid, gid=ti.gid, mtime_ns=_mtime_ns(cs, ti),
-                xattrs=xattrs)
+    node = Node(kind, mode=shared_int(ti.mode & 0o7777), uid=shared_int(ti.uid), gid=shared_int(ti.gid),
+                mtime_ns=shared_int(_mtime_ns(cs, ti)), xattrs=xattrs)
     if kind == "dir":
         node.children = {}
     elif kind == "symlink":
@@ -494,6 +494,24 @@ def shared_digest(digest: bytes) -> bytes:
         if digest == empty:
             return empty
     return digest
+
+
+_INTS: dict[int, int] = {}
+SHARED_INTS = 1 << 16
+
+
+def shared_int(value: int) -> int:
+    """One object per value for the attributes layers repeat (mtimes, modes, ids): an int
+    costs 28 to 40 bytes per entry, a shared one 8. At most SHARED_INTS values are kept (the
+    table costs about 6 MB when full); past that, values are kept as they come."""
+    if value < 257:   # preallocated by the interpreter
+        return value
+    found = _INTS.get(value)
+    if found is not None:
+        return found
+    if len(_INTS) < SHARED_INTS:
+        _INTS[value] = value
+    return value
 
 
 def hash_file(path: bytes | str, hash_algo: str) -> bytes:

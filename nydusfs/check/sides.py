@@ -18,7 +18,7 @@ from ..format.blob import new_hasher
 from ..reader import Image, file_kind
 from ..reader.chunkmap import ImageChunks, file_problem
 from .compare import Difference, Entry
-from .oracle import FS_KINDS, READ, hash_file, shared_digest
+from .oracle import FS_KINDS, READ, hash_file, shared_digest, shared_int
 
 Tick = Callable[[int], None]
 NO_XATTRS: dict[bytes, bytes] = {}   # shared by every entry without xattrs; never modified
@@ -173,8 +173,9 @@ def walk_image(image: Image, hashing: Hashing | None, algo: str = "blake3",
     for path, ino in image.walk():
         node = image.inode(ino)
         kind = file_kind(node.mode)
-        e = Entry(kind=kind, mode=stat.S_IMODE(node.mode), uid=node.uid, gid=node.gid,
-                  mtime_ns=node.mtime * 1_000_000_000 + node.mtime_nsec, nlink=node.nlink,
+        e = Entry(kind=kind, mode=shared_int(stat.S_IMODE(node.mode)), uid=shared_int(node.uid),
+                  gid=shared_int(node.gid), mtime_ns=shared_int(node.mtime * 1_000_000_000 + node.mtime_nsec),
+                  nlink=node.nlink,
                   xattrs=dict(image.xattrs(ino)) or NO_XATTRS,
                   # compact v6 inodes keep no mtime of their own
                   precision="ns" if image.keeps_mtime(ino) else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import stat
 import threading
 from typing import Any, Iterator, cast
@@ -432,29 +433,34 @@ def _check_blob_entry(e: V6BlobEntry, index: int, off: int) -> None:
 class _ChunkTable:
     """Where the chunk table holds the entry of (blob index, chunk index).
 
-    nydus writes the table blob by blob in chunk index order, so an entry's place follows from
-    its index and where its blob's entries start: then only those starts are kept (a dict of
-    one int per chunk costs about 120 bytes per chunk of the image). Any other order falls back
-    to that dict. Every answer is checked against the entry found there."""
+    The chunk indexes of a blob are numbered from 0 (nydus and nydusfs number them densely,
+    whatever order the table keeps them in), so one array per blob, indexed by chunk index,
+    holds each entry's number in the table: 4 bytes per chunk, where a dict costs about 120.
+    Indexes too sparse for that (at most twice the blob's entries, plus a margin) fall back to
+    the dict, so a crafted index costs no more than its entry."""
 
     def __init__(self, buf: Any, offset: int, size: int) -> None:
         self.buf = buf
         self.offset = offset
-        self.count = size // CHUNK_INFO_SIZE
-        self.starts: dict[int, int] | None = {}      # blob index -> entry number of index 0
-        self.places: dict[int, int] | None = None    # blob index << 32 | ci index -> offset
-        for k in range(self.count):
+        count = size // CHUNK_INFO_SIZE
+        spans: dict[int, list[int]] = {}           # blob index -> [entries, highest index]
+        for k in range(count):
             blob, index = self._entry(k)
-            start = self.starts.setdefault(blob, k - index)
-            if start != k - index:
-                self.starts = None
-                break
-        if self.starts is None:
-            m = {}
-            for k in range(self.count):
+            span = spans.setdefault(blob, [0, 0])
+            span[0] += 1
+            span[1] = max(span[1], index)
+        self.slots: dict[int, array.array] | None = None   # blob -> entry number + 1 per index
+        self.places: dict[int, int] | None = None           # blob << 32 | index -> offset
+        if all(top < 2 * n + 1024 for n, top in spans.values()):
+            self.slots = {b: array.array("I", bytes(4 * (top + 1))) for b, (_, top) in spans.items()}
+            for k in range(count):
                 blob, index = self._entry(k)
-                m[blob << 32 | index] = offset + k * CHUNK_INFO_SIZE
-            self.places = m
+                self.slots[blob][index] = k + 1        # the last entry of a pair wins, as in a dict
+        else:
+            self.places = {}
+            for k in range(count):
+                blob, index = self._entry(k)
+                self.places[blob << 32 | index] = offset + k * CHUNK_INFO_SIZE
 
     def _entry(self, k: int) -> tuple[int, int]:
         pos = self.offset + k * CHUNK_INFO_SIZE
@@ -464,11 +470,8 @@ class _ChunkTable:
     def get(self, blob: int, index: int) -> int | None:
         if self.places is not None:
             return self.places.get(blob << 32 | index)
-        assert self.starts is not None
-        start = self.starts.get(blob)
-        if start is None:
+        assert self.slots is not None
+        slots = self.slots.get(blob)
+        if slots is None or not 0 <= index < len(slots) or not slots[index]:
             return None
-        k = start + index
-        if not 0 <= k < self.count or self._entry(k) != (blob, index):
-            return None
-        return self.offset + k * CHUNK_INFO_SIZE
+        return self.offset + (slots[index] - 1) * CHUNK_INFO_SIZE
