@@ -19,6 +19,7 @@ from ..format.blob import (COMPRESSOR_IDS, DEFAULT_CHUNK_SIZE, PLACEHOLDER_BLOB_
 from ..format.choices import (FS_VERSIONS, WRITABLE_COMPRESSORS, Compressor, Digester, LayerFileLayout,
                               PrefetchPolicy, WhiteoutSpec)
 from ..format.flags import BlobFeatures, SuperFlags
+from ..format.layer import LAYOUT_A_BLOB_OFFSET, LAYOUT_A_MAX_BLOB
 from ..format.record import align
 from ..tree.node import BlobDesc, Node, Tree, non_directories
 from ..util.limits import NotRegularFileError, open_regular
@@ -31,7 +32,6 @@ from .chunker import OWN_BLOB, Chunker, DictChunks
 from .layer_tree import LayerTree, overlayfs_to_oci
 from .tarstream import TarStream
 
-LAYOUT_A_BLOB_OFFSET = 2 * TAR_BLOCK   # after the headers of image/ and image/image.blob
 
 
 @dataclasses.dataclass
@@ -156,25 +156,38 @@ def read_input(source: str) -> tuple[BinaryIO, int | None, Callable[[], int]]:
         except NotRegularFileError as e:
             raise LayerError(source, e.detail) from None
         total = os.fstat(raw.fileno()).st_size
-    counter = _Counting(raw)
+    counter = _Counting(raw, source)
     return open_decompressed(counter), total, lambda: counter.count  # type: ignore[arg-type]
 
 
 class _Counting:
-    def __init__(self, raw: BinaryIO) -> None:
+    """Counts the bytes read; a read error (EIO from a disk or from /proc/self/mem) names the
+    layer and the offset, whichever decoder is reading."""
+
+    def __init__(self, raw: BinaryIO, source: str) -> None:
         self.raw = raw
+        self.source = source
         self.count = 0
 
     def readable(self) -> bool:
         return True
 
+    def _failed(self, e: OSError) -> LayerError:
+        return LayerError(self.source, f"cannot read: {e.strerror or e}", offset=self.count)
+
     def readinto(self, b: Any) -> int:
-        n = self.raw.readinto(b)  # type: ignore[attr-defined]
+        try:
+            n = self.raw.readinto(b)  # type: ignore[attr-defined]
+        except OSError as e:
+            raise self._failed(e) from None
         self.count += n or 0
         return n or 0
 
     def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
+        try:
+            data = self.raw.read(n)
+        except OSError as e:
+            raise self._failed(e) from None
         self.count += len(data)
         return data
 
@@ -349,7 +362,7 @@ def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, outp
     blob_path: str | None = None
     if layer_file:
         if layout == LayerFileLayout.A:
-            _pack_layout_a(out_fd, blob.size if own_index is not None else None, boot)
+            _pack_layout_a(out_fd, blob.size if own_index is not None else None, boot, opts.output)
         out_path = opts.output
     else:
         out_path = None
@@ -446,8 +459,12 @@ def _tar_header(name: str, size: int, kind: bytes) -> bytes:
     return raw
 
 
-def _pack_layout_a(fd: int, blob_size: int | None, boot: bytes) -> None:
+def _pack_layout_a(fd: int, blob_size: int | None, boot: bytes, out: str | None = None) -> None:
     """Standard tar: `image/`, `image/image.blob` (data already at 1024), `image/image.boot`."""
+    if blob_size is not None and blob_size > LAYOUT_A_MAX_BLOB:
+        raise UsageError(f"{out}: layout A holds a blob of at most {LAYOUT_A_MAX_BLOB} bytes (the "
+                         f"USTAR size field of image/image.blob); this layer's blob has {blob_size} "
+                         "bytes: use --layout B")
     os.pwrite(fd, _tar_header("image/", 0, tarfile.DIRTYPE), 0)
     if blob_size is None:
         pos = TAR_BLOCK

@@ -42,6 +42,11 @@ class Entry:
         return self.type in REGULAR
 
 
+# What may follow the end-of-archive blocks (padding to a tape record, or a second archive,
+# both ignored): read out to find a compressed stream that ends early, up to this much.
+MAX_TRAILER = 64 << 20
+
+
 class TarStream:
     """Iterate entries of a tar stream; after each regular entry call `read_data` (or nothing:
     unread data is skipped)."""
@@ -62,6 +67,8 @@ class TarStream:
         while left:
             try:
                 piece = self.stream.read(left)
+            except LayerError:
+                raise
             except Exception as e:  # decompressors raise their own types on corrupt input
                 raise LayerError(self.source, f"cannot read the stream: {e}", offset=self.pos) from None
             if not piece:
@@ -82,6 +89,8 @@ class TarStream:
         """Up to n bytes (b'' at a clean end of stream)."""
         try:
             data = self.stream.read(n)
+        except LayerError:
+            raise
         except Exception as e:  # decompressors raise their own types on corrupt input
             raise LayerError(self.source, f"cannot read the stream: {e}", offset=self.pos) from None
         self.pos += len(data)
@@ -129,8 +138,12 @@ class TarStream:
                 # end-of-archive marker; concatenated archives are not layers, stop here, but
                 # read the stream out so that a compressed one that ends early (a cut gzip
                 # trailer or zstd frame) is an error here as everywhere else
+                end = self.pos
                 while self._read_some(1 << 20):
-                    pass
+                    if self.pos - end > MAX_TRAILER:   # /dev/zero on stdin would never end
+                        raise LayerError(self.source, f"more than {MAX_TRAILER >> 20} MiB follow "
+                                         "the end-of-archive marker: not a layer, or a stream "
+                                         "that does not end", offset=end - BLOCK)
                 return
             if start is None:
                 start = header_offset

@@ -150,14 +150,37 @@ def _detect_layout_a(fd: int, name: str) -> LayerLayout:
         try:
             tf = tarfile.open(fileobj=f, mode="r:")
             members = {}
-            for m in tf:
-                members[_member_name(m.name)] = (m.offset_data, m.size)
+            while (m := tf.next()) is not None:
+                tf.members.clear()      # only the two sections are kept, not every header
+                members[_member_name(m.name)] = (m.offset, m.offset_data, m.size)
         except (tarfile.TarError, EOFError) as e:
             raise FormatError("layout A tar", offset=0, expected="a readable tar archive",
                               found=str(e), file=name) from None
     boot = members.get(b"image/image.boot")
     blob = members.get(b"image/image.blob")
+    if blob is not None:
+        _check_layout_a_blob(name, *blob)
+    boot = boot[1:] if boot else None
+    blob = blob[1:] if blob else None
     return LayerLayout("A", Section(*boot) if boot else None, Section(*blob) if blob else None)
+
+
+LAYOUT_A_BLOB_OFFSET = 2 * TAR_BLOCK    # the chunk offsets of a layout-A bootstrap count from 1024
+LAYOUT_A_MAX_BLOB = 0o77777777777        # a USTAR size field: 11 octal digits (8 GiB - 1)
+
+
+def _check_layout_a_blob(name: str, header: int, data: int, size: int) -> None:
+    """Layout A's chunk offsets assume the blob data at 1024, after two plain USTAR headers:
+    a blob of 8 GiB or more needs a pax or base-256 size, which moves the data or that no
+    layout-A writer makes. Either is refused here, not read at the wrong place."""
+    if size > LAYOUT_A_MAX_BLOB:
+        raise FormatError("layout A tar member image/image.blob", field="size", offset=header + 124,
+                          expected=f"at most {LAYOUT_A_MAX_BLOB} bytes (a USTAR size field; larger "
+                          "blobs need layout B)", found=size, file=name)
+    if data != LAYOUT_A_BLOB_OFFSET:
+        raise FormatError("layout A tar member image/image.blob", field="data offset", offset=header,
+                          expected=f"blob data at {LAYOUT_A_BLOB_OFFSET} (after the image/ and "
+                          "image/image.blob USTAR headers)", found=data, file=name)
 
 
 def _member_name(raw: str) -> bytes:
