@@ -29,7 +29,7 @@ from .errors import NydusfsError
 from .format.flags import BlobFeatures, ChunkFlags, SuperFlags, flag_names
 from .format.v5 import ChunkInfo, V5Inode
 from .reader import Image, file_kind
-from .reader.chunkmap import ImageChunks, chunk_identity, file_problem
+from .reader.chunkmap import ImageChunks, file_problem, packed_identity
 
 
 def _plain(value: Any) -> Any:
@@ -170,7 +170,7 @@ def verify(image: Image, only: tuple[bytes, int] | None = None) -> Iterator[dict
     digest; across the image, one (blob, index) must describe one chunk and distinct chunks
     must not overlap in their blob."""
     assert image.blob_store is not None, "open_image attaches a blob store"
-    seen: set[tuple[object, ...]] = set()
+    seen: set[bytes] = set()
     whole = ImageChunks(image)
     for path, ino in (image.walk() if only is None else [only]):
         n = image.inode(ino)
@@ -186,7 +186,7 @@ def verify(image: Image, only: tuple[bytes, int] | None = None) -> Iterator[dict
             yield _failure(path, problem[0], f"chunk map: {problem[1]}")
         for c in chunks:
             whole.add(path, c)
-            key = chunk_identity(c)
+            key = packed_identity(c)
             if key in seen:
                 continue
             seen.add(key)

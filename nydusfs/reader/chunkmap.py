@@ -49,6 +49,15 @@ def chunk_identity(c: ChunkInfo) -> tuple[int, int, int, int, bytes, bool, bool]
             bool(c.flags & _COMPRESSED), isinstance(c, NoDigestChunk))
 
 
+_IDENTITY = struct.Struct("<IQQQ32s??")
+
+
+def packed_identity(c: ChunkInfo) -> bytes:
+    """`chunk_identity` as one bytes object: sets of identities over a whole image (dump
+    --verify) keep about 100 bytes per chunk instead of a tuple and its ints."""
+    return _IDENTITY.pack(*chunk_identity(c))
+
+
 def chunk_problem(image: Image, c: ChunkInfo) -> str | None:
     """A chunk record that contradicts the blob table or the superblock."""
     if not 0 <= c.blob_index < len(image.blobs):

@@ -98,6 +98,10 @@ def unpack(image: Image, out: Writable, progress: Callable[[int], None] | None =
         elif fmt == stat.S_IFIFO:
             entry = dataclasses.replace(base, kind=FIFO)
         elif fmt == stat.S_IFREG:
+            backed = image.backed_bound(ino)
+            if node.size > backed:  # a declared hole nothing stores: zeros without end
+                raise NydusfsError(f"{image.name}: {show(path)}: inode {ino} field size: expected at "
+                                   f"most {backed} bytes (what its chunks can hold), found {node.size}")
             entry = dataclasses.replace(base, kind=REG, size=node.size)
         else:
             raise NydusfsError(f"{image.name}: {show(path)}: inode {ino} has file type "
