@@ -349,7 +349,7 @@ def read_tar(path: str, hash_algo: str | None = "blake3",
             # next() rather than iteration: tarfile keeps every member it returns in
             # tf.members (about 400 bytes each) for its random access, which is not used here
             while (last := tf.next()) is not None:
-                tf.members.clear()
+                tf.members.clear()  # type: ignore[attr-defined]
                 in_data = True
                 _tar_member(cs, tf, last, hash_algo)
                 in_data = False

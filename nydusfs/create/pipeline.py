@@ -253,7 +253,7 @@ def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, outp
     if input_stream is None:
         stream, total, consumed = read_input(source)
     else:
-        counter = _Counting(input_stream)
+        counter = _Counting(input_stream, source)
         stream, total, consumed = open_decompressed(counter), None, lambda: counter.count  # type: ignore[arg-type]
     layer = LayerTree(source, warn)
     entries = 0

@@ -149,9 +149,9 @@ def _detect_layout_a(fd: int, name: str) -> LayerLayout:
     with open(os.dup(fd), "rb", closefd=True) as f:
         try:
             tf = tarfile.open(fileobj=f, mode="r:")
-            members = {}
+            members: dict[bytes, tuple[int, int, int]] = {}
             while (m := tf.next()) is not None:
-                tf.members.clear()      # only the two sections are kept, not every header
+                tf.members.clear()  # type: ignore[attr-defined]  # keep no header but the two
                 members[_member_name(m.name)] = (m.offset, m.offset_data, m.size)
         except (tarfile.TarError, EOFError) as e:
             raise FormatError("layout A tar", offset=0, expected="a readable tar archive",
@@ -160,9 +160,8 @@ def _detect_layout_a(fd: int, name: str) -> LayerLayout:
     blob = members.get(b"image/image.blob")
     if blob is not None:
         _check_layout_a_blob(name, *blob)
-    boot = boot[1:] if boot else None
-    blob = blob[1:] if blob else None
-    return LayerLayout("A", Section(*boot) if boot else None, Section(*blob) if blob else None)
+    return LayerLayout("A", Section(boot[1], boot[2]) if boot else None,
+                       Section(blob[1], blob[2]) if blob else None)
 
 
 LAYOUT_A_BLOB_OFFSET = 2 * TAR_BLOCK    # the chunk offsets of a layout-A bootstrap count from 1024

@@ -449,7 +449,7 @@ class _ChunkTable:
             span = spans.setdefault(blob, [0, 0])
             span[0] += 1
             span[1] = max(span[1], index)
-        self.slots: dict[int, array.array] | None = None   # blob -> entry number + 1 per index
+        self.slots: dict[int, array.array[int]] | None = None   # blob -> entry number + 1 per index
         self.places: dict[int, int] | None = None           # blob << 32 | index -> offset
         if all(top < 2 * n + 1024 for n, top in spans.values()):
             self.slots = {b: array.array("I", bytes(4 * (top + 1))) for b, (_, top) in spans.items()}
@@ -474,4 +474,5 @@ class _ChunkTable:
         slots = self.slots.get(blob)
         if slots is None or not 0 <= index < len(slots) or not slots[index]:
             return None
-        return self.offset + (slots[index] - 1) * CHUNK_INFO_SIZE
+        k: int = slots[index] - 1
+        return self.offset + k * CHUNK_INFO_SIZE
