@@ -35,7 +35,7 @@ def canon(tree: dict[bytes, Entry]) -> dict[bytes, Entry]:
             first.setdefault(tree[path].link, path)
     for e in tree.values():
         if e.link is not None:
-            e.link = first[e.link]
+            e.link = first.get(e.link, e.link)   # the names of a hard link share one entry
     return tree
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-from .oracle import Node
+if TYPE_CHECKING:
+    from .oracle import Node
 
 # every kind of difference, in report order
 FIELDS = ("missing", "extra", "type", "mode", "uid", "gid", "size", "content", "symlink", "rdev",
@@ -90,9 +91,9 @@ def show_digest(d: bytes | str, algo: str) -> str:
 def flatten(root: Node) -> dict[bytes, Entry]:
     """path -> Entry for every name of the reference tree; nlink is counted from the names.
 
-    Consumes the tree: each directory's children are let go once listed, so the nodes are
-    freed while their entries are made (the tree and the entries are not both held)."""
-    names: dict[int, int] = {}
+    The nodes become the entries (a hard link's names share one), and each directory's
+    children are let go once listed: the tree and a second set of entries are never both
+    held."""
     stack = [root]
     while stack:  # names per non-directory node, before the tree is taken apart
         node = stack.pop()
@@ -100,23 +101,22 @@ def flatten(root: Node) -> dict[bytes, Entry]:
             if child.kind == "dir":
                 stack.append(child)
             else:
-                names[id(child)] = names.get(id(child), 0) + 1
-    out = {}
+                child.nlink = (child.nlink or 0) + 1
+    out: dict[bytes, Entry] = {}
     todo = [(b"/", root)]
     while todo:
         path, n = todo.pop()
         if n.kind == "dir":
             kids = n.children or {}
-            nlink = 2 + sum(1 for c in kids.values() if c.kind == "dir")
+            n.nlink = 2 + sum(1 for c in kids.values() if c.kind == "dir")
             base = b"" if path == b"/" else path
             todo.extend((base + b"/" + name, child) for name, child in kids.items())
             n.children = None
         else:
-            nlink = names[id(n)]
-        out[path] = Entry(kind=n.kind, mode=n.mode, uid=n.uid, gid=n.gid, mtime_ns=n.mtime_ns,
-                          size=n.size if n.kind == "file" else (len(n.target or b"") if n.kind == "symlink" else None),
-                          target=n.target, rdev=n.rdev, xattrs=n.xattrs, nlink=nlink,
-                          link=id(n) if n.kind != "dir" else None, digest=n.digest)
+            n.link = id(n)
+            if n.kind == "symlink":
+                n.size = len(n.target or b"")
+        out[path] = n
     return out
 
 

@@ -37,6 +37,7 @@ from ..errors import LayerError
 from ..format.blob import new_hasher
 from ..util.limits import MAX_PATH, NotRegularFileError, open_regular
 from ..util.streams import open_decompressed
+from .compare import Entry
 from .tarframe import TarFrame
 
 WHITEOUT = b".wh."
@@ -47,21 +48,18 @@ NO_XATTRS: dict[bytes, bytes] = {}   # shared by every node without xattrs; neve
 Parts = tuple[bytes, ...]
 
 
-@dataclasses.dataclass(slots=True, eq=False)
-class Node:
+@dataclasses.dataclass(slots=True)
+class Node(Entry):
     """One inode of the reference tree. A hard link is the same Node under several names.
-    Attributes left None were said by no layer (directories only implied by their children)."""
+    Attributes left None were said by no layer (directories only implied by their children).
 
-    kind: str                                   # dir file symlink char block fifo socket
-    mode: int | None = None                     # permission bits incl. setuid/setgid/sticky
-    uid: int | None = None
-    gid: int | None = None
-    mtime_ns: int | None = None
-    xattrs: dict[bytes, bytes] | None = None
-    size: int = 0
-    digest: bytes | None = None                 # regular files, when content is hashed
-    target: bytes | None = None                 # symlinks
-    rdev: tuple[int, int] | None = None         # char/block: (major, minor)
+    A Node is the Entry of its names once the tree is flattened (compare.flatten): the
+    expected side is not a second object per path, and the tree's memory is the entries'.
+    `size` is a regular file's size (its data is hashed into `digest`), `target` a symlink's,
+    `rdev` a device's (major, minor)."""
+
+    size: int = 0                                # a file's bytes; flatten sets a symlink's
+    digest: bytes | None = None                  # a file's, when content is hashed
     children: dict[bytes, "Node"] | None = None  # directories
 
 

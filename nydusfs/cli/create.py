@@ -27,8 +27,9 @@ tar.gz or tar.zst file, or - for stdin; the compression is detected from the byt
 Outputs (choose one):
   -o OUT                     a Nydus layer file. Layout A (default): a standard tar holding
                              image/image.blob (data at offset 1024; chunk offsets are absolute in
-                             OUT) and image/image.boot. Layout B (--layout B): the current upstream
-                             form, each section followed by a tar header, with a ToC for v6.
+                             OUT) and image/image.boot; its blob holds at most 8 GiB - 1 (a USTAR
+                             size). Layout B (--layout B): the current upstream form, each
+                             section followed by a tar header, with a ToC for v6.
   --bootstrap F --blob F     separate bootstrap and blob files
   --bootstrap F --blob-dir D the blob is written to D, named by its blob id
 Outputs are written whole or not at all (also on Ctrl-C and SIGTERM). An output that is also
