@@ -172,7 +172,12 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
         extra: list[Difference] = []
         if target == "image":
             assert image is not None
+            # the chunk audit first, on its own: its records (one per distinct chunk) are let
+            # go before the image's entries are made, so the two are never held together
+            audit = chunk_differences(image)
             found, problems = walk_image(image, hashing, HASH)
+            problems.extend(audit)
+            del audit
         elif target == "mount":
             assert image is not None and opts.bootstrap is not None
             from .mount import mounted

@@ -163,13 +163,12 @@ def chunk_differences(image: Image) -> list[Difference]:
     return audit.differences()
 
 
-def walk_image(image: Image, hashing: Hashing | None, algo: str = "blake3",
-               audit_chunks: bool = True) -> tuple[dict[bytes, Entry], list[Difference]]:
-    """Entries of every path, and the problems found (chunk records audited unless told not
-    to: `diff` compares, it does not verify)."""
+def walk_image(image: Image, hashing: Hashing | None,
+               algo: str = "blake3") -> tuple[dict[bytes, Entry], list[Difference]]:
+    """Entries of the image's paths, and the directories whose names are out of order (the
+    chunk records are audited apart: `chunk_differences`)."""
     entries: dict[bytes, Entry] = {}
     problems: list[Difference] = []
-    audit = ChunkAudit(image) if audit_chunks else None
     for path, ino in image.walk():
         node = image.inode(ino)
         kind = file_kind(node.mode)
@@ -185,8 +184,6 @@ def walk_image(image: Image, hashing: Hashing | None, algo: str = "blake3",
             e.link = image.link_key(ino)
         if kind == "file":
             e.size = node.size
-            if audit is not None:
-                audit.file(path, ino)
             if hashing is not None:
                 size = node.size
                 hashing.submit(e.link, functools.partial(image_digest, image, ino, size, algo), size,
@@ -197,8 +194,6 @@ def walk_image(image: Image, hashing: Hashing | None, algo: str = "blake3",
         elif kind in ("char", "block"):
             e.rdev = (os.major(node.rdev), os.minor(node.rdev))
         entries[path] = e
-    if audit is not None:
-        problems.extend(audit.differences())
     return entries, problems
 
 

@@ -185,12 +185,15 @@ class ImageChunks:
     """Chunks of a whole image checked against each other: a (blob, index) names one chunk, and
     distinct chunks of a blob occupy disjoint compressed and uncompressed ranges.
 
-    Memory: one packed record (bytes) per distinct chunk in a dict keyed by one int, and one
-    list slot per file that has chunks (its path is shared with the caller's)."""
+    Memory: one fixed-size record per distinct chunk, all in one bytearray (one allocation,
+    given back whole when the audit ends, where a million small objects would leave their
+    memory scattered), found through a dict from one int per chunk name to the record's
+    number, and one list slot per file that has chunks (its path is shared with the caller's)."""
 
     def __init__(self, image: Image) -> None:
         self.image = image
-        self._first: dict[int, bytes] = {}
+        self._first: dict[int, int] = {}
+        self._records = bytearray()
         self._paths: list[bytes] = []
         self._problems: list[tuple[bytes, ChunkInfo | None, str]] = []
 
@@ -203,39 +206,50 @@ class ImageChunks:
             if not paths or paths[-1] is not path:
                 paths.append(path)
             _, kind, name = _name(self.image, c)
-            self._first[key] = sig + _RECORD.pack(
-                bytes(32), 0, 0, 0, 0, 0, c.blob_index, name, len(paths) - 1)[_SIG_END:]
-        elif first[:_SIG_END] != sig:
-            _, kind, name = _name(self.image, c)
-            where = self._paths[_RECORD.unpack(first)[-1]]
-            self._problems.append((path, c, (
-                f"chunk {kind} {name} of blob {c.blob_index} is described differently here "
-                f"and at {show_path(where)}")))
+            self._first[key] = len(self._records) // _RECORD.size
+            self._records += _RECORD.pack(c.block_id, c.flags, c.compressed_offset, c.compressed_size,
+                                          c.uncompressed_offset, c.uncompressed_size, c.blob_index,
+                                          name, len(paths) - 1)
+        else:
+            at = first * _RECORD.size
+            if self._records[at:at + _SIG_END] != sig:
+                _, kind, name = _name(self.image, c)
+                where = self._paths[_RECORD.unpack_from(self._records, at)[-1]]
+                self._problems.append((path, c, (
+                    f"chunk {kind} {name} of blob {c.blob_index} is described differently here "
+                    f"and at {show_path(where)}")))
 
     def problems(self) -> Iterator[tuple[bytes, ChunkInfo | None, str]]:
         """The problems found; consumes the records (call once, after every `add`)."""
         yield from self._problems
-        blobs = self.image.blobs
-        records = [r for r in self._first.values()
-                   if 0 <= (b := _RECORD.unpack_from(r)[6]) < len(blobs)
-                   and not blobs[b].features & (BlobFeatures.ZRAN | BlobFeatures.BATCH)]
-        # ZRAN / BATCH: several chunks share a stream (reported per chunk / not supported)
         self._first = {}
+        blobs = self.image.blobs
+        records, size = self._records, _RECORD.size
+        count = len(records) // size
+
+        def record(i: int) -> tuple[int, ...]:
+            return _RECORD.unpack_from(records, i * size)
+
+        def audited(f: tuple[int, ...]) -> bool:
+            # ZRAN / BATCH: several chunks share a stream (reported per chunk / not supported)
+            return 0 <= f[6] < len(blobs) and not blobs[f[6]].features & (BlobFeatures.ZRAN | BlobFeatures.BATCH)
+
         for kind, start, length in (("compressed", 2, 3), ("uncompressed", 4, 5)):
             # one int per record (blob, start, length, name, record number) sorted in place:
             # a list of tuples would cost several times the records themselves
             order = [(((f[6] << 64 | f[start]) << 64 | f[length]) << 64 | f[7]) << 32 | i
-                     for i, f in enumerate(map(_RECORD.unpack, records))]
+                     for i in range(count) if audited(f := record(i))]
             order.sort()
             prev: tuple[int, ...] | None = None
             for o in order:
-                f = _RECORD.unpack(records[o & 0xFFFFFFFF])
+                f = record(o & 0xFFFFFFFF)
                 if prev is not None and prev[6] == f[6] and f[start] < prev[start] + prev[length]:
                     yield self._paths[f[8]], None, (
                         f"chunks {prev[7]} and {f[7]} of blob {f[6]} overlap in the {kind} blob: "
                         f"{prev[start]}+{prev[length]} and {f[start]}+{f[length]}")
                 prev = f
             del order
+        self._records = bytearray()
         for pos, c in self.image.table_chunks():
             if not 0 <= c.blob_index < len(blobs):
                 yield b"", None, (f"chunk table entry at offset {pos}: blob_index {c.blob_index} "
