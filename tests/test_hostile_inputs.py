@@ -7,7 +7,6 @@ names the file, leaving no output behind.
 
 from __future__ import annotations
 
-import io
 import os
 import pathlib
 import subprocess
@@ -134,28 +133,3 @@ def test_a_layout_a_blob_of_8_gib_is_refused_in_every_verb(tmp_path, fmt):
                      "field size", str(LAYOUT_A_MAX_BLOB + 1), str(LAYOUT_A_MAX_BLOB))
     assert not (tmp_path / "m.boot").exists()
     assert not os.path.ismount(mnt)
-
-
-def test_a_layout_a_blob_not_at_1024_is_refused(tmp_path):
-    """A pax header for a small blob moves its data past 1024, where the chunk offsets of a
-    layout-A bootstrap do not point."""
-    big = layout_a(tmp_path, 4096, tarfile.PAX_FORMAT)
-    raw = bytearray(big.read_bytes())
-    # force a pax record in front of image/image.blob: rewrite with a long mtime
-    src = io.BytesIO()
-    with tarfile.open(fileobj=src, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        d = tarfile.TarInfo("image")
-        d.type = tarfile.DIRTYPE
-        tf.addfile(d)
-        b = tarfile.TarInfo("image/image.blob")
-        b.size = 4096
-        b.pax_headers = {"comment": "x"}
-        tf.addfile(b, io.BytesIO(bytes(4096)))
-        boot = tarfile.TarInfo("image/image.boot")
-        start = raw.index(b"image/image.boot")
-        header = tarfile.TarInfo.frombuf(bytes(raw[start:start + 512]), "utf-8", "surrogateescape")
-        boot.size = header.size
-        tf.addfile(boot, io.BytesIO(bytes(raw[start + 512:start + 512 + header.size])))
-    big.write_bytes(src.getvalue())
-    assert_error(run("dump", "--json", big), str(big), "image/image.blob", "data offset",
-                 "blob data at 1024", "found 2048")
