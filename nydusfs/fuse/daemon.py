@@ -158,7 +158,8 @@ def _run(ops: Operations, cfg: MountConfig, early: EarlySignals, ready: Any) -> 
             failed.append(error)
         ready(error)
         if error is None and cfg.prefetch_all and ops.image.remote_blobs:
-            prefetch_all = BlobPrefetcher(ops.image, ops.faults, cfg.prefetch_threads)
+            prefetch_all = BlobPrefetcher(ops.image, ops.faults, cfg.prefetch_threads,
+                                          cfg.source_options.get("bandwidth_limit"))
             prefetch_all.start()
 
     warm = cfg.prefetch and (names_files(ops.image) or not ops.image.remote_blobs)

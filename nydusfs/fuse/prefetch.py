@@ -137,7 +137,11 @@ def _as_prefetch() -> Any:
     return background()
 
 
-PREFETCH_REQUEST = 4 << 20     # bytes per request of --prefetch-all
+# bytes per request of --prefetch-all: few large requests cost less per byte; with a
+# bandwidth limit at most one second's worth, so that an on-demand read needing a page a
+# throttled prefetch request has claimed waits no longer than that
+PREFETCH_REQUEST = 16 << 20
+PREFETCH_REQUEST_MIN = 256 << 10
 PREFETCH_TRIES = 3             # a range that keeps failing is left to on-demand reads
 
 
@@ -148,8 +152,11 @@ class BlobPrefetcher:
     current requests; a request still retrying then is abandoned with the process (the cache
     is crash-safe, so that is no worse than a kill)."""
 
-    def __init__(self, image: Any, faults: FaultLog, threads: int) -> None:
+    def __init__(self, image: Any, faults: FaultLog, threads: int,
+                 bandwidth_limit: int | None = None) -> None:
         self.image = image
+        self.request = PREFETCH_REQUEST if bandwidth_limit is None else \
+            max(PREFETCH_REQUEST_MIN, min(PREFETCH_REQUEST, bandwidth_limit))
         self.faults = faults
         self.nthreads = threads
         self.queue: collections.deque[tuple[int, int, int, int]] = collections.deque()
@@ -175,8 +182,8 @@ class BlobPrefetcher:
             except NydusfsError as e:
                 self.faults.report(("prefetch-all", index), f"prefetch-all: blob {blob.blob_id}: {e}")
                 continue
-            for off in range(0, size, PREFETCH_REQUEST):
-                self.queue.append((index, off, min(PREFETCH_REQUEST, size - off), 0))
+            for off in range(0, size, self.request):
+                self.queue.append((index, off, min(self.request, size - off), 0))
         self.left = self.nthreads
         workers = [threading.Thread(target=self._work, name=f"nydusfs-prefetch-{i}", daemon=True)
                    for i in range(self.nthreads)]
@@ -197,7 +204,7 @@ class BlobPrefetcher:
                 try:
                     assert self.image.blob_ranges is not None   # only images by reference
                     reader = self.image.blob_ranges(self.image.blobs[index].blob_id)
-                    n = reader.fill(off, size, PREFETCH_REQUEST)
+                    n = reader.fill(off, size, self.request)
                     with self.lock:
                         self.fetched += n
                 except (NydusfsError, OSError) as e:
