@@ -123,6 +123,20 @@ def _data_bytes(proxy: FaultProxy, img: Image) -> int:
     return total
 
 
+def _quiet(proxy: FaultProxy, img: Image, still: float = 2.0, limit: float = 120.0) -> None:
+    """Wait until a mount's background read-ahead is over: no new data request through
+    `proxy` for `still` seconds (a range that is still being fetched is neither in the cache
+    for another mount nor counted against it, so a comparison would depend on timing)."""
+    deadline = time.monotonic() + limit
+    seen, since = _data_bytes(proxy, img), time.monotonic()
+    while time.monotonic() - since < still:
+        assert time.monotonic() < deadline, "the mount kept fetching"
+        time.sleep(0.2)
+        now = _data_bytes(proxy, img)
+        if now != seen:
+            seen, since = now, time.monotonic()
+
+
 def _read(path: pathlib.Path, drop: bool = False) -> bytes:
     """A file's bytes; with `drop`, its kernel page cache dropped first (the read reaches the
     server)."""
@@ -193,8 +207,9 @@ def test_concurrent_mounts_share_the_cache(images, anon_registry, anon_pushed, p
     a = mounts.mount(f"docker://{proxy.host}/{anon_pushed['v6']}", "--cache-dir", caches)
     assert (a.path / "big/blob1.bin").read_bytes() == img.files["big/blob1.bin"]
     assert _data_bytes(proxy, img) > 0
+    _quiet(proxy, img)
     # the second mount reaches the registry through its own proxy, so that only its requests
-    # are counted (the first mount's read-ahead may still be running)
+    # are counted
     second = FaultProxy(anon_registry.url)
     try:
         b = mounts.mount(f"docker://{second.host}/{anon_pushed['v6']}", "--cache-dir", caches,
