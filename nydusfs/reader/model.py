@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from ..format.blob import PLACEHOLDER_BLOB_ID
 from ..format.flags import BlobFeatures
+from ..format.record import fast_maker
 from ..format.v5 import V5Inode
 from ..format.v6 import DeviceSlot, InodeCompact, InodeExtended, V6BlobEntry
 from ..util.modes import FileKind
@@ -45,6 +46,9 @@ class Inode(FileKind):
     implicit: bool          # directory created only to hold children (see MARK_IMPLICIT_DIR)
     offset: int             # file offset of the on-disk inode record
     record: V5Inode | InodeCompact | InodeExtended   # the decoded on-disk record
+
+
+make_inode = fast_maker(Inode)     # Inode(...) for the readers: one per inode decoded
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -14,7 +14,8 @@ from ..format.blob import MAX_CHUNK_SIZE, valid_chunk_size
 from ..format.record import Record, align, encode_u32_array, u32_array
 from ..format.v5 import ChunkInfo, V5ExtBlobEntry, V5Inode, V5SuperBlock
 from .base import Image, names_file
-from .model import MARK_IMPLICIT_DIR, BlobInfo, Inode, Region, decode_mark, dev_from_disk, stem_owners
+from .model import (MARK_IMPLICIT_DIR, BlobInfo, Inode, Region, decode_mark, dev_from_disk, make_inode,
+                    stem_owners)
 
 MAX_TABLE_VALUE = 1 << 29
 _XATTR = int(InodeFlagsV5.XATTR)  # a plain int: IntFlag arithmetic is slow per inode
@@ -152,9 +153,10 @@ class ImageV5(Image):
     def _inode_from(self, ino: int, off: int, rec: V5Inode) -> Inode:
         mode = rec.i_mode
         rdev = dev_from_disk(rec.i_rdev) if (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else 0
-        return Inode(ino=ino, mode=mode, uid=rec.i_uid, gid=rec.i_gid, size=rec.i_size,
-                     nlink=rec.i_nlink, mtime=rec.i_mtime, mtime_nsec=rec.i_mtime_nsec, rdev=rdev,
-                     implicit=bool(decode_mark(rec.i_reserved) & MARK_IMPLICIT_DIR), offset=off, record=rec)
+        return make_inode(ino=ino, mode=mode, uid=rec.i_uid, gid=rec.i_gid, size=rec.i_size,
+                          nlink=rec.i_nlink, mtime=rec.i_mtime, mtime_nsec=rec.i_mtime_nsec, rdev=rdev,
+                          implicit=bool(decode_mark(rec.i_reserved) & MARK_IMPLICIT_DIR), offset=off,
+                          record=rec)
 
     @names_file
     def _load_inode(self, ino: int) -> Inode:

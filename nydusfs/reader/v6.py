@@ -18,7 +18,8 @@ from ..format.v6 import (ChunkAddr, DeviceSlot, ErofsSuperBlock, InodeCompact, I
                          V6BlobEntry, V6SuperBlockExt)
 from .base import Image, names_file
 from .chunkmap import NoDigestChunk
-from .model import MARK_IMPLICIT_DIR, BlobInfo, Inode, Region, decode_mark, dev_from_disk, stem_owners
+from .model import (MARK_IMPLICIT_DIR, BlobInfo, Inode, Region, decode_mark, dev_from_disk, make_inode,
+                    stem_owners)
 
 
 _FILE_OFFSET = ChunkInfo._names.index("file_offset")
@@ -150,9 +151,9 @@ class ImageV6(Image):
             mtime, nsec, mark = rec.i_mtime, rec.i_mtime_nsec, decode_mark(rec.i_reserved2)
         else:  # compact inodes keep no mtime; show what the kernel shows
             mtime, nsec, mark = self.sb.build_time + rec.i_mtime_delta, self.sb.build_time_nsec, 0
-        return Inode(ino=nid, mode=mode, uid=rec.i_uid, gid=rec.i_gid, size=rec.i_size,
-                     nlink=rec.i_nlink, mtime=mtime, mtime_nsec=nsec, rdev=rdev,
-                     implicit=bool(mark & MARK_IMPLICIT_DIR), offset=off, record=rec)
+        return make_inode(ino=nid, mode=mode, uid=rec.i_uid, gid=rec.i_gid, size=rec.i_size,
+                          nlink=rec.i_nlink, mtime=mtime, mtime_nsec=nsec, rdev=rdev,
+                          implicit=bool(mark & MARK_IMPLICIT_DIR), offset=off, record=rec)
 
     def link_key(self, ino: int) -> object:
         """Current builders give hard links one shared nid; 2022 builders wrote one inode per
@@ -270,7 +271,8 @@ class ImageV6(Image):
         if pos + count * v6.CHUNK_ADDR_SIZE > len(self.buf):
             raise rec.field_error("i_size", node.offset, expected="chunk indexes inside the file", found=node.size)
         raw = self.buf[pos:pos + count * v6.CHUNK_ADDR_SIZE]
-        return [ChunkAddr(*fields) for fields in ChunkAddr._struct.iter_unpack(raw)]
+        make = ChunkAddr._make
+        return [make(*fields) for fields in ChunkAddr._struct.iter_unpack(raw)]
 
     def _table(self) -> "_ChunkTable":
         table = self._chunk_map
@@ -318,7 +320,7 @@ class ImageV6(Image):
             # the decode, and dump resolves every chunk of the image)
             fields = list(ChunkInfo._struct.unpack_from(self.buf, pos))
             fields[_FILE_OFFSET] = file_offset
-            return ChunkInfo(*fields)
+            return ChunkInfo._make(*fields)  # type: ignore[no-any-return]
         # the blob meta stands in only for a bootstrap without a chunk table: a table that lacks
         # the entry (or names another blob in it) is a lie the reader must not paper over
         if self.blob_store is not None and not self.ext.s_chunk_table_size:
