@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import stat
+import struct
 import threading
 from typing import Any, Iterator, cast
 
@@ -23,6 +24,9 @@ from .model import (MARK_IMPLICIT_DIR, BlobInfo, Inode, Region, decode_mark, dev
 
 
 _FILE_OFFSET = ChunkInfo._names.index("file_offset")
+# a chunk index is two u32 words; blkaddr is one of them (chunk_place_problem reads it alone)
+_BLKADDR_WORD = ChunkAddr.field_offset("blkaddr") // 4
+assert ChunkAddr.SIZE == 8 and ChunkAddr._sizes["blkaddr"] == 4 and ChunkAddr.field_offset("blkaddr") % 4 == 0
 
 
 class ImageV6(Image):
@@ -261,18 +265,22 @@ class ImageV6(Image):
     # --- chunks ---------------------------------------------------------------------------
     @names_file
     def chunk_addrs(self, ino: int) -> list[ChunkAddr]:
+        make = ChunkAddr._make
+        return [make(*fields) for fields in ChunkAddr._struct.iter_unpack(self._chunk_indexes(ino))]
+
+    @names_file
+    def _chunk_indexes(self, ino: int) -> Any:
+        """The bytes of the inode's chunk indexes (none unless chunk-based)."""
         node = self.inode(ino)
         rec = _rec(node)
         if not node.is_reg or v6.data_layout(rec.i_format) != v6.LAYOUT_CHUNK_BASED:
-            return []
+            return b""
         # nydus writes one index per superblock chunk even when i_u announces one larger chunk
         count = (node.size + self.chunk_size - 1) // self.chunk_size
         pos = align(self._body(node), v6.CHUNK_ADDR_SIZE)
         if pos + count * v6.CHUNK_ADDR_SIZE > len(self.buf):
             raise rec.field_error("i_size", node.offset, expected="chunk indexes inside the file", found=node.size)
-        raw = self.buf[pos:pos + count * v6.CHUNK_ADDR_SIZE]
-        make = ChunkAddr._make
-        return [make(*fields) for fields in ChunkAddr._struct.iter_unpack(raw)]
+        return self.buf[pos:pos + count * v6.CHUNK_ADDR_SIZE]
 
     def _table(self) -> "_ChunkTable":
         table = self._chunk_map
@@ -340,10 +348,15 @@ class ImageV6(Image):
         chunk of the blob (or a table entry with another offset) shows here."""
         if self.tarfs:
             return None
-        for i, (a, c) in enumerate(zip(self.chunk_addrs(ino), self.chunks(ino), strict=False)):
-            if a.blkaddr * self.bs != c.uncompressed_offset:
+        # the indexes' blkaddr fields without decoding ChunkAddr records (read checks every
+        # file it opens)
+        raw = self._chunk_indexes(ino)
+        blkaddrs = struct.unpack_from(f"<{len(raw) // 4}I", raw)[_BLKADDR_WORD::2]
+        bs = self.bs
+        for i, (blkaddr, c) in enumerate(zip(blkaddrs, self.chunks(ino), strict=False)):
+            if blkaddr * bs != c.uncompressed_offset:
                 return i, (f"uncompressed_offset {c.uncompressed_offset}, but the inode's chunk "
-                           f"index says block {a.blkaddr} ({a.blkaddr * self.bs})")
+                           f"index says block {blkaddr} ({blkaddr * bs})")
         return None
 
     # --- dump support ---------------------------------------------------------------------
