@@ -104,21 +104,20 @@ def file_problem(image: Image, ino: int) -> tuple[ChunkInfo | None, str] | None:
     seen: dict[tuple[int, str, int], ChunkInfo] = {}
     ranges: list[tuple[int, int, int]] = []     # (blob, uncompressed start, end) per distinct chunk
     for i, c in enumerate(chunks):
-        what = f"chunk {i} (blob {c.blob_index} index {c.index})"
         bad = chunk_problem(image, c)
         if bad:
-            return c, f"{what}: {bad}"
+            return c, f"{_what(i, c)}: {bad}"
         if c.file_offset < pos:
-            return c, (f"{what}: file_offset {c.file_offset} lies before the end of the previous "
+            return c, (f"{_what(i, c)}: file_offset {c.file_offset} lies before the end of the previous "
                        f"chunk ({pos}): chunks unsorted or overlapping")
         end = c.file_offset + c.uncompressed_size
         if end > size:
-            return c, f"{what}: file range {c.file_offset}+{c.uncompressed_size} ends past the file size {size}"
+            return c, f"{_what(i, c)}: file range {c.file_offset}+{c.uncompressed_size} ends past the file size {size}"
         if not holes and not tarfs:
             if c.file_offset != i * cs:
-                return c, f"{what}: file_offset {c.file_offset}, expected {i * cs} (chunk {i} of {cs} bytes)"
+                return c, f"{_what(i, c)}: file_offset {c.file_offset}, expected {i * cs} (chunk {i} of {cs} bytes)"
             if c.uncompressed_size != min(cs, size - c.file_offset):
-                return c, (f"{what}: uncompressed_size {c.uncompressed_size}, expected "
+                return c, (f"{_what(i, c)}: uncompressed_size {c.uncompressed_size}, expected "
                            f"{min(cs, size - c.file_offset)} for file offset {c.file_offset} of {size}")
         key = _name(image, c)
         first = seen.get(key)
@@ -126,7 +125,7 @@ def file_problem(image: Image, ino: int) -> tuple[ChunkInfo | None, str] | None:
             seen[key] = c
             ranges.append((c.blob_index, c.uncompressed_offset, c.uncompressed_offset + c.uncompressed_size))
         elif _differs(first, c):
-            return c, f"{what}: the same chunk ({key[1]} {key[2]}) is described differently earlier in the file"
+            return c, f"{_what(i, c)}: the same chunk ({key[1]} {key[2]}) is described differently earlier in the file"
         pos = end
     if not holes and pos != size:
         return None, f"the chunks cover {pos} of {size} bytes"
@@ -141,6 +140,11 @@ def file_problem(image: Image, ino: int) -> tuple[ChunkInfo | None, str] | None:
             return None, (f"two chunks of blob {b1} overlap in the uncompressed blob: "
                           f"{s1}..{e1} and {s2}..{e2}")
     return None
+
+
+def _what(i: int, c: ChunkInfo) -> str:
+    """Chunk `i` of a file in a message (built only when there is one to show)."""
+    return f"chunk {i} (blob {c.blob_index} index {c.index})"
 
 
 def show_path(path: bytes) -> str:
