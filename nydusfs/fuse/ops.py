@@ -55,7 +55,8 @@ R = TypeVar("R", bound=Callable[..., Awaitable[bytes]])
 def _counted(read: R) -> R:
     """Counts for `nydusfs stats`, apart from how reads are served: a file's first READ (O(1):
     a dict lookup; at most FIRST_READS_MAX files), requests and bytes. Only the trio thread
-    writes them."""
+    writes them. The wrapped method takes the reader inode the handle stands for (found once
+    here) in place of the handle."""
     @functools.wraps(read)
     async def counted(self: "Operations", fh: int, off: int, size: int) -> bytes:
         reads = self.first_reads
@@ -63,7 +64,7 @@ def _counted(read: R) -> R:
         if ino not in reads and len(reads) < FIRST_READS_MAX:
             reads[ino] = time.monotonic() - self.started
         self.read_requests += 1
-        data = await read(self, fh, off, size)
+        data = await read(self, ino, off, size)
         self.read_bytes += len(data)
         return data
     return cast(R, counted)
@@ -258,11 +259,11 @@ class Operations(pyfuse3.Operations):
 
     @guarded
     @_counted
-    async def read(self, fh: int, off: int, size: int) -> bytes:
-        fh = self._handle_ino(fh)
-        if self.inline_reads and self._little_work(fh, off, size):
-            return self.image.read(fh, off, size, self.verify)
-        return await trio.to_thread.run_sync(self.image.read, fh, off, size, self.verify,
+    async def read(self, ino: int, off: int, size: int) -> bytes:
+        # `ino`: the reader inode of the handle, from _counted
+        if self.inline_reads and self._little_work(ino, off, size):
+            return self.image.read(ino, off, size, self.verify)
+        return await trio.to_thread.run_sync(self.image.read, ino, off, size, self.verify,
                                              limiter=self.limiter)
 
     def _little_work(self, ino: int, off: int, size: int) -> bool:
