@@ -406,3 +406,12 @@ def test_inode_maker_builds_an_inode() -> None:
     assert made.is_reg and not made.is_dir
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.size = 9  # type: ignore[misc]
+
+
+def test_a_subclass_decodes_to_itself() -> None:
+    from nydusfs.reader.chunkmap import NoDigestChunk
+
+    raw = random.Random(1).randbytes(ChunkInfo.SIZE)
+    assert type(NoDigestChunk.decode(raw)) is NoDigestChunk
+    assert type(ChunkInfo.decode(raw)) is ChunkInfo
+    assert NoDigestChunk.decode(raw) == NoDigestChunk(*ChunkInfo._struct.unpack_from(raw, 0))

@@ -32,7 +32,6 @@ class Record:
     _fields_of: ClassVar[Any]          # operator.attrgetter of every field, in struct order
     _offsets: ClassVar[dict[str, int]]
     _sizes: ClassVar[dict[str, int]]
-    _make: ClassVar[Any]               # builds an instance from the fields in order (fast_maker)
 
     @classmethod
     def decode(cls: type[T], buf: Any, off: int = 0) -> T:
@@ -45,7 +44,18 @@ class Record:
                 cls.STRUCTURE, field=cut, offset=max(off, 0) + cls._offsets[cut],
                 expected=f"{cls.SIZE} bytes from offset {off}", found=f"{have} bytes",
                 hint="data ends inside the structure")
-        return cls._make(*cls._struct.unpack_from(buf, off))  # type: ignore[no-any-return]
+        return cls.maker()(*cls._struct.unpack_from(buf, off))
+
+    @classmethod
+    def maker(cls: type[T]) -> Callable[..., T]:
+        """What builds this class from its fields in order: `fast_maker`'s, made on first use
+        (start-up does not pay ~0.1 ms per record class); a subclass adding no fields (no
+        slots of its own) keeps its constructor."""
+        make = cls.__dict__.get("_make")
+        if make is None:
+            make = fast_maker(cls) if cls.__dict__.get("__slots__") else cls
+            cls._make = make  # type: ignore[attr-defined]
+        return cast("Callable[..., T]", make)
 
     def encode(self) -> bytes:
         return self._struct.pack(*self._fields_of(self))
@@ -96,7 +106,6 @@ def record(cls: type[T]) -> type[T]:
     cls._fields_of = operator.attrgetter(*names)
     cls._offsets = offsets
     cls._sizes = sizes
-    cls._make = fast_maker(cls)
     return cls
 
 

@@ -265,7 +265,7 @@ class ImageV6(Image):
     # --- chunks ---------------------------------------------------------------------------
     @names_file
     def chunk_addrs(self, ino: int) -> list[ChunkAddr]:
-        make = ChunkAddr._make
+        make = ChunkAddr.maker()
         return [make(*fields) for fields in ChunkAddr._struct.iter_unpack(self._chunk_indexes(ino))]
 
     @names_file
@@ -328,7 +328,7 @@ class ImageV6(Image):
             # the decode, and dump resolves every chunk of the image)
             fields = list(ChunkInfo._struct.unpack_from(self.buf, pos))
             fields[_FILE_OFFSET] = file_offset
-            return ChunkInfo._make(*fields)  # type: ignore[no-any-return]
+            return ChunkInfo.maker()(*fields)
         # the blob meta stands in only for a bootstrap without a chunk table: a table that lacks
         # the entry (or names another blob in it) is a lie the reader must not paper over
         if self.blob_store is not None and not self.ext.s_chunk_table_size:
