@@ -8,13 +8,15 @@ import dataclasses
 import hashlib
 import json
 import os
-import tarfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import media
-from .manifest import Descriptor, Manifest, Platform, host_platform
-from .resolve import Resolved, child, load, top
-from .source import ImageError, ImageSource
+from .source import ImageError
+
+if TYPE_CHECKING:   # the rest is imported where used: mounting a bootstrap file needs none of it
+    from .manifest import Descriptor, Manifest, Platform
+    from .resolve import Resolved
+    from .source import ImageSource
 
 MAX_BOOTSTRAP = 4 << 30
 MAX_BOOTSTRAP_TAR = 8 << 30     # the whole bootstrap layer tar (bootstrap + blob.meta files)
@@ -54,6 +56,9 @@ def bootstrap_layer(manifest: Manifest) -> Descriptor | None:
 
 
 def find(source: ImageSource, platform: Platform | None = None) -> NydusImage:
+    from .manifest import Manifest, host_platform
+    from .resolve import child, load, top
+
     head = top(source)
     resolved: Resolved | None = None
     if isinstance(head, Manifest):
@@ -118,6 +123,8 @@ class _Hashing:
 def extract_bootstrap(source: ImageSource, layer: Descriptor, cache: str | None = None) -> Bootstrap:
     """`image/image.boot` of the bootstrap layer, extracted once into the cache (keyed by the
     layer digest, verified while read) and reused afterwards."""
+    import tarfile
+
     from ..util.streams import open_decompressed
 
     base = os.path.join(cache or cache_dir(), "bootstraps")
@@ -232,10 +239,11 @@ def open_any(arg: str, blob_dirs: Any = (), cache_bytes: int | None = None,
              platform: Platform | None = None, **options: Any) -> Any:
     """What the verbs that take a bootstrap open: an image reference (oci:..., ...) as a Nydus
     image, anything else (an existing file first) exactly as before, with `open_image`."""
-    from .reference import looks_like_reference
+    if not os.path.exists(arg):     # (an existing file needs no reference parser)
+        from .reference import looks_like_reference
 
-    if looks_like_reference(arg) and not os.path.exists(arg):
-        return open_nydus(arg, platform, cache_bytes, **options)
+        if looks_like_reference(arg):
+            return open_nydus(arg, platform, cache_bytes, **options)
     from ..reader import open_image
 
     return open_image(arg, blob_dirs, cache_bytes)
@@ -243,8 +251,9 @@ def open_any(arg: str, blob_dirs: Any = (), cache_bytes: int | None = None,
 
 def absolute(arg: str) -> str:
     """An argument with its path made absolute: a reference's path, or a plain file's."""
-    from .reference import looks_like_reference, parse
+    if not os.path.exists(arg):
+        from .reference import looks_like_reference, parse
 
-    if looks_like_reference(arg) and not os.path.exists(arg):
-        return str(parse(arg).absolute())
+        if looks_like_reference(arg):
+            return str(parse(arg).absolute())
     return os.path.abspath(arg)
