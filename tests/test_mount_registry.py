@@ -204,10 +204,16 @@ def test_mount_equals_the_source_and_is_lazy(version, images, anon_pushed, proxy
 def test_concurrent_mounts_share_the_cache(images, anon_registry, anon_pushed, proxy, mounts,
                                            caches):
     img = images["v6"]
-    a = mounts.mount(f"docker://{proxy.host}/{anon_pushed['v6']}", "--cache-dir", caches)
+    # the first mount fills the cache with every blob (a partial fill would leave the second
+    # mount's read-ahead, whose window depends on timing, something to fetch)
+    a = mounts.mount(f"docker://{proxy.host}/{anon_pushed['v6']}", "--cache-dir", caches,
+                     "--prefetch-all")
     assert (a.path / "big/blob1.bin").read_bytes() == img.files["big/blob1.bin"]
-    assert _data_bytes(proxy, img) > 0
-    _quiet(proxy, img)
+    deadline = time.monotonic() + 120
+    while _data_bytes(proxy, img) < sum(img.data_blobs.values()):
+        assert time.monotonic() < deadline, "--prefetch-all did not fetch every blob"
+        time.sleep(0.2)
+    _quiet(proxy, img)      # the last ranges stored and marked
     # the second mount reaches the registry through its own proxy, so that only its requests
     # are counted
     second = FaultProxy(anon_registry.url)
