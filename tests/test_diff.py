@@ -50,7 +50,7 @@ def test_oci_changes_are_exactly_what_was_done(tmp_path: pathlib.Path) -> None:
     assert diff(a, a).equal
 
 
-def test_nydus_update_cost_counts_only_new_chunks(tmp_path: pathlib.Path) -> None:
+def test_nydus_update_cost_counts_the_blobs_a_lacks(tmp_path: pathlib.Path) -> None:
     old, new = _versions()
     [fa] = build_layers([old], tmp_path / "a", chunk_size=CHUNK)
     [fb] = build_layers([new], tmp_path / "b", chunk_size=CHUNK)
@@ -62,16 +62,23 @@ def test_nydus_update_cost_counts_only_new_chunks(tmp_path: pathlib.Path) -> Non
         (b"/same", CHANGED), (b"/ln", CHANGED), (b"/added", ADDED), (b"/", CHANGED)}
     assert result.cost is not None and len(result.cost) == 1
     cost = result.cost[0]
-    # B's distinct chunks by digest, and which of them A has, straight from the bootstraps
+    # B's distinct chunk ranges in its one blob, and which digests A has, from the bootstraps
     with open_image(fa) as ia, open_image(fb) as ib:
         held = {c.block_id for _, ino in ia.walk() if ia.inode(ino).is_reg for c in ia.chunks(ino)}
-        mine = {c.block_id: c.compressed_size for _, ino in ib.walk() if ib.inode(ino).is_reg
-                for c in ib.chunks(ino)}
+        mine = {(c.compressed_offset, c.compressed_size): c.block_id for _, ino in ib.walk()
+                if ib.inode(ino).is_reg for c in ib.chunks(ino)}
+        assert cost.blob == ib.blobs[0].blob_id != ia.blobs[0].blob_id
     assert cost.chunks == len(mine)
-    assert cost.bytes == sum(mine.values())
-    assert cost.present_bytes == sum(s for d, s in mine.items() if d in held)
-    # lib keeps 4 of its 5 chunks and "same" keeps its one: 5 held; conf, lib's last, added x2 new
-    assert len([d for d in mine if d in held]) == 5 and len([d for d in mine if d not in held]) == 4
+    assert cost.bytes == sum(size for _, size in mine)
+    # A does not have B's blob: every range is fetched, those whose digest A has as well
+    assert cost.present_bytes == 0 and cost.fetch_bytes == cost.bytes
+    assert cost.same_digest_bytes == sum(size for (_, size), d in mine.items() if d in held)
+    # lib keeps 4 of its 5 chunks and "same" keeps its one: 5 in A; conf, lib's last, added x2 new
+    assert len([d for d in mine.values() if d in held]) == 5
+    assert len([d for d in mine.values() if d not in held]) == 4
+    # a node holding B itself fetches nothing
+    [again] = diff(b, b).cost or []
+    assert again.present_bytes == again.bytes and again.fetch_bytes == 0
 
 
 def test_cli_exit_codes_json_and_mixed_kinds(tmp_path: pathlib.Path) -> None:

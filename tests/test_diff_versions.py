@@ -108,7 +108,7 @@ def test_diff_of_two_versions_reports_exactly_the_three_changes(tmp_path: pathli
     assert _changes(json.loads(r.stdout)) == _expected()
 
     # the Nydus conversions: the same changes, compared by chunk digests; the update fetches
-    # the new layer's blob only, less the chunks version 1 already has
+    # the new layer's blob only (and the new bootstrap layer)
     nydus = tmp_path / "nydus"
     for tag in ("v1", "v2"):
         c = nydusfs("convert", "--no-progress", "--chunk-size", "0x1000", f"oci:{oci}:{tag}", f"oci:{nydus}:{tag}")
@@ -124,7 +124,10 @@ def test_diff_of_two_versions_reports_exactly_the_three_changes(tmp_path: pathli
     new = [b for name, b in blobs.items() if name not in old_blobs]
     assert shared and all(b["fetch_bytes"] == 0 for b in shared)
     assert len(new) == 1 and new[0]["fetch_bytes"] > 0
-    assert doc["update_cost"]["fetch_bytes"] == new[0]["fetch_bytes"]
+    boot = _manifest(nydus, "v2")["layers"][-1]       # v2's bootstrap layer, fetched whole
+    assert doc["update_cost"]["bootstrap"] == {"layer": boot["digest"], "bytes": boot["size"],
+                                               "present_bytes": 0, "fetch_bytes": boot["size"]}
+    assert doc["update_cost"]["fetch_bytes"] == new[0]["fetch_bytes"] + boot["size"]
     assert new[0]["present_bytes"] + new[0]["fetch_bytes"] == new[0]["bytes"]
 
 

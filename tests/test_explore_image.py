@@ -71,7 +71,7 @@ def test_diff_of_two_versions_is_exactly_the_update(images: dict[str, str]) -> N
     with open_source(images["ny2"]) as source:
         layers = find(source).blob_layers
     assert len(layers) == 4 and fetched[0]["blob"] == layers[-1].hex
-    assert cost["fetch_bytes"] == fetched[0]["bytes"]
+    assert cost["fetch_bytes"] == fetched[0]["bytes"] + cost["bootstrap"]["fetch_bytes"]
 
 
 def test_oci_source_and_its_conversion_are_equal(images: dict[str, str]) -> None:

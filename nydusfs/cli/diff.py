@@ -21,10 +21,13 @@ xattrs, mtime), and list the paths added, removed and changed with the fields th
 A and B: image references (oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE,
 docker://HOST/REPO:TAG; OCI or Nydus images), Nydus bootstraps or layer files, OCI layers (a
 tar or an untarred directory, taken as a one-layer image), in any mix. Two Nydus images are
-compared by chunk digests without reading any blob, and the update cost is shown: the
-compressed bytes of B's chunks, per blob, that a node already holding A's chunks has and must
-fetch. Otherwise contents are compared by blake3 of the bytes (Nydus blobs are read from the
-image, or from --blob-dir).
+compared by chunk digests without reading any blob, and the update cost is shown: per blob
+of B, the compressed bytes of the chunk ranges B's files point at, held when A has that blob
+and to be fetched otherwise (even a chunk whose digest A has in another blob is fetched from
+the blob B names, as a mount does), and, for an image reference, B's bootstrap layer, held when
+it is A's. A lazy registry mount fetches these ranges in whole 64 KiB pages with read-ahead:
+at least the cost, at most the blobs' sizes (docs/explore.md). Otherwise contents are compared
+by blake3 of the bytes (Nydus blobs are read from the image, or from --blob-dir).
 """
 EPILOG = """\
 Exit status: 0 the images are equal; 1 they differ; 2 bad input.
@@ -83,12 +86,17 @@ def _print(doc: dict[str, Any]) -> None:
                        f"{n['added']} added, {n['removed']} removed, {n['changed']} changed"))
     cost = doc.get("update_cost")
     if cost is not None:
-        t = Table(title="update cost (compressed chunk bytes of B)")
-        for col in ("blob", "chunks", "bytes", "already held", "to fetch"):
+        t = Table(title="update cost (compressed chunk bytes of B, and its bootstrap layer)")
+        for col in ("blob", "chunks", "bytes", "already held", "to fetch", "digest in A"):
             t.add_column(col, justify="left" if col == "blob" else "right")
         for b in cost["blobs"]:
             t.add_row(Text(shown(b["blob"])), str(b["chunks"]), size_text(b["bytes"]),
-                      size_text(b["present_bytes"]), size_text(b["fetch_bytes"]))
+                      size_text(b["present_bytes"]), size_text(b["fetch_bytes"]),
+                      size_text(b["same_digest_bytes"]))
+        boot = cost["bootstrap"]
+        if boot is not None:
+            t.add_row(Text(shown(boot["layer"])), "bootstrap", size_text(boot["bytes"]),
+                      size_text(boot["present_bytes"]), size_text(boot["fetch_bytes"]), "")
         t.add_row("total", "", size_text(cost["bytes"]), size_text(cost["present_bytes"]),
-                  size_text(cost["fetch_bytes"]))
+                  size_text(cost["fetch_bytes"]), size_text(cost["same_digest_bytes"]))
         console.print(t)

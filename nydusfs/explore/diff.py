@@ -27,8 +27,12 @@ ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 class Side:
     name: str
     entries: dict[bytes, Entry]
-    # Nydus only: chunk digest -> (compressed size, blob id) of every chunk a file uses
-    chunks: dict[bytes, tuple[int, str]] | None = None
+    # Nydus only: per blob id, the compressed ranges (offset, size) the files' chunks point
+    # at, each with its chunk digest; and the ids of every blob of the blob table
+    chunks: dict[str, dict[tuple[int, int], bytes]] | None = None
+    blobs: frozenset[str] = frozenset()
+    # an image reference's bootstrap layer (digest, size): a mount fetches it whole
+    bootstrap: tuple[str, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -44,8 +48,20 @@ class PathChange:
 class BlobCost:
     blob: str
     chunks: int = 0
-    bytes: int = 0                                # compressed bytes of its distinct chunks
-    present_bytes: int = 0                        # already in A (same chunk digest)
+    bytes: int = 0                                # compressed bytes of its distinct chunk ranges
+    present_bytes: int = 0                        # all of them when A has this blob, else 0
+    same_digest_bytes: int = 0                    # fetched, though some chunk of A has the digest
+
+    @property
+    def fetch_bytes(self) -> int:
+        return self.bytes - self.present_bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BootstrapCost:
+    layer: str                                    # B's bootstrap layer digest
+    bytes: int
+    present_bytes: int                            # all of it when A's is the same layer
 
     @property
     def fetch_bytes(self) -> int:
@@ -58,6 +74,7 @@ class DiffResult:
     b: str
     changes: list[PathChange]
     cost: list[BlobCost] | None                   # per blob of B, Nydus pairs only
+    bootstrap_cost: BootstrapCost | None = None   # B given as an image reference
 
     @property
     def equal(self) -> bool:
@@ -79,7 +96,7 @@ def nydus_side(name: str, image: Image, content: str = "chunks", workers: int | 
     """A Nydus image through the reader. `content` "chunks" takes a file's identity from its
     chunk digests (metadata only); "blake3" hashes its bytes, read from the blobs."""
     entries, _problems = walk_image(image, None)  # compares; chunk records are not audited
-    chunks: dict[bytes, tuple[int, str]] = {}
+    chunks: dict[str, dict[tuple[int, int], bytes]] = {}
     identity: dict[object, bytes] = {}
     inos: dict[bytes, int] = {}
     for path, ino in image.walk():
@@ -92,7 +109,8 @@ def nydus_side(name: str, image: Image, content: str = "chunks", workers: int | 
         h = hashlib.blake2b(int(e.size or 0).to_bytes(8, "little"), digest_size=32)
         for c in image.chunks(ino):
             h.update(c.block_id)
-            chunks.setdefault(c.block_id, (c.compressed_size, image.blob_of(c).blob_id))
+            ranges = chunks.setdefault(image.blob_of(c).blob_id, {})
+            ranges[(c.compressed_offset, c.compressed_size)] = c.block_id
         identity[e.link] = b"chunks:" + h.digest()
     if content == "chunks":
         for e in entries.values():
@@ -106,7 +124,20 @@ def nydus_side(name: str, image: Image, content: str = "chunks", workers: int | 
                 hashing.submit(entries[path].link, functools.partial(image_digest, image, ino, size, "blake3"),
                                size)
             hashing.fill(entries)
-    return Side(name, entries, chunks)
+    return Side(name, entries, chunks, frozenset(b.blob_id for b in image.blobs),
+                _bootstrap_layer(image))
+
+
+def _bootstrap_layer(image: Image) -> tuple[str, int] | None:
+    """(digest, size) of the bootstrap layer of an image opened by reference (the reader keeps
+    its source; the manifest is not fetched again); None for a bootstrap or layer file."""
+    source = getattr(image, "source", None)
+    if source is None:
+        return None
+    from ..image.nydus import find
+
+    layer = find(source).bootstrap
+    return layer.digest, layer.size
 
 
 # --- the comparison -----------------------------------------------------------------------------
@@ -127,19 +158,30 @@ def diff(a: Side, b: Side, ignore: frozenset[str] = frozenset()) -> DiffResult:
             fields = tuple(dict.fromkeys(
                 f"xattr:{os.fsdecode(d.xattr)}" if d.xattr is not None else d.field for d in ds))
             changes.append(PathChange(path, CHANGED, b.entries[path].kind, fields, tuple(ds)))
-    cost = update_cost(a, b) if a.chunks is not None and b.chunks is not None else None
-    return DiffResult(a.name, b.name, changes, cost)
+    if a.chunks is None or b.chunks is None:
+        return DiffResult(a.name, b.name, changes, None)
+    boot = None
+    if b.bootstrap is not None:
+        digest, size = b.bootstrap
+        held = a.bootstrap is not None and a.bootstrap[0] == digest
+        boot = BootstrapCost(digest, size, size if held else 0)
+    return DiffResult(a.name, b.name, changes, update_cost(a, b), boot)
 
 
 def update_cost(a: Side, b: Side) -> list[BlobCost]:
-    """What a node holding A fetches for B: B's distinct chunks by blob, less those whose digest
-    A's chunks already have (chunks are fetched whole, compressed)."""
+    """What a node holding A's blobs fetches for B's file data: per blob of B, the compressed
+    chunk ranges B's files point at, held when A has that blob (by blob id, as the chunk
+    cache keys blobs), fetched otherwise. A chunk is fetched from the blob B's bootstrap
+    names even when A has one with the same digest in another blob (nydusd does the same);
+    those bytes are also counted in `same_digest_bytes`."""
     assert a.chunks is not None and b.chunks is not None
-    per: dict[str, BlobCost] = {}
-    for digest, (size, blob) in b.chunks.items():
-        c = per.setdefault(blob, BlobCost(blob))
-        c.chunks += 1
-        c.bytes += size
-        if digest in a.chunks:
-            c.present_bytes += size
-    return sorted(per.values(), key=lambda c: c.blob)
+    a_digests = {d for ranges in a.chunks.values() for d in ranges.values()}
+    out = []
+    for blob, ranges in sorted(b.chunks.items()):
+        c = BlobCost(blob, len(ranges), sum(size for _, size in ranges))
+        if blob in a.blobs:
+            c.present_bytes = c.bytes
+        else:
+            c.same_digest_bytes = sum(size for (_, size), d in ranges.items() if d in a_digests)
+        out.append(c)
+    return out

@@ -81,11 +81,18 @@ def diff_doc(d: DiffResult) -> dict[str, Any]:
                      "differences": [x.to_json() for x in c.differences]} for c in d.changes],
     }
     if d.cost is not None:
+        boot = d.bootstrap_cost
+        parts: list[Any] = [*d.cost, *([boot] if boot is not None else [])]
         doc["update_cost"] = {
             "blobs": [{"blob": c.blob, "chunks": c.chunks, "bytes": c.bytes,
-                       "present_bytes": c.present_bytes, "fetch_bytes": c.fetch_bytes} for c in d.cost],
-            "bytes": sum(c.bytes for c in d.cost),
-            "present_bytes": sum(c.present_bytes for c in d.cost),
-            "fetch_bytes": sum(c.fetch_bytes for c in d.cost),
+                       "present_bytes": c.present_bytes, "fetch_bytes": c.fetch_bytes,
+                       "same_digest_bytes": c.same_digest_bytes} for c in d.cost],
+            "bootstrap": None if boot is None else {
+                "layer": boot.layer, "bytes": boot.bytes, "present_bytes": boot.present_bytes,
+                "fetch_bytes": boot.fetch_bytes},
+            "bytes": sum(c.bytes for c in parts),
+            "present_bytes": sum(c.present_bytes for c in parts),
+            "fetch_bytes": sum(c.fetch_bytes for c in parts),
+            "same_digest_bytes": sum(c.same_digest_bytes for c in d.cost),
         }
     return doc
