@@ -19,6 +19,7 @@ def run_image(args: argparse.Namespace) -> int:
     from ..image.check import run
     from ..image.reference import looks_like_reference
     from ..util.output import atomic_output, check_paths
+    from ..util.show import printable
     from .args import registry_options
     from .check import _RichProgress, render
 
@@ -76,7 +77,8 @@ def run_image(args: argparse.Namespace) -> int:
         for col in ("where", "expected", "found"):
             table.add_column(col, overflow="fold")
         for f in found[:max(args.examples, 1) * 4]:
-            table.add_row(escape(str(f.where)), escape(str(f.expected)), escape(str(f.found)))
+            # the values come from the images: escaped for the terminal
+            table.add_row(*(escape(printable(v)) for v in (f.where, f.expected, f.found)))
         console.print(table)
     console.print("[green]equal[/green]" if result.equal else "[red]differences found[/red]")
     return 0 if result.equal else 1

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+from ..convert.layer import check_layer_type
 from .manifest import Platform
 from .nydus import Bootstrap, NydusImage, extract_bootstrap, find, open_reader
 from .resolve import Resolved, open_source, resolve
@@ -42,7 +43,8 @@ def _layer_files(source: ImageSource, resolved: Resolved, spool: str) -> list[st
     """Paths of the source layers for the reference side: the blob files of a layout as they
     are, else (archives, registries) copies in `spool`, verified while copied."""
     paths = []
-    for layer in resolved.manifest.layers:
+    for i, layer in enumerate(resolved.manifest.layers):
+        check_layer_type(layer, f"{source.reference}: manifest {resolved.manifest.digest}", i)
         direct = getattr(source, "blob_path", lambda d: None)(layer.digest)
         if direct is not None:
             paths.append(direct)

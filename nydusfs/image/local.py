@@ -11,11 +11,12 @@ import hashlib
 import io
 import json
 import os
+import stat
 import tarfile
 from typing import Any, BinaryIO
 
 from . import media
-from .manifest import MAX_CONFIG, MAX_MANIFEST, digest_of, load_json, parse_config
+from .manifest import MAX_CONFIG, MAX_MANIFEST, digest_of, load_json, parse_config, parse_json, shown
 from .reference import DIGEST_RE, DOCKER_INDEX_RE, Reference
 from .source import ImageError, ImageSource, RangeReader
 
@@ -25,10 +26,15 @@ class FileRange:
 
     def __init__(self, path: str, offset: int, size: int, what: str) -> None:
         self.path, self.offset, self.size, self.what = path, offset, size, what
-        try:
-            self.fd = os.open(path, os.O_RDONLY)
+        try:  # O_NONBLOCK: a FIFO put in place of a checked file must not block the open
+            self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as e:
             raise ImageError(f"{what}: cannot open {path}: {e.strerror}") from None
+        mode = os.fstat(self.fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(self.fd)
+            self.fd = -1
+            raise ImageError(f"{what}: {path} is {_kind(mode)}, not a regular file")
 
     def pread(self, size: int, offset: int) -> bytes:
         if offset < 0 or size < 0:
@@ -110,6 +116,10 @@ class _Blobs(ImageSource):
     def has_blob(self, digest: str) -> bool:
         return DIGEST_RE.fullmatch(digest) is not None and self._locate(digest) is not None
 
+    def stored_size(self, digest: str) -> int | None:
+        where = self._locate(digest) if DIGEST_RE.fullmatch(digest) else None
+        return where[2] if where else None
+
 
 class _Layout(_Blobs):
     """An OCI image layout, read through `_member(path)`; the reference's REF picks the entry
@@ -128,7 +138,7 @@ class _Layout(_Blobs):
             raise ImageError(f"{self.reference}: not an OCI image layout: {name} is missing")
         path, offset, size = where
         if size > limit:
-            raise ImageError(f"{self.reference}: {name} is {size} bytes, more than {limit}")
+            raise ImageError(f"{self.reference}: {name} is {size} bytes, more than the {limit} allowed")
         rng = FileRange(path, offset, size, f"{self.reference}: {name}")
         try:
             return rng.pread(size, 0)
@@ -171,7 +181,11 @@ class _Layout(_Blobs):
             if len({e.digest for e in found}) > 1:
                 raise ImageError(f"{self.reference}: {len(found)} different images are named {self.ref!r}")
             chosen = found[0]
-        return self.read_blob(chosen.digest, MAX_MANIFEST), chosen.media_type
+        data = self.read_blob(chosen.digest, MAX_MANIFEST)
+        if len(data) != chosen.size:
+            raise ImageError(f"{self.reference}: index.json: entry {chosen.digest}: field 'size' says "
+                             f"{chosen.size} bytes, the manifest has {len(data)}")
+        return data, chosen.media_type
 
 
 class OCILayoutSource(_Layout):
@@ -181,24 +195,54 @@ class OCILayoutSource(_Layout):
         if not os.path.isdir(self.dir):
             what = "does not exist" if not os.path.exists(self.dir) else "is not a directory"
             raise ImageError(f"{self.reference}: {self.dir} {what}")
+        self.root = os.path.realpath(self.dir)
+        self.verified: set[str] = set()
 
     def blob_path(self, digest: str) -> str | None:
-        """The file holding a blob (a layout's blobs are plain files)."""
+        """The file holding a blob (a layout's blobs are plain files), its content checked
+        against the digest first: who reads the file by path reads verified bytes."""
         where = self._locate(digest) if DIGEST_RE.fullmatch(digest) else None
-        return where[0] if where else None
+        if where is None:
+            return None
+        if digest not in self.verified:
+            with self.open_blob(digest) as f:
+                while f.read(1 << 20):
+                    pass
+            self.verified.add(digest)
+        return where[0]
 
     def _member(self, name: str) -> tuple[str, int, int] | None:
+        """(path, 0, size) of a file of the layout; None when it does not exist. A symlink
+        leading out of the layout, and anything but a regular file, is an error."""
         path = os.path.join(self.dir, name)
         try:
             st = os.stat(path)
-        except OSError:
+        except FileNotFoundError:
             return None
-        import stat as _stat
-        return (path, 0, st.st_size) if _stat.S_ISREG(st.st_mode) else None
+        except OSError as e:
+            raise ImageError(f"{self.reference}: {name}: {e.strerror}") from None
+        real = os.path.realpath(path)
+        if os.path.commonpath([self.root, real]) != self.root:
+            raise ImageError(f"{self.reference}: {name} is a symlink leading out of the layout "
+                             f"(to {real})")
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"{self.reference}: {name} is {_kind(st.st_mode)}, not a regular file")
+        return path, 0, st.st_size
 
 
-def scan_tar(path: str, what: str) -> dict[str, tuple[int, int]]:
-    """Regular members of an uncompressed tar: normalised name -> (data offset, size)."""
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symlink")):
+        if test(mode):
+            return name
+    return "of another kind"
+
+
+def scan_tar(path: str, what: str, others: dict[str, str] | None = None) -> dict[str, tuple[int, int]]:
+    """Regular members of an uncompressed tar: normalised name -> (data offset, size). The
+    names of other members go to `others` with their kind, so a message can say what is
+    there. A later member of the same name replaces an earlier one, as on extraction."""
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed by the with below; open errors named here
     except OSError as e:
@@ -213,11 +257,18 @@ def scan_tar(path: str, what: str) -> dict[str, tuple[int, int]]:
         try:
             with tarfile.open(fileobj=f, mode="r:") as tf:
                 for m in tf:
+                    key = os.path.normpath(m.name).lstrip("/")
                     if m.isreg():
                         if m.offset_data + m.size > size:
-                            raise ImageError(f"{what}: member {m.name!r} at offset {m.offset} runs "
+                            raise ImageError(f"{what}: member {shown(m.name)} at offset {m.offset} runs "
                                              f"past the end of the {size}-byte archive")
-                        members[os.path.normpath(m.name).lstrip("/")] = (m.offset_data, m.size)
+                        members[key] = (m.offset_data, m.size)
+                        if others is not None:
+                            others.pop(key, None)
+                    elif others is not None:
+                        members.pop(key, None)
+                        others[key] = "a symlink" if m.issym() else "a hard link" if m.islnk() else \
+                            "a directory" if m.isdir() else "not a regular file"
         except (tarfile.TarError, EOFError) as e:
             raise ImageError(f"{what}: {path} is not a readable tar archive ({e})") from None
     return members
@@ -230,10 +281,13 @@ class OCIArchiveSource(_Layout):
         if not os.path.isfile(self.path):
             what = "does not exist" if not os.path.exists(self.path) else "is not a file"
             raise ImageError(f"{self.reference}: {self.path} {what}")
-        self.members = scan_tar(self.path, self.reference)
+        self.others: dict[str, str] = {}
+        self.members = scan_tar(self.path, self.reference, self.others)
 
     def _member(self, name: str) -> tuple[str, int, int] | None:
         m = self.members.get(name)
+        if m is None and name in self.others:
+            raise ImageError(f"{self.reference}: member {name} is {self.others[name]}, not a regular file")
         return (self.path, m[0], m[1]) if m else None
 
 
@@ -247,16 +301,20 @@ class DockerArchiveSource(_Blobs):
         if not os.path.isfile(self.path):
             what = "does not exist" if not os.path.exists(self.path) else "is not a file"
             raise ImageError(f"{self.reference}: {self.path} {what}")
-        self.members = scan_tar(self.path, self.reference)
+        self.others: dict[str, str] = {}
+        self.members = scan_tar(self.path, self.reference, self.others)
         self.by_digest: dict[str, str] = {}
         self._manifest = self._synthesize(reference.ref)
 
     def _read(self, name: str, limit: int) -> bytes:
-        m = self.members.get(os.path.normpath(name).lstrip("/"))
+        key = os.path.normpath(name).lstrip("/")
+        m = self.members.get(key)
+        if m is None and key in self.others:
+            raise ImageError(f"{self.reference}: member {shown(name)} is {self.others[key]}, not a regular file")
         if m is None:
-            raise ImageError(f"{self.reference}: member {name!r} is missing from the archive")
+            raise ImageError(f"{self.reference}: member {shown(name)} is missing from the archive")
         if m[1] > limit:
-            raise ImageError(f"{self.reference}: member {name!r} is {m[1]} bytes, more than {limit}")
+            raise ImageError(f"{self.reference}: member {shown(name)} is {m[1]} bytes, more than the {limit} allowed")
         rng = FileRange(self.path, m[0], m[1], f"{self.reference}: {name}")
         try:
             return rng.pread(m[1], 0)
@@ -266,10 +324,7 @@ class DockerArchiveSource(_Blobs):
     def _synthesize(self, ref: str | None) -> bytes:
         doc: Any = None
         if "manifest.json" in self.members:
-            try:
-                doc = json.loads(self._read("manifest.json", MAX_MANIFEST))
-            except (ValueError, UnicodeDecodeError) as e:
-                raise ImageError(f"{self.reference}: manifest.json: not valid JSON ({e})") from None
+            doc = parse_json(self._read("manifest.json", MAX_MANIFEST), f"{self.reference}: manifest.json")
         if not isinstance(doc, list) or not doc:
             raise ImageError(f"{self.reference}: not a docker-archive: manifest.json is missing or "
                              "not a non-empty list")
@@ -305,7 +360,9 @@ class DockerArchiveSource(_Blobs):
                 raise ImageError(f"{self.reference}: manifest.json: layer {i} is not a member name")
             key = os.path.normpath(name).lstrip("/")
             if key not in self.members:
-                raise ImageError(f"{self.reference}: layer {i}: member {name!r} is missing from the archive")
+                found = f"is {self.others[key]}, not a regular file" if key in self.others else \
+                    "is missing from the archive"
+                raise ImageError(f"{self.reference}: layer {i}: member {shown(name)} {found}")
             off, size = self.members[key]
             rng = FileRange(self.path, off, size, f"{self.reference}: {name}")
             try:
@@ -359,5 +416,6 @@ def _short(tag: str) -> str:
 
 
 def _tags(entry: dict[str, Any]) -> set[str]:
-    tags = {t for t in entry.get("RepoTags") or [] if isinstance(t, str)}
+    listed = entry.get("RepoTags")
+    tags = {t for t in listed if isinstance(t, str)} if isinstance(listed, list) else set()
     return tags | {_short(t) for t in tags}

@@ -94,11 +94,26 @@ def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def load_json(data: bytes, what: str) -> dict[str, Any]:
+def shown(value: Any, limit: int = 120) -> str:
+    """A value from an image inside a message: its repr, cut to `limit` characters (a field
+    may hold megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def parse_json(data: bytes, what: str) -> Any:
+    """JSON from an image (any top-level type); every way it can be malformed is an ImageError
+    naming `what`, nesting too deep for the parser included."""
     try:
-        doc = json.loads(data)
+        return json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise ImageError(f"{what}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ImageError(f"{what}: not valid JSON (arrays or objects nested too deep)") from None
+
+
+def load_json(data: bytes, what: str) -> dict[str, Any]:
+    doc = parse_json(data, what)
     if not isinstance(doc, dict):
         raise ImageError(f"{what}: expected a JSON object, found {type(doc).__name__}")
     return doc
@@ -153,15 +168,17 @@ def kind_of(data: bytes, media_type: str, what: str) -> tuple[str, dict[str, Any
     mt = media_type or (body_type if isinstance(body_type, str) else "")
     if not mt:  # OCI allows leaving mediaType out of the body: tell by the fields
         mt = media.OCI_INDEX if "manifests" in doc else media.OCI_MANIFEST
+    if media_type and media_type not in media.MANIFESTS + media.INDEXES:
+        raise ImageError(f"{what}: media type {shown(media_type)} is neither an image manifest nor an index")
     if isinstance(body_type, str) and media_type and body_type != media_type:
-        raise ImageError(f"{what}: field 'mediaType': expected {media_type}, found {body_type}")
+        raise ImageError(f"{what}: field 'mediaType': expected {media_type}, found {shown(body_type)}")
     if doc.get("schemaVersion") != 2:
-        raise ImageError(f"{what}: field 'schemaVersion': expected 2, found {doc.get('schemaVersion')!r}")
+        raise ImageError(f"{what}: field 'schemaVersion': expected 2, found {shown(doc.get('schemaVersion'))}")
     if mt in media.MANIFESTS:
         return "manifest", doc
     if mt in media.INDEXES:
         return "index", doc
-    raise ImageError(f"{what}: media type {mt!r} is neither an image manifest nor an index")
+    raise ImageError(f"{what}: media type {shown(mt)} is neither an image manifest nor an index")
 
 
 def parse_manifest(data: bytes, media_type: str, what: str) -> Manifest:
@@ -171,7 +188,7 @@ def parse_manifest(data: bytes, media_type: str, what: str) -> Manifest:
     mt = media_type or doc.get("mediaType") or media.OCI_MANIFEST
     config = descriptor(doc.get("config"), f"{what}: config")
     if config.media_type not in media.CONFIGS:
-        raise ImageError(f"{what}: config: media type {config.media_type!r} is not an image config")
+        raise ImageError(f"{what}: config: media type {shown(config.media_type)} is not an image config")
     layers_doc = doc.get("layers")
     if not isinstance(layers_doc, list):
         raise ImageError(f"{what}: field 'layers': expected a list, found {type(layers_doc).__name__}")

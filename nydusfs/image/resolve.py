@@ -87,8 +87,14 @@ def load(source: ImageSource, manifest: Manifest, index: Index | None = None,
     what = f"{source.reference}: config {manifest.config.digest}"
     data = source.read_blob(manifest.config.digest, MAX_CONFIG)
     if len(data) != manifest.config.size:
-        raise ImageError(f"{what}: {len(data)} bytes, the manifest says {manifest.config.size}")
+        raise ImageError(f"{what}: the manifest's field 'config.size' says {manifest.config.size} "
+                         f"bytes, the config has {len(data)}")
     config = parse_config(data, what)
+    for i, layer in enumerate(manifest.layers):
+        held = source.stored_size(layer.digest)
+        if held is not None and held != layer.size:
+            raise ImageError(f"{source.reference}: manifest {manifest.digest}: layer {i} ({layer.digest}): "
+                             f"field 'size' says {layer.size} bytes, the blob has {held}")
     plat = entry.platform if entry is not None and entry.platform else None
     if plat is None and isinstance(config.get("os"), str) and isinstance(config.get("architecture"), str):
         plat = Platform(config["os"], config["architecture"], str(config.get("variant") or ""))
@@ -97,10 +103,16 @@ def load(source: ImageSource, manifest: Manifest, index: Index | None = None,
 
 def child(source: ImageSource, index: Index, entry: Descriptor) -> Manifest:
     data, _ = source.manifest(entry.digest)
-    if len(data) > MAX_MANIFEST or digest_of(data) != entry.digest:
-        raise ImageError(f"{source.reference}: manifest {entry.digest}: content does not match "
-                         "its digest or is too large")
-    return parse_manifest(data, entry.media_type, f"{source.reference}: manifest {entry.digest}")
+    what = f"{source.reference}: manifest {entry.digest}"
+    if len(data) > MAX_MANIFEST:
+        raise ImageError(f"{what}: {len(data)} bytes, more than the {MAX_MANIFEST} allowed")
+    found = digest_of(data)
+    if found != entry.digest:
+        raise ImageError(f"{what}: content does not match its digest (found {found})")
+    if len(data) != entry.size:
+        raise ImageError(f"{what}: the index entry's field 'size' says {entry.size} bytes, the "
+                         f"manifest has {len(data)}")
+    return parse_manifest(data, entry.media_type, what)
 
 
 def resolve(source: ImageSource, platform: Platform | None = None,
@@ -122,14 +134,18 @@ def resolve(source: ImageSource, platform: Platform | None = None,
             raise ImageError(f"{source.reference}: the index holds no image manifest")
         return [load(source, child(source, head, e), head, e) for e in images]
     entry = select(source.reference, images, platform)
-    return [load(source, child(source, head, entry), head, entry)]
+    one = load(source, child(source, head, entry), head, entry)
+    if platform is not None and one.platform is not None and not platform.matches(one.platform):
+        raise ImageError(f"{source.reference}: the image is for {one.platform}, not {platform} "
+                         "(the index's only entry names no platform)")
+    return [one]
 
 
 def select(reference: str, entries: list[Descriptor], platform: Platform | None) -> Descriptor:
     wanted = platform or host_platform()
     found = [e for e in entries if e.platform is not None and wanted.matches(e.platform)]
-    if not found and platform is None and len(entries) == 1 and entries[0].platform is None:
-        found = entries
+    if not found and len(entries) == 1 and entries[0].platform is None:
+        found = entries     # the config tells its platform: the caller compares
     if not found:
         offered = ", ".join(sorted({str(e.platform) for e in entries if e.platform})) or "none named"
         raise ImageError(f"{reference}: no image for platform {wanted} in the index "

@@ -67,6 +67,11 @@ class ImageSource(abc.ABC):
     def range_reader(self, digest: str) -> RangeReader:
         """Random access to a blob (Nydus data blobs read lazily by the reader)."""
 
+    def stored_size(self, digest: str) -> int | None:
+        """The size of a blob the source holds, when it is known without a request (local
+        files); None when it is not known or the blob is missing."""
+        return None
+
     def close(self) -> None:
         """Release files, archives and connections."""
 

@@ -14,7 +14,7 @@ import time
 from typing import Any, BinaryIO
 
 from . import media
-from .manifest import load_json
+from .manifest import MAX_MANIFEST, load_json
 from .reference import DIGEST_RE, Reference
 from .source import ImageError, ImageTarget
 
@@ -115,16 +115,30 @@ class OCILayoutTarget(_Staged):
             raise ImageError(f"{reference}: {reference.path} exists and is not a directory")
         self.old: list[dict[str, Any]] | None = None
         if os.path.isdir(reference.path) and os.listdir(reference.path):
+            _check_blob_dirs(reference)
             self.old = _existing_index(reference)
+        self.present: set[str] = set()
         super().__init__(reference)
 
     def has_blob(self, digest: str) -> bool:
-        if super().has_blob(digest):
+        """Staged, or held by the layout already: a plain file (not a symlink) whose content
+        has the digest, so the image written never names a blob it does not hold."""
+        if super().has_blob(digest) or digest in self.present:
             return True
+        path = os.path.join(self.path, "blobs", "sha256", digest[7:])
         try:
-            return stat.S_ISREG(os.stat(os.path.join(self.path, "blobs", "sha256", digest[7:])).st_mode)
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                return False
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
         except OSError:
             return False
+        if "sha256:" + h.hexdigest() != digest:
+            return False    # a damaged copy: the staged one replaces it at commit
+        self.present.add(digest)
+        return True
 
     def commit(self) -> None:
         if not self.entries:
@@ -139,17 +153,34 @@ class OCILayoutTarget(_Staged):
                 os.rmdir(self.path)
             os.rename(self.stage, self.path)
             return
+        _check_blob_dirs(Reference("oci", self.path, self.tag))   # again: it may have changed
         dest = os.path.join(self.path, "blobs", "sha256")
         os.makedirs(dest, exist_ok=True)
         for name in sorted(os.listdir(blobs)):  # blobs first: the index names them last
             target = os.path.join(dest, name)
-            if os.path.exists(target):
+            if "sha256:" + name in self.present:
                 continue
-            os.rename(os.path.join(blobs, name), target)
+            os.replace(os.path.join(blobs, name), target)
         if not os.path.exists(os.path.join(self.path, "oci-layout")):
             os.replace(os.path.join(self.stage, "oci-layout"), os.path.join(self.path, "oci-layout"))
         os.replace(os.path.join(self.stage, "index.json"), os.path.join(self.path, "index.json"))
         self.close()
+
+
+def _check_blob_dirs(reference: Reference) -> None:
+    """blobs/ and blobs/sha256/ of an existing layout, where commit moves blobs: directories
+    of the layout itself, never symlinks that would lead the writes elsewhere."""
+    for sub in ("blobs", os.path.join("blobs", "sha256")):
+        try:
+            mode = os.lstat(os.path.join(reference.path, sub)).st_mode
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise ImageError(f"{reference}: {sub}: {e.strerror}") from None
+        if not stat.S_ISDIR(mode):
+            what = "a symlink" if stat.S_ISLNK(mode) else "not a directory"
+            raise ImageError(f"{reference}: {sub} is {what}; the blobs of a layout written to "
+                             "must be a directory of the layout")
 
 
 def _existing_index(reference: Reference) -> list[dict[str, Any]]:
@@ -159,9 +190,12 @@ def _existing_index(reference: Reference) -> list[dict[str, Any]]:
                          "(index.json or oci-layout missing)")
     try:
         with open(path, "rb") as f:
-            doc = load_json(f.read(), f"{reference}: index.json")
+            data = f.read(MAX_MANIFEST + 1)
     except OSError as e:
         raise ImageError(f"{reference}: cannot read index.json: {e.strerror}") from None
+    if len(data) > MAX_MANIFEST:
+        raise ImageError(f"{reference}: index.json is more than the {MAX_MANIFEST} bytes allowed")
+    doc = load_json(data, f"{reference}: index.json")
     if not isinstance(doc.get("manifests"), list):
         raise ImageError(f"{reference}: index.json: field 'manifests': expected a list")
     return list(doc["manifests"])
