@@ -15,7 +15,12 @@ faults on while a client works through it:
 * `redirect`: blob GETs the registry would serve are answered 307 to a `BlobServer` (presigned
   URLs that expire when `BlobServer.rotate()` is called);
 * `revoke_tokens()`: bearer tokens seen so far are refused (401 with the registry's own
-  challenge), as after a token expires; tokens past their `exp` are always refused.
+  challenge), as after a token expires; tokens past their `exp` are always refused;
+* `answer(n, path, ...)`: the next n requests for a path (a regular expression matched against
+  the whole path) get a made-up answer instead of the registry's: any status, headers and
+  body, a Content-Length that lies, a body without end, or one trickled a byte at a time
+  (a hostile registry, or a token server answering garbage);
+* `forward_body(n, path, edit)`: the registry's answer with its body passed through `edit`.
 
 Every request is recorded in `log` (method, path, status, Range, Authorization scheme).
 """
@@ -187,6 +192,21 @@ class FaultProxy(_Base):
         with self.lock:
             self.rules.append({"kind": "lose", "n": n, "match": match, "methods": methods})
 
+    def answer(self, n: int, path: str, *, status: int = 200, headers: dict[str, str] | None = None,
+               body: bytes = b"", length: int | None = None, endless: bool = False,
+               trickle: float = 0.0, methods: tuple[str, ...] = ("GET", "HEAD")) -> None:
+        """`length` is the Content-Length sent (default the body's); `endless` repeats the body
+        until the client goes away; `trickle` sends it one byte per that many seconds."""
+        with self.lock:
+            self.rules.append({"kind": "answer", "n": n, "path": re.compile(path), "match": "",
+                               "methods": methods, "status": status, "headers": dict(headers or {}),
+                               "body": body, "length": length, "endless": endless, "trickle": trickle})
+
+    def forward_body(self, n: int, path: str, edit: Any, methods: tuple[str, ...] = ("GET",)) -> None:
+        with self.lock:
+            self.rules.append({"kind": "edit", "n": n, "path": re.compile(path), "match": "",
+                               "methods": methods, "edit": edit})
+
     def revoke_tokens(self) -> None:
         """Refuse every bearer token seen so far."""
         with self.lock:
@@ -199,9 +219,11 @@ class FaultProxy(_Base):
         self.shift_range = False
 
     def take_rule(self, method: str, path: str) -> dict[str, Any] | None:
+        bare = urllib.parse.urlsplit(path).path
         with self.lock:
             for rule in self.rules:
-                if rule["match"] in path and method in rule["methods"]:
+                where = rule["path"].fullmatch(bare) if "path" in rule else rule["match"] in path
+                if where and method in rule["methods"]:
                     rule["n"] -= 1
                     if rule["n"] <= 0:
                         self.rules.remove(rule)
@@ -268,6 +290,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if owner.latency:
             time.sleep(owner.latency)
         rule = owner.take_rule(method, self.path)
+        if rule is not None and rule["kind"] == "answer":
+            entry["status"] = rule["status"]
+            self._answer(rule, head=method == "HEAD")
+            return
         if rule is not None and rule["kind"] == "status":
             entry["status"] = rule["status"]
             extra = {"Retry-After": rule["retry_after"]} if rule["retry_after"] else {}
@@ -312,11 +338,46 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
+        if rule is not None and rule["kind"] == "edit":
+            data = rule["edit"](data)
         if rule is not None and rule["kind"] == "drop":
             entry["dropped"] = True
             self._send(status, rheaders, data, cut=rule["after"])
             return
         self._send(status, rheaders, data, head=method == "HEAD")
+
+    def _answer(self, rule: dict[str, Any], head: bool) -> None:
+        body: bytes = rule["body"]
+        self.send_response(rule["status"])
+        for k, v in rule["headers"].items():
+            self.send_header(k, v)
+        if not rule["endless"] or rule["length"] is not None:
+            self.send_header("Content-Length", str(len(body) if rule["length"] is None else rule["length"]))
+        else:
+            self.close_connection = True    # the body ends when the connection does
+        self.end_headers()
+        if head:
+            return
+        try:
+            while True:
+                if rule["trickle"]:
+                    for i in range(len(body)):
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(rule["trickle"])
+                else:
+                    self.wfile.write(body)
+                if not rule["endless"]:
+                    break
+        except OSError:
+            pass    # the client gave up: what an endless answer waits for
+        self.wfile.flush()
+        if rule["length"] is not None and rule["length"] != len(body):
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _send(self, status: int, headers: list[tuple[str, str]], data: bytes, *,
               cut: int | None = None, head: bool = False) -> None:

@@ -12,7 +12,6 @@ terminal is escaped (no ESC byte in any output).
 
 from __future__ import annotations
 
-import copy
 import gzip
 import hashlib
 import io
@@ -166,8 +165,8 @@ def snapshot(top: pathlib.Path) -> dict[str, tuple[int, int]]:
     for d, dirs, files in os.walk(top):
         for name in dirs + files:
             p = os.path.join(d, name)
-            st = os.lstat(p)
-            out[os.path.relpath(p, top)] = (st.st_size, st.st_mtime_ns)
+            info = os.lstat(p)
+            out[os.path.relpath(p, top)] = (info.st_size, info.st_mtime_ns)
     return out
 
 
@@ -382,7 +381,8 @@ NYDUS_CASES: dict[str, tuple[Edit, tuple[str, ...] | None]] = {
     "config-media-unknown": (_manifest_edit(lambda m: m["config"].update(mediaType=ESC)), ("config",)),
     "config-deep": (lambda lay, _: lay.set_config(None, b'{"rootfs":' + _deep(100_000) + b"}"), ("nested too deep",)),
     "config-diff-ids-type": (_config_edit(lambda c: c["rootfs"].update(diff_ids="x")), ("diff_ids",)),
-    "config-diff-ids-path": (_config_edit(lambda c: c["rootfs"]["diff_ids"].__setitem__(0, "sha256:../x")), ("diff_ids",)),
+    "config-diff-ids-path": (_config_edit(lambda c: c["rootfs"]["diff_ids"].__setitem__(0, "sha256:../x")),
+                             ("diff_ids",)),
     "config-escapes": (_config_edit(lambda c: c.update(history=[{"created_by": ESC, "comment": ESC}],
                                                          config={"Env": [ESC], "Labels": {ESC: ESC}})), None),
     "annotation-escapes": (_manifest_edit(lambda m: m["layers"][-1]["annotations"].update(
@@ -553,3 +553,67 @@ def test_crafted_archives(archive_batch, case):
         assert_refused(results, cases, *words)
     else:
         assert [code for code, _ in results] == [0, 0, 0, 0], results
+
+
+# --- hypothesis: one field of the index, manifest or config replaced -------------------------
+
+HOSTILE_VALUES = [None, True, -1, 0, 1 << 64, 1.5e308, "", ESC, "sha256:../../etc/passwd",
+                  "sha256:" + "0" * 64, "x" * 70_000, [], {}, [[[[[]]]]], {"a": {"b": {}}}, [ESC] * 3]
+
+
+def _paths(doc: Any, at: tuple = ()) -> list[tuple]:
+    out = [at]
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            out += _paths(v, at + (k,))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            out += _paths(v, at + (i,))
+    return out
+
+
+def _replaced(doc: Any, path: tuple, value: Any) -> Any:
+    if not path:
+        return value
+    parent = doc
+    for k in path[:-1]:
+        parent = parent[k]
+    if value is DELETE:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return doc
+
+
+DELETE = object()
+
+
+@settings(max_examples=16, deadline=None, derandomize=DERANDOMIZE, database=None)
+@given(base=st.sampled_from(["nydus", "src"]), which=st.sampled_from(["index", "manifest", "config"]),
+       pick=st.floats(0, 1, exclude_max=True), value=st.sampled_from(HOSTILE_VALUES + [DELETE]))
+def test_mutated_fields_get_a_clean_answer(images, base, which, pick, value):
+    work = pathlib.Path(tempfile.mkdtemp(prefix="case-", dir=images))
+    try:
+        shutil.copytree(images / base, work / "image")
+        lay = Layout(work / "image")
+        doc = {"index": lay.index, "manifest": lay.manifest, "config": lay.config}[which]()
+        paths = _paths(doc)
+        path = paths[int(pick * len(paths))]
+        if value is DELETE and not path:
+            value = None
+        doc = _replaced(doc, path, value)
+        {"index": lay.write_index, "manifest": lay.set_manifest, "config": lay.set_config}[which](doc)
+        (work / "mnt").mkdir()
+        tag = "n" if base == "nydus" else "v1"
+        ref = f"oci:{work / 'image'}:{tag}"
+        cases = nydus_verbs(ref, work, mount=False) if base == "nydus" else \
+            source_verbs(ref, images / "nydus", work)
+        before = snapshot(images)
+        results = drive(cases, {"NYDUSFS_CACHE_DIR": str(work / "cache")})
+        check_runs(cases, results, work)
+        after = snapshot(images)
+        mine = str(work.relative_to(images))
+        assert not [k for k in set(before) | set(after) if before.get(k) != after.get(k)
+                    and k.split(os.sep)[0] != mine]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -360,9 +360,9 @@ class DockerArchiveSource(_Blobs):
                 raise ImageError(f"{self.reference}: manifest.json: layer {i} is not a member name")
             key = os.path.normpath(name).lstrip("/")
             if key not in self.members:
-                found = f"is {self.others[key]}, not a regular file" if key in self.others else \
+                there = f"is {self.others[key]}, not a regular file" if key in self.others else \
                     "is missing from the archive"
-                raise ImageError(f"{self.reference}: layer {i}: member {shown(name)} {found}")
+                raise ImageError(f"{self.reference}: layer {i}: member {shown(name)} {there}")
             off, size = self.members[key]
             rng = FileRange(self.path, off, size, f"{self.reference}: {name}")
             try:

@@ -13,14 +13,20 @@ it gets a 401 - so a long-lived mount never dies of an expired token.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import re
 import threading
 import time
+import urllib.parse
 
 import httpx
 
+from nydusfs.registry.body import read_body
 from nydusfs.registry.credentials import Credentials
 from nydusfs.registry.errors import RegistryError
+
+TOKEN_LIMIT = 1 << 20        # a token server's answer (tokens are a few KiB)
 
 _PARAM = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)\s*,?')
 
@@ -74,8 +80,8 @@ class Authenticator:
     """
 
     def __init__(self, http: httpx.Client, host: str, scopes: list[str],
-                 creds: Credentials | None) -> None:
-        self.http, self.host, self.creds = http, host, creds
+                 creds: Credentials | None, timeout: float = 30.0) -> None:
+        self.http, self.host, self.creds, self.timeout = http, host, creds, timeout
         self.scopes = list(scopes)
         self.challenge: Challenge | None = None
         self.token: Token | None = None
@@ -118,16 +124,24 @@ class Authenticator:
     def _fetch(self, ch: Challenge) -> Token:
         realm = ch.realm
         if not realm:
-            raise RegistryError(f"{self.host}: Bearer challenge without a realm: {ch.params}")
+            raise RegistryError(f"{self.host}: Bearer challenge without a realm: {str(ch.params)[:200]}")
+        if urllib.parse.urlsplit(realm).scheme not in ("http", "https"):
+            raise RegistryError(f"{self.host}: Bearer challenge realm {realm[:200]!r} is not an http "
+                                "or https URL")
         order = ("POST", "GET") if self.use_post_first else ("GET", "POST")
         last: httpx.Response | None = None
+        body = b""
         for method in order:
             if method == "POST" and self.creds is None:
                 continue  # an OAuth2 password grant needs a user
             try:
                 resp = self._request(method, ch, realm)
+                try:
+                    body = read_body(resp, TOKEN_LIMIT, self.timeout, f"{self.host}: token server {realm[:200]}")
+                finally:
+                    resp.close()
             except httpx.HTTPError as e:
-                raise RegistryError(f"{self.host}: token request to {realm} failed: {e}") from None
+                raise RegistryError(f"{self.host}: token request to {realm[:200]} failed: {e}") from None
             self.token_requests += 1
             last = resp
             if resp.status_code in (400, 404, 405) and method != order[-1]:
@@ -137,19 +151,21 @@ class Authenticator:
         if last.status_code in (401, 403):
             who = f"user {self.creds.username!r} (from {self.creds.source})" if self.creds else \
                 "anonymous access (no credentials found; use --creds or --authfile)"
-            raise RegistryError(f"{self.host}: token server {realm} refused {who}: "
-                                f"{last.status_code} {_excerpt(last)}")
+            raise RegistryError(f"{self.host}: token server {realm[:200]} refused {who}: "
+                                f"{last.status_code} {_excerpt(body)}")
         if last.status_code != 200:
-            raise RegistryError(f"{self.host}: token server {realm} answered "
-                                f"{last.status_code} {_excerpt(last)}")
+            raise RegistryError(f"{self.host}: token server {realm[:200]} answered "
+                                f"{last.status_code} {_excerpt(body)}")
         try:
-            doc = last.json()
+            doc = json.loads(body)
             value = doc.get("token") or doc.get("access_token")
             ttl = float(doc.get("expires_in") or 60)
-        except (ValueError, AttributeError, TypeError):
-            raise RegistryError(f"{self.host}: token server {realm} sent no JSON with a token") from None
+        except (ValueError, AttributeError, TypeError, RecursionError):
+            raise RegistryError(f"{self.host}: token server {realm[:200]} sent no JSON with a token") from None
         if not isinstance(value, str) or not value:
-            raise RegistryError(f"{self.host}: token server {realm} sent neither token nor access_token")
+            raise RegistryError(f"{self.host}: token server {realm[:200]} sent neither token nor access_token")
+        if not math.isfinite(ttl) or ttl <= 0:
+            ttl = 60.0      # as when the server names no lifetime
         if doc.get("refresh_token") and self.creds is not None:
             self.creds = dataclasses.replace(self.creds, identity_token=doc["refresh_token"])
         return Token(value, time.monotonic() + ttl, ttl)
@@ -160,7 +176,8 @@ class Authenticator:
             params: list[tuple[str, str | int | float | bool | None]] = [("service", service)]
             params += [("scope", s) for s in self.scopes]
             headers = {"Authorization": self.creds.basic()} if self.creds else {}
-            return self.http.get(realm, params=params, headers=headers)
+            req = self.http.build_request("GET", realm, params=params, headers=headers)
+            return self.http.send(req, stream=True)     # read within bounds by the caller
         form = {"service": service, "scope": " ".join(self.scopes), "client_id": "nydusfs"}
         assert self.creds is not None
         if self.creds.identity_token:
@@ -168,9 +185,9 @@ class Authenticator:
         else:
             form |= {"grant_type": "password", "username": self.creds.username,
                      "password": self.creds.password}
-        return self.http.post(realm, data=form)
+        return self.http.send(self.http.build_request("POST", realm, data=form), stream=True)
 
 
-def _excerpt(resp: httpx.Response) -> str:
-    text = resp.text.strip().replace("\n", " ")
+def _excerpt(body: bytes) -> str:
+    text = body[:400].decode("utf-8", "replace").strip().replace("\n", " ")
     return (text[:200] + "...") if len(text) > 200 else text

@@ -19,6 +19,7 @@ import dataclasses
 import glob
 import hashlib
 import itertools
+import json
 import logging
 import os
 import random
@@ -35,6 +36,7 @@ from typing import TypeVar
 import httpx
 
 from nydusfs.registry.auth import Authenticator, parse_challenge
+from nydusfs.registry.body import read_body
 from nydusfs.registry.credentials import Credentials
 from nydusfs.registry.errors import RegistryError, UploadSessionLost
 from nydusfs.registry.reference import Reference
@@ -49,6 +51,7 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
 )
 MANIFEST_LIMIT = 4 << 20
+ERROR_LIMIT = 64 << 10      # an error document's body, read for its message
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = "nydusfs/0.1"
@@ -145,15 +148,16 @@ def _plain_http_answer(e: Exception) -> bool:
                                    "packet length too long", "unknown protocol"))
 
 
-def _error_excerpt(resp: httpx.Response) -> str:
+def _error_excerpt(resp: httpx.Response, body: bytes) -> str:
     try:
-        doc = resp.json()
+        doc = json.loads(body)
         errs = doc.get("errors") or []
         if errs:
-            return "; ".join(f"{e.get('code', '')}: {e.get('message', '')}" for e in errs[:3])
+            text = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}" for e in errs[:3])
+            return text if len(text) <= 300 else text[:300] + "..."
     except Exception:  # noqa: BLE001 - any body that is not the JSON error shape
         pass
-    return resp.reason_phrase
+    return resp.reason_phrase[:100]
 
 
 class RegistryClient:
@@ -167,6 +171,7 @@ class RegistryClient:
         self.ref = ref
         self.where = str(ref)      # every error names the reference as written
         self.retry_time = retry_time
+        self.timeout = timeout
         self.connect_retry_time = connect_retry_time
         self.http = httpx.Client(
             verify=ssl_context(ref.endpoint, tls_verify, cert_dir),
@@ -176,7 +181,7 @@ class RegistryClient:
             follow_redirects=False, trust_env=False,
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
         scopes = [f"repository:{ref.repo}:{actions}"] + list(extra_scopes or [])
-        self.auth = Authenticator(self.http, self.where, scopes, creds)
+        self.auth = Authenticator(self.http, self.where, scopes, creds, timeout)
         self.scheme = "http" if plain_http else "https"
         self.allow_http_fallback = not plain_http and ref.is_loopback
         self.redirects: dict[str, str] = {}
@@ -275,14 +280,14 @@ class RegistryClient:
         return resp
 
     def _fail(self, what: str, resp: httpx.Response) -> RegistryError:
-        try:
-            resp.read()
-        except (httpx.HTTPError, httpx.StreamError):
-            pass        # closed already, or cut: the status is enough
+        try:    # the error document, if it is small and comes quickly
+            body = read_body(resp, ERROR_LIMIT, self.timeout, f"{self.where}: {what}")
+        except (httpx.HTTPError, httpx.StreamError, RegistryError):
+            body = b""      # closed already, cut, too large or too slow: the status is enough
         resp.close()
         if resp.status_code == 404:
-            return RegistryError(f"{self.where}: {what}: not found (404: {_error_excerpt(resp)})")
-        return RegistryError(f"{self.where}: {what}: {resp.status_code} {_error_excerpt(resp)}")
+            return RegistryError(f"{self.where}: {what}: not found (404: {_error_excerpt(resp, body)})")
+        return RegistryError(f"{self.where}: {what}: {resp.status_code} {_error_excerpt(resp, body)}")
 
     # --- pull -----------------------------------------------------------------------------
     def ping(self) -> None:
@@ -309,7 +314,7 @@ class RegistryClient:
 
     def get_manifest(self, ref: str) -> tuple[bytes, str]:
         """Raw bytes and media type of the manifest or index `ref` (tag or digest)."""
-        def attempt() -> tuple[bytes, str]:
+        def attempt() -> tuple[bytes, str, str]:
             resp = self._send("GET", f"{self.base}/manifests/{ref}",
                               headers={"Accept": ", ".join(MANIFEST_TYPES)})
             with closing(resp):
@@ -317,23 +322,21 @@ class RegistryClient:
                     raise self._fail(f"manifest {ref}", resp)
                 data = self._read_limited(resp, MANIFEST_LIMIT, f"manifest {ref}")
             media = resp.headers.get("Content-Type", "").split(";")[0].strip()
-            return data, media
-        data, media = self.retrying(f"manifest {ref}", attempt)
-        if ref.startswith("sha256:") and "sha256:" + hashlib.sha256(data).hexdigest() != ref:
-            raise RegistryError(f"{self.where}: manifest {ref}: bytes do not match the digest")
+            return data, media, resp.headers.get("Docker-Content-Digest", "").strip()
+        data, media, claimed = self.retrying(f"manifest {ref}", attempt)
+        found = "sha256:" + hashlib.sha256(data).hexdigest()
+        if ref.startswith("sha256:") and found != ref:
+            raise RegistryError(f"{self.where}: manifest {ref}: bytes do not match the digest "
+                                f"(found {found})")
+        if claimed.startswith("sha256:") and claimed != found:
+            raise RegistryError(f"{self.where}: manifest {ref}: header Docker-Content-Digest says "
+                                f"{claimed[:80]!r}, the bytes have digest {found}")
         return data, media
 
     def _read_limited(self, resp: httpx.Response, limit: int, what: str) -> bytes:
         length = resp.headers.get("Content-Length")
-        if length and int(length) > limit:
-            raise RegistryError(f"{self.where}: {what}: {length} bytes, more than the "
-                                f"{limit} allowed")
-        out = bytearray()
         try:
-            for part in resp.iter_raw():
-                out += part
-                if len(out) > limit:
-                    raise RegistryError(f"{self.where}: {what}: more than the {limit} bytes allowed")
+            out = read_body(resp, limit, self.timeout, f"{self.where}: {what}")
         except httpx.TransportError as e:
             raise Retry(f"{what}: body cut short: {e}") from None
         if length and len(out) != int(length):
@@ -364,6 +367,9 @@ class RegistryClient:
                 raise RegistryError(f"{self.where}: blob {digest}: more than 5 redirects")
             url = urllib.parse.urljoin(url, resp.headers["Location"])
             resp.close()
+            if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+                raise RegistryError(f"{self.where}: blob {digest}: redirected to {url[:200]!r}, "
+                                    "not an http or https URL")
             resp = self._raw("GET", url, h, None, digest)   # no Authorization to the target
         if hops and resp.status_code < 400:
             with self.redirect_lock:
