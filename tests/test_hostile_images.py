@@ -617,3 +617,70 @@ def test_mutated_fields_get_a_clean_answer(images, base, which, pick, value):
                     and k.split(os.sep)[0] != mine]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# --- crafted oci: targets of convert -----------------------------------------------------------
+
+def _target_blobs_symlink(sub: str) -> Callable[[pathlib.Path, pathlib.Path], None]:
+    def edit(target: pathlib.Path, outside: pathlib.Path) -> None:
+        shutil.move(target / sub, outside / "moved")
+        (target / sub).symlink_to(outside / "moved")
+    return edit
+
+
+def _target_blob(how: str) -> Callable[[pathlib.Path, pathlib.Path], None]:
+    """The bootstrap layer blob convert will write, held damaged or as a symlink out."""
+    def edit(target: pathlib.Path, outside: pathlib.Path) -> None:
+        lay = Layout(target)
+        p = lay.blob_path(lay.manifest()["layers"][-1]["digest"])
+        data = p.read_bytes()
+        p.unlink()
+        if how == "damaged":
+            p.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+        else:
+            (outside / "blob").write_bytes(data)
+            p.symlink_to(outside / "blob")
+    return edit
+
+
+# name -> (edit of the existing target layout and a directory outside it, words; None: accepted)
+TARGET_CASES: dict[str, tuple[Callable[[pathlib.Path, pathlib.Path], None], tuple[str, ...] | None]] = {
+    "blobs-symlink": (_target_blobs_symlink("blobs"), ("blobs is a symlink",)),
+    "sha256-symlink": (_target_blobs_symlink("blobs/sha256"), ("blobs/sha256 is a symlink",)),
+    "index-deep": (lambda t, _: (t / "index.json").write_bytes(_deep(100_000)), ("index.json", "nested too deep")),
+    "index-huge": (lambda t, _: (t / "index.json").write_bytes(b"[" + b" " * (5 << 20) + b"]"),
+                   ("index.json", "more than")),
+    "index-fifo": (lambda t, _: ((t / "index.json").unlink(), os.mkfifo(t / "index.json")), ("index.json",)),
+    "blob-damaged": (_target_blob("damaged"), None),
+    "blob-symlink-out": (_target_blob("symlink"), None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TARGET_CASES))
+def test_crafted_convert_targets(images, case):
+    edit, words = TARGET_CASES[case]
+    work = pathlib.Path(tempfile.mkdtemp(prefix="case-", dir=images))
+    try:
+        target, outside = work / "target", work / "outside"
+        shutil.copytree(images / "nydus", target)
+        outside.mkdir()
+        edit(target, outside)
+        before = snapshot(outside)
+        argv = ["convert", f"oci:{images / 'src'}:v1", f"oci:{target}:n", "--no-progress", "--no-cache"]
+        [(code, err)] = drive([argv], {"NYDUSFS_CACHE_DIR": str(work / "cache")})
+        assert "Traceback" not in err and "internal error" not in err, err
+        assert snapshot(outside) == before      # nothing written where a symlink led
+        assert not [n for n in os.listdir(work) if n.startswith(".target")]
+        if words is not None:
+            assert code == 2 and len(err.strip().splitlines()) == 1, (code, err)
+            for w in words:
+                assert w in err, (w, err)
+            return
+        assert code == 0, err
+        lay = Layout(target)    # every blob the image names is a regular file with its digest
+        m = lay.manifest()
+        for d in [m["config"]] + m["layers"]:
+            p = lay.blob_path(d["digest"])
+            assert not p.is_symlink() and sha(p.read_bytes()) == d["digest"], d
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
