@@ -400,6 +400,7 @@ NYDUS_CASES: dict[str, tuple[Edit, tuple[str, ...] | None]] = {
 
 
 def copy_with(images: pathlib.Path, base: str, edit: Edit, work: pathlib.Path) -> pathlib.Path:
+    work.mkdir(exist_ok=True)
     shutil.copytree(images / base, work / "image", symlinks=True)
     edit(Layout(work / "image"), work)
     return work / "image"
@@ -684,3 +685,24 @@ def test_crafted_convert_targets(images, case):
             assert not p.is_symlink() and sha(p.read_bytes()) == d["digest"], d
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_image_text_reaches_the_terminal_escaped(images, tmp_path):
+    """Annotations, history and config values holding terminal controls: the human output of
+    check, explore --report and dump shows them escaped (the runs above only see stderr)."""
+    from bounded import run
+
+    nydus = tmp_path / "nydus"
+    copy_with(images, "nydus", NYDUS_CASES["annotation-escapes"][0], nydus)
+    src = tmp_path / "src"
+    copy_with(images, "src", SOURCE_CASES["config-escapes"][0], src)
+    env = {"NYDUSFS_CACHE_DIR": str(tmp_path / "cache")}
+    runs = [("check", f"oci:{nydus / 'image'}:n"), ("check", f"oci:{src / 'image'}:v1", f"oci:{nydus / 'image'}:n"),
+            ("explore", "--report", f"oci:{src / 'image'}:v1"), ("explore", "--report", f"oci:{nydus / 'image'}:n"),
+            ("dump", f"oci:{nydus / 'image'}:n")]
+    for args in runs:
+        r = run(*args, env=env)
+        assert r.returncode in (0, 1), (args, r.stderr[-2000:])
+        assert b"\x1b" not in r.stdout + r.stderr and b"\xc2\x9b" not in r.stdout + r.stderr, args
+    r = run("check", f"oci:{nydus / 'image'}:n", env=env)
+    assert b"\\x1b]0;owned" in r.stdout    # shown, as an escape
