@@ -108,7 +108,8 @@ def write_source(path: pathlib.Path) -> None:
 
 
 def tar_of(members: list[tuple[str, bytes | None, str]]) -> bytes:
-    """A plain tar: (name, data, kind) with kind "f" (file), "d" (directory) or "l:TARGET"."""
+    """A plain tar: (name, data, kind) with kind "f" (file), "d" (directory), "l:TARGET" (a
+    symlink) or "h:TARGET" (a hard link)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for name, data, kind in members:
@@ -117,6 +118,8 @@ def tar_of(members: list[tuple[str, bytes | None, str]]) -> bytes:
                 ti.type = tarfile.DIRTYPE
             elif kind.startswith("l:"):
                 ti.type, ti.linkname = tarfile.SYMTYPE, kind[2:]
+            elif kind.startswith("h:"):
+                ti.type, ti.linkname = tarfile.LNKTYPE, kind[2:]
             else:
                 ti.size = len(data or b"")
             tf.addfile(ti, io.BytesIO(data) if kind == "f" else None)
@@ -528,6 +531,19 @@ ARCHIVE_CASES: dict[str, tuple[str, Any, Callable[[bytes], bytes], tuple[str, ..
     "docker-layer-symlink": ("docker", lambda ms: ms[:2] + [(ms[2][0], None, "l:/etc/passwd")] + ms[3:],
                              lambda b: b, ("symlink",)),
     "docker-no-manifest": ("docker", lambda ms: ms[1:], lambda b: b, ("manifest.json",)),
+    # links inside the archive read as their target (docker save links a layer two images share)
+    "docker-layer-symlink-in": ("docker", lambda ms: ms[:2] + [("shared/layer.tar", ms[2][1], "f"),
+                                                               (ms[2][0], None, "l:../shared/layer.tar")] + ms[3:],
+                                lambda b: b, None),
+    "oci-blob-hardlink-in": ("oci", lambda ms: [m if not m[0].startswith("blobs/") else
+                                                (m[0], None, "h:kept/" + m[0]) for m in ms]
+                             + [("kept/" + m[0], m[1], "f") for m in ms if m[0].startswith("blobs/")],
+                             lambda b: b, None),
+    "docker-layer-symlink-dotdot": ("docker", lambda ms: ms[:2] + [(ms[2][0], None, "l:../../../etc/passwd")]
+                                    + ms[3:], lambda b: b, ("symlink", "out of the archive")),
+    "docker-layer-symlink-loop": ("docker", lambda ms: ms[:2] + [(ms[2][0], None, "l:../loop/layer.tar"),
+                                                                 ("loop/layer.tar", None, "l:../" + ms[2][0])]
+                                  + ms[3:], lambda b: b, ("symlink", "not a regular member")),
 }
 
 

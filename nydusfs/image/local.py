@@ -253,11 +253,13 @@ def scan_tar(path: str, what: str, others: dict[str, str] | None = None) -> dict
             raise ImageError(f"{what}: {path} is compressed; an archive must be a plain tar")
         f.seek(0)
         members: dict[str, tuple[int, int]] = {}
+        links: dict[str, str] = {}
         size = os.fstat(f.fileno()).st_size
         try:
             with tarfile.open(fileobj=f, mode="r:") as tf:
                 for m in tf:
                     key = os.path.normpath(m.name).lstrip("/")
+                    links.pop(key, None)
                     if m.isreg():
                         if m.offset_data + m.size > size:
                             raise ImageError(f"{what}: member {shown(m.name)} at offset {m.offset} runs "
@@ -265,13 +267,48 @@ def scan_tar(path: str, what: str, others: dict[str, str] | None = None) -> dict
                         members[key] = (m.offset_data, m.size)
                         if others is not None:
                             others.pop(key, None)
-                    elif others is not None:
-                        members.pop(key, None)
+                        continue
+                    members.pop(key, None)
+                    if m.issym() or m.islnk():
+                        links[key] = _link_target(key, m.linkname, m.issym())
+                    if others is not None:
                         others[key] = "a symlink" if m.issym() else "a hard link" if m.islnk() else \
                             "a directory" if m.isdir() else "not a regular file"
         except (tarfile.TarError, EOFError) as e:
             raise ImageError(f"{what}: {path} is not a readable tar archive ({e})") from None
+    _follow_links(members, links, others)
     return members
+
+
+MAX_LINK_HOPS = 16
+
+
+def _link_target(key: str, linkname: str, symbolic: bool) -> str:
+    """The archive member a link names: a symlink's target is relative to its own directory, a
+    hard link's to the archive's root. "" when it leads out of the archive (absolute or ..)."""
+    if symbolic and linkname.startswith("/"):
+        return ""
+    target = os.path.normpath(os.path.join(os.path.dirname(key), linkname) if symbolic
+                              else linkname.lstrip("/"))
+    return "" if target == ".." or target.startswith("../") else target
+
+
+def _follow_links(members: dict[str, tuple[int, int]], links: dict[str, str],
+                  others: dict[str, str] | None) -> None:
+    """Links to regular members of the same archive read as their target, as skopeo reads them
+    (`docker save` stores a layer shared by two images once and links the second name to it)."""
+    for key, target in links.items():
+        hops = 0
+        while target in links and hops < MAX_LINK_HOPS:
+            target, hops = links[target], hops + 1
+        if target and target in members:
+            members[key] = members[target]
+            if others is not None:
+                others.pop(key, None)
+        elif others is not None:
+            kind = others.get(key, "a link")
+            others[key] = (f"{kind} leading out of the archive" if not target
+                           else f"{kind} to {shown(target)}, which is not a regular member")
 
 
 class OCIArchiveSource(_Layout):
