@@ -44,13 +44,14 @@ async def ready(app: ExploreApp, pilot: Any) -> None:
     assert app.ready
 
 
-def labels(app: ExploreApp) -> list[str]:
+def labels(app: ExploreApp, node: Any = None) -> list[str]:
+    """The labels of the entries under `node` (the root), as the tree draws them."""
     tree = app.query_one("#tree")
-    return [str(n.label) for n in tree.root.children]
+    return [str(tree.label_of(n)) for n in (node or tree.root).children]
 
 
 def details(app: ExploreApp) -> str:
-    return str(app.query_one("#info").render())
+    return app.query_one("#info").text.plain
 
 
 def test_keys_move_through_tree_layers_and_details(tmp_path: pathlib.Path) -> None:
@@ -65,7 +66,7 @@ def test_keys_move_through_tree_layers_and_details(tmp_path: pathlib.Path) -> No
         await pilot.press("enter")                      # expand /d: filled on demand
         await pilot.pause()
         d = app.query_one("#tree").cursor_node
-        assert [str(c.label) for c in d.children] == ["+ h  2 B  L2"]
+        assert labels(app, d) == ["+ h  2 B  L2"]
         # to the layer list, down to layer 2: its changes, with removal marks
         await pilot.press("shift+tab", "down", "down", "down")
         await pilot.pause()
@@ -75,13 +76,13 @@ def test_keys_move_through_tree_layers_and_details(tmp_path: pathlib.Path) -> No
         await pilot.pause()
         node = app.query_one("#tree").cursor_node
         assert node.data == b"/a/x"
-        assert str(node.label) == "+ x  2 B  L2"
-        d_children = [str(c.label) for c in app.query_one("#tree").root.children[1].children]
-        assert d_children == ["…"]                      # filled when first expanded
+        assert str(app.query_one("#tree").label_of(node)) == "+ x  2 B  L2"
+        assert app.query_one("#tree").root.children[1].children is None   # read when first expanded
         app.select(b"/d/e")
         await pilot.pause()
         assert app.query_one("#tree").cursor_node.data == b"/d/e"
-        assert str(app.query_one("#tree").cursor_node.label).startswith("h e/")
+        tree = app.query_one("#tree")
+        assert str(tree.label_of(tree.cursor_node)).startswith("h e/")
         assert "in the image: no" in details(app)
         assert "layer 2: hidden (dir)" in details(app)
 
@@ -139,6 +140,194 @@ def test_nydus_details_show_chunks_and_sharing(tmp_path: pathlib.Path) -> None:
         assert "shares chunks with: /a2, /b" in text
 
     run(ExploreApp(analysis, inputs), steps)
+
+
+def _one_layer(tmp: pathlib.Path, layer: Layer) -> Any:
+    return analyze([from_oci_tar(str(layer.write(tmp / "l0.tar")))])
+
+
+def _expected_rows(paths: list[bytes], expanded: set[bytes]) -> list[bytes]:
+    """What the tree should show, worked out from the paths alone: an entry is shown when
+    every directory above it is expanded, in the order of its components (each directory's
+    entries sorted by name, under the directory)."""
+    def shown(p: bytes) -> bool:
+        parts = p.split(b"/")[1:-1]
+        return all(b"/" + b"/".join(parts[:i + 1]) in expanded for i in range(len(parts)))
+    return [b"/"] + sorted((p for p in paths if p != b"/" and shown(p)), key=lambda p: p.split(b"/"))
+
+
+def _screen_lines(tree: Any) -> list[str]:
+    """The tree's lines as drawn (Textual's Line API), trailing blanks dropped."""
+    lines = [tree.render_line(y).text.rstrip() for y in range(tree.scrollable_content_region.height)]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def test_tree_splices_rows_on_expand_and_collapse(tmp_path: pathlib.Path) -> None:
+    layer = (Layer().dir("a").dir("a/b").file("a/b/f1", b"1").file("a/b/f2", b"22").dir("a/c")
+             .file("a/c/g", b"3").file("a/z", b"4").dir("m").file("m/n", b"5").file("z", b"6"))
+    analysis = _one_layer(tmp_path, layer)
+    paths = sorted(analysis.final)
+
+    async def steps(app: ExploreApp, pilot: Any) -> None:
+        tree = app.query_one("#tree")
+
+        def check(expanded: set[bytes]) -> None:
+            assert [n.path for n in tree.rows] == _expected_rows(paths, expanded)
+            # the lines drawn are the rows: each shows its own name, in order
+            drawn = _screen_lines(tree)
+            assert len(drawn) == len(tree.rows)
+            for line, node in zip(drawn, tree.rows, strict=True):
+                name = "merged image" if node.path == b"/" else node.path.rsplit(b"/", 1)[1].decode()
+                assert name in line, (line, node)
+
+        check({b"/"})
+        app.select(b"/z")                               # the cursor below what changes
+        await pilot.pause()
+        a = tree.root.children[0]
+        tree.expand_node(a)
+        await pilot.pause()
+        check({b"/", b"/a"})
+        assert tree.cursor_node.path == b"/z"           # the rows above it moved, not the cursor
+        app.select(b"/a/b")
+        await pilot.press("enter")                       # expand /a/b
+        await pilot.pause()
+        check({b"/", b"/a", b"/a/b"})
+        assert tree.cursor_node.path == b"/a/b"
+        assert "a/b: /a/b" not in details(app) and "path: /a/b" in details(app)
+        await pilot.press("down", "down")
+        assert tree.cursor_node.path == b"/a/b/f2"
+        assert "path: /a/b/f2" in details(app)          # the details follow the cursor
+        tree.collapse_node(a)                            # the cursor was inside: it lands on /a
+        await pilot.pause()
+        check({b"/"})
+        assert tree.cursor_node.path == b"/a"
+        await pilot.press("space")                       # /a again: /a/b kept its state
+        await pilot.pause()
+        check({b"/", b"/a", b"/a/b"})
+        await pilot.press("e")                           # everything below /a
+        await pilot.pause()
+        check({b"/", b"/a", b"/a/b", b"/a/c"})
+        await pilot.press("home", "e")                   # everything
+        await pilot.pause()
+        check({p for p in paths if analysis.final[p].kind == "dir"})
+        assert tree.cursor_node.path == b"/"
+        # a click on a line selects it, and expands or collapses a directory
+        row = next(i for i, n in enumerate(tree.rows) if n.path == b"/m")
+        await pilot.click("#tree", offset=(3, 1 + row))  # 1: the border
+        await pilot.pause()
+        assert tree.cursor_node.path == b"/m" and not tree.cursor_node.expanded
+        assert b"/m/n" not in [n.path for n in tree.rows]
+
+    run(ExploreApp(analysis), steps)
+
+
+def test_tree_page_moves_stop_at_the_ends(tmp_path: pathlib.Path) -> None:
+    layer = Layer().dir("d")
+    for i in range(100):
+        layer.file(f"d/f{i:03d}", b"x")
+    analysis = _one_layer(tmp_path, layer)
+
+    async def steps(app: ExploreApp, pilot: Any) -> None:
+        tree = app.query_one("#tree")
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        height = tree.scrollable_content_region.height
+        assert len(tree.rows) == 102 and height < 102
+        await pilot.press("pagedown")
+        await pilot.pause()
+        assert tree.cursor == height - 1 + 1               # a page is the height less one line
+        for _ in range(5):
+            await pilot.press("pagedown")
+        await pilot.pause()
+        assert tree.cursor_node.path == b"/d/f099"         # the last line, no further
+        assert tree.scroll_y == 102 - height               # the last screenful
+        assert _screen_lines(tree)[-1].endswith("f099  1 B  L0")
+        assert "path: /d/f099" in details(app)
+        await pilot.press("down", "end", "pagedown")
+        await pilot.pause()
+        assert tree.cursor_node.path == b"/d/f099"
+        for _ in range(5):
+            await pilot.press("pageup")
+        await pilot.pause()
+        assert tree.cursor == 0 and tree.scroll_y == 0
+        assert "merged image" in _screen_lines(tree)[0]
+        await pilot.press("end", "up")
+        await pilot.pause()
+        assert tree.cursor_node.path == b"/d/f098"
+        await pilot.press("pageup")
+        await pilot.pause()
+        assert tree.cursor == 100 - (height - 1)
+        assert tree.scroll_y <= tree.cursor < tree.scroll_y + height
+
+    run(ExploreApp(analysis), steps)
+
+
+def test_tree_keeps_the_cursor_path_on_sort_and_filter(tmp_path: pathlib.Path) -> None:
+    # /w/sub is only implied by its file: no layer wrote it, "changes only" leaves it out
+    layer = (Layer().dir("w").file("w/zbig", pattern(5000, 1)).file("w/small", b"s").file("w/sub/f", b"f")
+             .dir("x").file("x/a", b"a"))
+    analysis = _one_layer(tmp_path, layer)
+
+    async def steps(app: ExploreApp, pilot: Any) -> None:
+        tree = app.query_one("#tree")
+        app.select(b"/w/small")
+        app.select(b"/x/a")
+        app.select(b"/w/small")
+        await pilot.pause()
+        before = [n.path for n in tree.rows]
+        await pilot.press("s")                           # by size: /w/zbig first
+        await pilot.pause()
+        assert tree.cursor_node.path == b"/w/small"
+        after = [n.path for n in tree.rows]
+        assert sorted(after) == sorted(before) and after != before
+        assert after.index(b"/w/zbig") < after.index(b"/w/small")
+        assert tree.root.children[1].expanded            # /x stayed expanded
+        assert "path: /w/small" in details(app)
+        await pilot.press("s")
+        await pilot.pause()
+        assert [n.path for n in tree.rows] == before
+        app.select(b"/w/sub/f")
+        await pilot.press("c")                           # changes only: the cursor stays
+        await pilot.pause()
+        assert tree.cursor_node.path == b"/w/sub/f"
+        assert "path: /w/sub/f" in details(app)
+
+    run(ExploreApp(analysis), steps)
+
+
+def test_tree_reload_falls_back_to_the_nearest_directory(tmp_path: pathlib.Path) -> None:
+    """The tree read again with the cursor's entry gone (as when more of the image comes in):
+    the cursor goes to the nearest directory above it that is still there."""
+    analysis, _ = three_layers(tmp_path)
+
+    async def steps(app: ExploreApp, pilot: Any) -> None:
+        tree = app.query_one("#tree")
+        app.select(b"/a/y")                              # written by layer 0 only
+        await pilot.pause()
+        app.view = 2                                     # layer 2's changes: /a/x, not /a/y
+        app._refresh_tree()
+        await pilot.pause()
+        assert tree.cursor_node.path == b"/a"
+        assert [n.path for n in tree.cursor_node.children] == [b"/a/x"]
+        assert tree.cursor_node.expanded
+        assert "path: /a" in details(app).splitlines()[0]
+        assert "layer 2: l2.tar" in _screen_lines(tree)[0]
+
+    run(ExploreApp(analysis), steps)
+
+
+def test_tree_escapes_names(tmp_path: pathlib.Path) -> None:
+    analysis = _one_layer(tmp_path, Layer().file(b"evil\x1b[31mred\x07", b"x").file("[red]b[red]", b"y"))
+
+    async def steps(app: ExploreApp, pilot: Any) -> None:
+        lines = _screen_lines(app.query_one("#tree"))
+        assert any("evil\\x1b[31mred\\x07" in line for line in lines), lines
+        assert any("+ [red]b[red]  1 B" in line for line in lines), lines   # as text, not markup
+        assert not any("\x1b" in line or "\x07" in line for line in lines)
+
+    run(ExploreApp(analysis), steps)
 
 
 def _snapshot(name: str, svg: str) -> None:

@@ -143,7 +143,9 @@ def keys(args: list[str], presses: int) -> dict[str, Any]:
             tree.move_cursor(tree.root)
             await pilot.pause()
             for _ in range(presses):                    # expand, then collapse, a directory
-                if tree.cursor_node is None or not tree.cursor_node.allow_expand:
+                for _ in range(100):                    # the next directory down
+                    if tree.cursor_node is not None and tree.cursor_node.allow_expand:
+                        break
                     await pilot.press("down")
                 await press("enter", "enter")
                 await press("enter", "enter")
@@ -153,8 +155,9 @@ def keys(args: list[str], presses: int) -> dict[str, Any]:
             await pilot.press("tab", "tab")             # back on the tree
             app.query_one("#layers").focus()
             await pilot.pause()
-            for i in range(presses):                    # the next layer: the tree is rebuilt
-                await press("layer", "down" if i % (len(analysis.layers) + 1) < len(analysis.layers) else "home")
+            n = len(analysis.layers)                    # the next layer: the tree is rebuilt
+            for i in range(presses):                    # down the list, then up it, ...
+                await press("layer", "down" if (i // n) % 2 == 0 else "up")
     asyncio.run(main())
 
     def summary(v: list[float]) -> dict[str, float]:

@@ -5,21 +5,24 @@ from the image go into widgets as rich Text made safe by `shown`, never as marku
 
 from __future__ import annotations
 
-from typing import Any
+import gc
 
-from rich.cells import cell_len
+
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.scroll_view import ScrollView
-from textual.widgets import Input, Label, ListItem, ListView, Static, Tree
-from textual.widgets.tree import TreeNode
+from textual.reactive import Reactive
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Input, Label, ListItem, ListView, Static
 
 from ..explore.analysis import Analysis, figures
 from ..explore.browse import MERGED, Browser, Item
 from ..explore.layers import LayerInput
 from .explore import size_text
+from .explore_details import DetailsView
+from .explore_tree import EntryTree, Node
 from .show import shown
 
 KEY_BAR = ("tab pane  ↑↓ move  enter expand  c changes only  s sort by size  / search  "
@@ -55,28 +58,19 @@ def label(item: Item) -> Text:
     return t
 
 
-class ImageTree(Tree[Any]):
-    """Textual's Tree without two passes over every expanded entry: a line's width is its
-    label's length plus the expand icon (no label rendered), and a change of style (the tree
-    gaining or losing focus) redraws the lines shown without rebuilding the list of lines."""
+class ExploreScreen(Screen[None]):
+    """Textual's Screen repaints all of itself when the focus moves; the two panes whose style
+    changes repaint themselves, so a pane change draws those two alone."""
 
-    def get_label_width(self, node: TreeNode[Any]) -> int:
-        text = node.label
-        width = text.cell_len if isinstance(text, Text) else cell_len(text)
-        if not node.allow_expand:
-            return width
-        return width + cell_len(self.ICON_NODE_EXPANDED if node.is_expanded else self.ICON_NODE)
-
-    def notify_style_update(self) -> None:
-        ScrollView.notify_style_update(self)   # Tree's own also drops its list of lines
-        self._line_cache.clear()
-        self.refresh()
+    focused: Reactive[Widget | None] = Reactive(None, repaint=False)
 
 
 class ExploreApp(App[None]):
     TITLE = "nydusfs explore"
     CSS = """
     #layers { width: 40; border: round $accent; }
+    /* focus shows in the cursor's colours: a tint of the whole pane redraws all of it */
+    #layers:focus { background-tint: transparent; }
     #tree { width: 1fr; border: round $accent; }
     #details { width: 48; border: round $accent; padding: 0 1; }
     #search { dock: top; display: none; }
@@ -106,13 +100,16 @@ class ExploreApp(App[None]):
         self.by_size = False
         self.ready = False                      # figures and index in
 
+    def get_default_screen(self) -> Screen[None]:
+        return ExploreScreen(id="_default")
+
     def compose(self) -> ComposeResult:
         yield Input(placeholder="glob, e.g. *.so or /usr/lib/*", id="search")
         with Horizontal():
             yield ListView(*self._layer_items(), id="layers")
-            yield ImageTree(Text("/"), id="tree")
+            yield EntryTree(self._entries, label, self._cursor_on, id="tree")
             with Vertical(id="details"):
-                yield Static(id="info")
+                yield DetailsView(id="info")
         yield Static(Text(HELP), id="help")
         # a fixed key bar: Textual's Footer is rebuilt on every change of focus
         yield Static(Text(KEY_BAR), id="keys")
@@ -143,7 +140,7 @@ class ExploreApp(App[None]):
         self.query_one("#tree").border_title = "tree"
         self.query_one("#details").border_title = "details"
         self._reload()
-        self.query_one("#tree", Tree).focus()
+        self.query_one("#tree").focus()
         self.run_worker(self._prepare, thread=True, exit_on_error=True, group="figures")
 
     # --- the figures, in a worker thread ------------------------------------------------------------
@@ -158,70 +155,45 @@ class ExploreApp(App[None]):
     def _figures_ready(self) -> None:
         s = self.analysis
         self.ready = True
+        # the image's millions of objects are there to stay: out of the collector's full
+        # passes, which would otherwise stop a key press for a few hundred milliseconds
+        gc.freeze()
         self.query_one("#layers").border_subtitle = (f"efficiency {100 * s.efficiency:.1f}% · "
                                                      f"wasted {size_text(s.wasted_bytes)}")
         for i, label in enumerate(self._layer_labels):
             label.update(self._layer_text(i))
-        tree = self.query_one("#tree", Tree)
-        if self.by_size:
-            self._reload()
-            return
-        self._relabel(tree.root)
-        node = tree.cursor_node
-        self._show(node.data if node is not None and node.data is not None else b"/")
+        self._refresh_tree()                         # directory sizes in (and their order)
+
+    def on_unmount(self) -> None:
+        gc.unfreeze()                                # the image's objects can go with the app
 
     # --- the tree ---------------------------------------------------------------------------------
-    def _reload(self) -> None:
-        tree = self.query_one("#tree", Tree)
-        tree.clear()
+    def _title(self) -> Text:
         title = "merged image" if self.view == MERGED else f"layer {self.view}: {self.analysis.layers[self.view].name}"
-        tree.root.set_label(Text(shown(title)))
-        tree.root.data = b"/"
-        self._fill(tree.root, b"/")
-        tree.root.expand()
-        tree.move_cursor(tree.root)
-        self._show(b"/")
+        return Text(shown(title))
 
-    def _fill(self, node: TreeNode[Any], path: bytes | None) -> None:
-        node.remove_children()
-        for item in self.browser.children(self.view, path or b"/", self.changes_only, self.by_size):
-            if item.is_dir:
-                child = node.add(label(item), data=item.path)
-                child.add_leaf(Text("…"), data=None)       # filled when expanded
-            else:
-                node.add_leaf(label(item), data=item.path)
+    def _reload(self) -> None:
+        """The tree of the current view from its root, the cursor on the root."""
+        self.query_one("#tree", EntryTree).reset(self._title())
 
-    def _relabel(self, node: TreeNode[Any]) -> None:
-        """New labels (with directory sizes) for the entries already in the tree: the
-        directories filled so far, each listed once more."""
-        stack = [node]
-        while stack:
-            n = stack.pop()
-            if not n.children or n.children[0].data is None:
-                continue
-            items = {i.path: i for i in self.browser.children(self.view, n.data or b"/", self.changes_only,
-                                                               self.by_size)}
-            for child in n.children:
-                item = items.get(child.data) if child.data is not None else None
-                if item is not None:
-                    child.set_label(label(item))
-                stack.append(child)
+    def _refresh_tree(self) -> None:
+        """The tree of the current view anew (sort, filter, sizes or entries changed): what
+        was expanded stays expanded, the cursor stays on its path (or on the nearest directory
+        above it that is still there)."""
+        self.query_one("#tree", EntryTree).reload(self._title())
 
-    def on_tree_node_expanded(self, event: Tree.NodeExpanded[Any]) -> None:
-        node = event.node
-        if node.data is not None and node.children and node.children[0].data is None:
-            self._fill(node, node.data)
+    def _entries(self, path: bytes) -> list[Item]:
+        return self.browser.children(self.view, path, self.changes_only, self.by_size)
 
-    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[Any]) -> None:
-        if event.node.data is not None:
-            self._show(event.node.data)
+    def _cursor_on(self, node: Node) -> None:
+        self._show(node.path)
 
     def _show(self, path: bytes) -> None:
         text = Text()
         for key, value in self.browser.details(path):
             text.append(f"{key}: ", style="bold")
             text.append(shown(value) + "\n")
-        self.query_one("#info", Static).update(text)
+        self.query_one("#info", DetailsView).update(text)
 
     # --- layers -------------------------------------------------------------------------------------
     def on_list_view_highlighted(self, event: ListView.Highlighted) -> None:
@@ -235,30 +207,21 @@ class ExploreApp(App[None]):
     # --- actions ------------------------------------------------------------------------------------
     def action_changes_only(self) -> None:
         self.changes_only = not self.changes_only
-        self._reload()
+        self._refresh_tree()
         self.notify("changes only" if self.changes_only else "all entries")
 
     def action_sort(self) -> None:
         self.by_size = not self.by_size
-        self._reload()
+        self._refresh_tree()
         if self.by_size and not self.ready:
             self.notify("directory sizes are being computed: sorted when they are in")
         else:
             self.notify("sorted by size" if self.by_size else "sorted by name")
 
     def action_expand_all(self) -> None:
-        tree = self.query_one("#tree", Tree)
-        node = tree.cursor_node or tree.root
-        stack = [node]
-        budget = 5000                                  # keep the screen responsive on huge trees
-        while stack and budget > 0:
-            n = stack.pop()
-            if n.allow_expand:
-                if n.children and n.children[0].data is None:
-                    self._fill(n, n.data)
-                n.expand()
-                budget -= len(n.children)
-                stack.extend(n.children)
+        tree = self.query_one("#tree", EntryTree)
+        # up to 5000 entries at once: the screen stays responsive on huge trees
+        tree.expand_all(tree.cursor_node or tree.root, budget=5000)
 
     def action_help(self) -> None:
         self.query_one("#help", Static).toggle_class("visible")
@@ -274,28 +237,16 @@ class ExploreApp(App[None]):
         hits = self.browser.search(self.view, event.value, limit=1) if event.value else []
         if not hits:
             self.notify(f"no match for {shown(event.value)!s}", severity="warning")
-            self.query_one("#tree", Tree).focus()
+            self.query_one("#tree").focus()
             return
         self.select(hits[0])
 
-    def select(self, path: bytes) -> None:
+    def select(self, path: bytes, focus: bool = True) -> None:
         """Expand the tree down to `path` and put the cursor on it."""
-        tree = self.query_one("#tree", Tree)
-        node = tree.root
-        walked = b""
-        for part in [p for p in path.split(b"/") if p]:
-            walked += b"/" + part
-            if node.children and node.children[0].data is None:
-                self._fill(node, node.data)
-            node.expand()
-            found = next((c for c in node.children if c.data == walked), None)
-            if found is None:
-                break
-            node = found
-        tree.focus()
-        # the node's line is known once the tree has laid out its new children
-        self.call_after_refresh(tree.move_cursor, node)
-        self._show(node.data if node.data is not None else b"/")
+        tree = self.query_one("#tree", EntryTree)
+        tree.select_path(path)
+        if focus:
+            tree.focus()
 
 
 def run_ui(analysis: Analysis, layers: list[LayerInput] | None = None) -> None:
