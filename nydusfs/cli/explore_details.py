@@ -49,6 +49,9 @@ class DetailsView(Widget):
         if self.is_mounted:
             self._lines = self._wrap(self.text)
 
+    def render(self) -> Text:
+        return self.text                      # the whole text (drawing goes by render_line)
+
     def render_line(self, y: int) -> Strip:
         width = self.size.width
         base = self.rich_style

@@ -64,8 +64,30 @@ class Node:
     def is_expanded(self) -> bool:
         return self.expanded
 
+    @property
+    def label(self) -> Text:
+        """The line's text after the guides, built on first use by the root's labeller."""
+        if self.text is None:
+            root = self
+            while root.parent is not None:
+                root = root.parent
+            assert isinstance(root, Root) and self.item is not None
+            self.text = root.labeller(self.item)
+        return self.text
+
     def __repr__(self) -> str:
         return f"Node({self.path!r})"
+
+
+class Root(Node):
+    """The top line: the view's title, and how the lines below it are labelled."""
+
+    __slots__ = ("labeller",)
+
+    def __init__(self, title: Text, labeller: Labeller) -> None:
+        super().__init__(b"/", None, None, True)
+        self.text = title
+        self.labeller = labeller
 
 
 class EntryTree(ScrollView, can_focus=True):
@@ -111,8 +133,7 @@ class EntryTree(ScrollView, can_focus=True):
         self._reader = reader
         self._labeller = labeller
         self._on_cursor = on_cursor
-        self.root = Node(b"/", None, None, True)
-        self.root_label = Text("/")
+        self.root: Node = Root(Text("/"), labeller)
         self.rows: list[Node] = [self.root]   # the lines, top to bottom
         self.cursor = 0
         self._strips: dict[Node, tuple[tuple[bool, bool, bool], Strip]] = {}
@@ -165,10 +186,9 @@ class EntryTree(ScrollView, can_focus=True):
     def cursor_node(self) -> Node | None:
         return self.rows[self.cursor] if self.cursor < len(self.rows) else None
 
-    def label_of(self, node: Node) -> Text:
-        if node.text is None:
-            node.text = self.root_label if node.item is None else self._labeller(node.item)
-        return node.text
+    @staticmethod
+    def label_of(node: Node) -> Text:
+        return node.label
 
     def walk(self) -> Iterator[Node]:
         """Every node read so far, depth first."""
@@ -193,15 +213,14 @@ class EntryTree(ScrollView, can_focus=True):
         node = self.cursor_node
         at = self.cursor - round(self.scroll_y)
         expanded = {n.path for n in self.walk() if n.expanded}
-        self._rebuild(self.root_label if root_label is None else root_label, expanded,
+        self._rebuild(self.root.label if root_label is None else root_label, expanded,
                       node.path if node is not None else b"/")
         self._scroll_top(self.cursor - at)
 
     def _rebuild(self, root_label: Text, expanded: set[bytes], cursor_path: bytes) -> None:
-        self.root = Node(b"/", None, None, True)
-        self.root_label = root_label
+        self.root = Root(root_label, self._labeller)
         self.root.expanded = True
-        stack = [self.root]
+        stack: list[Node] = [self.root]
         while stack:
             for child in self._read(stack.pop()):
                 if child.path in expanded and child.allow_expand:
@@ -226,11 +245,6 @@ class EntryTree(ScrollView, can_focus=True):
                 break
             node = found
         return node
-
-    def relabel(self, node: Node, item: Item) -> None:
-        node.item, node.text = item, None
-        self._strips.pop(node, None)
-        self.refresh()
 
     def expand_node(self, node: Node) -> None:
         if not node.allow_expand or node.expanded:
@@ -438,7 +452,7 @@ class EntryTree(ScrollView, can_focus=True):
             line.append(guide, style=guide_style if guide != GUIDE_SPACE else "")
         if node.allow_expand:
             line.append(ICON_OPEN if node.expanded else ICON_CLOSED, style=base)
-        label = self.label_of(node)
+        label = node.label
         if cursor:
             label = label.copy()
             label.stylize(cursor_style)
