@@ -106,22 +106,24 @@ class EntryTree(ScrollView, can_focus=True):
         Binding("space", "toggle_node", "expand or collapse", show=False),
         Binding("shift+left", "parent", "parent", show=False),
     ]
-    COMPONENT_CLASSES: ClassVar[set[str]] = {"entry-tree--cursor", "entry-tree--guides"}
-    # Focus changes the cursor's colours alone: a pane change redraws the cursor's line, where
-    # a tint of the whole pane (Tree's) would restyle the widget and redraw every line.
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"entry-tree--cursor", "entry-tree--cursor-blurred",
+                                             "entry-tree--guides"}
+    # Focus changes the cursor's colours alone, and no style of the widget depends on it (no
+    # :focus rule): a pane change redraws the cursor's line, where a rule or a tint of the
+    # whole pane (Tree's) would restyle the widget and redraw every line.
     DEFAULT_CSS = """
     EntryTree {
         background: $surface;
         color: $foreground;
         & > .entry-tree--guides { color: $surface-lighten-3; }
         & > .entry-tree--cursor {
-            text-style: $block-cursor-blurred-text-style;
-            background: $block-cursor-blurred-background;
-        }
-        &:focus > .entry-tree--cursor {
             color: $block-cursor-foreground;
             background: $block-cursor-background;
             text-style: $block-cursor-text-style;
+        }
+        & > .entry-tree--cursor-blurred {
+            text-style: $block-cursor-blurred-text-style;
+            background: $block-cursor-blurred-background;
         }
         &:light > .entry-tree--guides { color: $surface-darken-1; }
     }
@@ -406,6 +408,20 @@ class EntryTree(ScrollView, can_focus=True):
             self._scroll_top(top)
         self.refresh(Region(0, max(0, first - top), self.size.width, max(0, self.size.height)))
 
+    def _on_focus(self, event: events.Focus) -> None:
+        event.prevent_default()               # Widget's own repaints the whole pane
+        self.has_focus = True
+        self.refresh_line(self.cursor)
+        if self.parent is not None:
+            self.parent.post_message(events.DescendantFocus(self))
+
+    def _on_blur(self, event: events.Blur) -> None:
+        event.prevent_default()
+        self.has_focus = False
+        self.refresh_line(self.cursor)
+        if self.parent is not None:
+            self.parent.post_message(events.DescendantBlur(self))
+
     def notify_style_update(self) -> None:
         super().notify_style_update()         # focus or theme: the styles are read again
         self._styles.clear()
@@ -424,9 +440,10 @@ class EntryTree(ScrollView, can_focus=True):
     def _line_styles(self) -> tuple[Style, Style, Style]:
         styles = self._styles.get(self.has_focus)
         if styles is None:
+            cursor = "entry-tree--cursor" if self.has_focus else "entry-tree--cursor-blurred"
             styles = self._styles[self.has_focus] = (
                 self.rich_style, self.get_component_rich_style("entry-tree--guides", partial=True),
-                self.get_component_rich_style("entry-tree--cursor", partial=False))
+                self.get_component_rich_style(cursor, partial=False))
             if styles[:2] != self._drawn_with:        # lines drawn in other colours: drop them
                 self._strips.clear()
                 self._drawn_with = styles[:2]

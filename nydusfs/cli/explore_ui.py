@@ -9,6 +9,7 @@ import gc
 
 
 from rich.text import Text
+from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -65,12 +66,28 @@ class ExploreScreen(Screen[None]):
     focused: Reactive[Widget | None] = Reactive(None, repaint=False)
 
 
+class LayerList(ListView):
+    """A ListView that does not repaint itself on a change of focus: only the highlighted
+    item's colours change, and the item repaints itself."""
+
+    def _on_focus(self, event: events.Focus) -> None:
+        event.prevent_default()
+        self.has_focus = True
+        if self.parent is not None:
+            self.parent.post_message(events.DescendantFocus(self))
+
+    def _on_blur(self, event: events.Blur) -> None:
+        event.prevent_default()
+        self.has_focus = False
+        if self.parent is not None:
+            self.parent.post_message(events.DescendantBlur(self))
+
+
 class ExploreApp(App[None]):
     TITLE = "nydusfs explore"
     CSS = """
-    #layers { width: 40; border: round $accent; }
-    /* focus shows in the cursor's colours: a tint of the whole pane redraws all of it */
-    #layers:focus { background-tint: transparent; }
+    /* no tint when focused (the highlight's colours show it): a tint redraws the whole pane */
+    #layers { width: 40; border: round $accent; background-tint: transparent; }
     #tree { width: 1fr; border: round $accent; }
     #details { width: 48; border: round $accent; padding: 0 1; }
     #search { dock: top; display: none; }
@@ -106,7 +123,7 @@ class ExploreApp(App[None]):
     def compose(self) -> ComposeResult:
         yield Input(placeholder="glob, e.g. *.so or /usr/lib/*", id="search")
         with Horizontal():
-            yield ListView(*self._layer_items(), id="layers")
+            yield LayerList(*self._layer_items(), id="layers")
             yield EntryTree(self._entries, label, self._cursor_on, id="tree")
             with Vertical(id="details"):
                 yield DetailsView(id="info")
