@@ -402,7 +402,7 @@ class EntryTree(ScrollView, can_focus=True):
     # --- drawing --------------------------------------------------------------------------------
     def _rows_changed(self, first: int) -> None:
         """The lines from `first` down moved: a new height, and those on screen redrawn."""
-        self.virtual_size = Size(self._widest, len(self.rows))
+        self._resize(Size(self._widest, len(self.rows)))
         top = round(self.scroll_y)
         if top > max(0, len(self.rows) - self.scrollable_content_region.height):
             self._scroll_top(top)
@@ -435,7 +435,15 @@ class EntryTree(ScrollView, can_focus=True):
 
     def _grow(self) -> None:
         if self._widest > self.virtual_size.width:
-            self.virtual_size = Size(self._widest, len(self.rows))
+            self._resize(Size(self._widest, len(self.rows)))
+
+    def _resize(self, size: Size) -> None:
+        """A new virtual size without a layout of the screen (setting `virtual_size` lays out
+        everything, and the scrollbars are drawn one screen update later): the scrollbars are
+        updated here, and only a scrollbar appearing or going asks for a layout."""
+        if size != self.virtual_size:
+            self.set_reactive(ScrollView.virtual_size, size)
+            self._scroll_update(size)
 
     def _line_styles(self) -> tuple[Style, Style, Style]:
         styles = self._styles.get(self.has_focus)
