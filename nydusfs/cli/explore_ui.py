@@ -6,6 +6,7 @@ from the image go into widgets as rich Text made safe by `shown`, never as marku
 from __future__ import annotations
 
 import gc
+from typing import Callable
 
 
 from rich.text import Text
@@ -67,8 +68,18 @@ class ExploreScreen(Screen[None]):
 
 
 class LayerList(ListView):
-    """A ListView that does not repaint itself on a change of focus: only the highlighted
-    item's colours change, and the item repaints itself."""
+    """A ListView that calls `on_index` in the step that moves the highlight (its Highlighted
+    message would change the tree one screen update later), and does not repaint itself on a
+    change of focus (only the highlighted item's colours change, and the item repaints)."""
+
+    def __init__(self, *items: ListItem, on_index: Callable[[int], None], id: str | None = None) -> None:
+        super().__init__(*items, id=id)
+        self._on_index = on_index
+
+    def watch_index(self, old_index: int | None, new_index: int | None) -> None:
+        super().watch_index(old_index, new_index)
+        if new_index is not None:
+            self._on_index(new_index)
 
     def _on_focus(self, event: events.Focus) -> None:
         event.prevent_default()
@@ -123,7 +134,7 @@ class ExploreApp(App[None]):
     def compose(self) -> ComposeResult:
         yield Input(placeholder="glob, e.g. *.so or /usr/lib/*", id="search")
         with Horizontal():
-            yield LayerList(*self._layer_items(), id="layers")
+            yield LayerList(*self._layer_items(), on_index=self._view_chosen, id="layers")
             yield EntryTree(self._entries, label, self._cursor_on, id="tree")
             with Vertical(id="details"):
                 yield DetailsView(id="info")
@@ -213,9 +224,7 @@ class ExploreApp(App[None]):
         self.query_one("#info", DetailsView).update(text)
 
     # --- layers -------------------------------------------------------------------------------------
-    def on_list_view_highlighted(self, event: ListView.Highlighted) -> None:
-        lv = self.query_one("#layers", ListView)
-        index = lv.index if lv.index is not None else 0
+    def _view_chosen(self, index: int) -> None:
         view = MERGED if index == 0 else index - 1
         if view != self.view:
             self.view = view
