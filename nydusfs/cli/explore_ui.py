@@ -8,7 +8,6 @@ from __future__ import annotations
 import gc
 from typing import Callable
 
-
 from rich.text import Text
 from textual import events
 from textual.app import App, ComposeResult
