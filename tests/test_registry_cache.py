@@ -21,7 +21,16 @@ from registry_fault_proxy import FaultProxy
 from registry_helpers import PushedImage, Registry, push_test_image
 
 from nydusfs.registry import open_source
-from nydusfs.registry.cache import ENTRY, HEADER, READY, BlobCache, CachedRangeReader
+from nydusfs.registry.cache import (
+    ENTRY,
+    HEADER,
+    READAHEAD_REQUEST,
+    READY,
+    BlobCache,
+    CachedRangeReader,
+    NotCached,
+    cache_only,
+)
 from nydusfs.registry.source import RegistrySource
 
 # the registry fixtures (anon_registry, basic_registry, token_registry, any_registry)
@@ -346,5 +355,38 @@ def test_sequential_reader_gets_next_window_in_background(
             assert r.pread(step, off) == layer[off:off + step]
         r.wait_idle()
         got = _gets(proxy, digest)[start:]
-        assert len(got) == len(set(got)) == -(-len(layer) // (1 << 20))       # each window once
+        # later windows in larger requests (READAHEAD_REQUEST): every byte fetched once
+        spans = sorted(tuple(int(x) for x in g[len("bytes="):].split("-")) for g in got)
+        assert spans[0] == (0, (1 << 20) - 1) and spans[-1][1] == len(layer) - 1
+        assert all(b[0] == a[1] + 1 for a, b in zip(spans, spans[1:], strict=False))
+        assert all(b - a < READAHEAD_REQUEST for a, b in spans)
         assert r.hits > r.misses
+
+
+def test_cache_only_never_fetches(proxy: FaultProxy, images: tuple[PushedImage, PushedImage],
+                                  tmp_path: pathlib.Path) -> None:
+    """What the mount's main thread may read: pages already verified by this process; a read
+    that would fetch, or open a blob not opened yet, raises NotCached without a request."""
+    img = images[0]
+    layer, digest = img.layers[0], img.layer_digests[0]
+    with _open(proxy, img, tmp_path) as src:
+        with cache_only(), pytest.raises(NotCached):
+            src.range_reader(digest, len(layer))        # its cache files are not open yet
+        r = src.range_reader(digest, len(layer))
+        assert isinstance(r, CachedRangeReader)
+        start = len(_gets(proxy, digest))
+        with cache_only():
+            with pytest.raises(NotCached):
+                r.pread(100, 10)
+            assert not r.cached(10, 100)
+        assert len(_gets(proxy, digest)) == start      # nothing fetched
+        assert r.pread(100, 10) == layer[10:110]         # outside: fetched (pages 0-15)
+        r.wait_idle()
+        fetched = len(_gets(proxy, digest))
+        with cache_only():
+            assert r.cached(5000, 60000)
+            assert r.pread(90, 20) == layer[20:110]        # behind the run's end: no read-ahead
+            assert not r.cached((1 << 20) - 10, 20)     # runs into page 16
+            with pytest.raises(NotCached):
+                r.pread(20, (1 << 20) - 10)
+        assert len(_gets(proxy, digest)) == fetched

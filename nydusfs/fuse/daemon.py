@@ -114,8 +114,8 @@ def mount(cfg: MountConfig) -> int:
     image = open_any(cfg.bootstrap, cfg.blob_dirs, cfg.cache_bytes, cfg.platform,
                      **cfg.source_options)  # file or image reference
     ops = Operations(image, verify=cfg.verify, threads=cfg.threads, debug=cfg.debug)
-    # a read may wait on the network: never in the trio thread
-    ops.inline_reads = not image.remote_blobs
+    if image.remote_blobs:      # a read that may wait on the network: never in the trio thread
+        ops.remote_blobs()
     early = EarlySignals()
     early.install()
     try:

@@ -5,7 +5,10 @@ mmap, no I/O). `read` preads
 blobs and decompresses in the trio thread too when that is at most INLINE_BYTES: a hop to a
 worker thread (GIL hand-over, two wake-ups) costs more CPU than decompressing a 1 MiB chunk,
 and on a busy machine each wake-up also waits for a CPU. Reads with more to decompress (images
-with large chunks) run in worker threads behind a capacity limiter.
+with large chunks) run in worker threads behind a capacity limiter. Blobs in a registry: a read
+whose bytes this process already holds verified in the on-disk cache is answered the same way;
+one that needs a fetch (or would open a blob's cache files) goes to a worker thread, so the
+loop never waits on the network.
 
 The image never changes while mounted, so entries, attributes and negative lookups are cached
 by the kernel for a long time and file pages survive between opens (keep_cache).
@@ -24,7 +27,7 @@ from typing import Any, Awaitable, Callable, Sequence, TypeVar, cast
 import pyfuse3
 import trio
 
-from ..errors import NotFoundError
+from ..errors import NotFoundError, NydusfsError
 from ..format.flags import SuperFlags
 from .control import Control
 from .guard import FaultLog, guarded
@@ -72,7 +75,7 @@ def _counted(read: R) -> R:
 
 class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
-    inline_reads = True     # False for blobs read over the network: every read in a worker
+    inline_reads = True     # False for blobs read over the network (remote_blobs())
 
     def __init__(self, image: Any, *, verify: bool = True, threads: int = 8,
                  debug: bool = False) -> None:
@@ -85,6 +88,8 @@ class Operations(pyfuse3.Operations):
         self.skip_open = False     # set once skipopen.install() put its shims in place
         self.faults = FaultLog()
         self.limiter: trio.CapacityLimiter | None = None
+        self._cache_only: Any = None            # registry images: see remote_blobs()
+        self._not_cached: Any = ()
         # without EXPLICIT_UID_GID the image records no owners: show the daemon's, as nydusd
         self.owner = None if image.flags & SuperFlags.EXPLICIT_UID_GID else (os.geteuid(), os.getegid())
         # attributes per reader inode, built once: every `find` makes the kernel list each
@@ -100,6 +105,14 @@ class Operations(pyfuse3.Operations):
         self.first_reads: dict[int, float] = {}
         self.read_requests = 0
         self.read_bytes = 0
+
+    def remote_blobs(self) -> None:
+        """Blobs are read over the network: only reads the on-disk cache answers stay in the
+        trio thread."""
+        from ..registry.cache import NotCached, cache_only   # httpx with it: registry images only
+
+        self.inline_reads = False
+        self._cache_only, self._not_cached = cache_only, NotCached
 
     # --- attributes --------------------------------------------------------------------------
     def entry(self, parent: int, ino: int) -> pyfuse3.EntryAttributes:
@@ -261,8 +274,16 @@ class Operations(pyfuse3.Operations):
     @_counted
     async def read(self, ino: int, off: int, size: int) -> bytes:
         # `ino`: the reader inode of the handle, from _counted
-        if self.inline_reads and self._little_work(ino, off, size):
-            return self.image.read(ino, off, size, self.verify)
+        if self.inline_reads:
+            if self._little_work(ino, off, size):
+                return self.image.read(ino, off, size, self.verify)
+        else:
+            try:
+                with self._cache_only():  # a fetch (or a cache file to open) raises NotCached
+                    if self._cached_little_work(ino, off, size):
+                        return self.image.read(ino, off, size, self.verify)
+            except self._not_cached:
+                pass
         return await trio.to_thread.run_sync(self.image.read, ino, off, size, self.verify,
                                              limiter=self.limiter)
 
@@ -283,6 +304,35 @@ class Operations(pyfuse3.Operations):
                 break
             work += c.uncompressed_size
             if work > INLINE_BYTES:
+                return False
+        return True
+
+    def _cached_little_work(self, ino: int, off: int, size: int) -> bool:
+        """Registry blobs: at most INLINE_BYTES to decompress, and every chunk's bytes in pages
+        the blob's cache reader has verified. Anything unusual (a blob index outside the table,
+        a blob not in the manifest) is left to the worker path, which reports it."""
+        image = self.image
+        try:
+            chunks = image.chunks(ino)
+        except NydusfsError:
+            return False
+        if not chunks:
+            return image.inode(ino).size <= INLINE_BYTES
+        blobs, ranges = image.blobs, image.blob_ranges
+        i = max(0, bisect.bisect_right(chunks, off, key=_file_offset) - 1)
+        work, end = 0, off + size
+        for c in chunks[i:]:
+            if c.file_offset >= end:
+                break
+            work += c.uncompressed_size
+            if work > INLINE_BYTES or not 0 <= c.blob_index < len(blobs):
+                return False
+            try:
+                reader = ranges(blobs[c.blob_index].blob_id)
+            except NydusfsError:
+                return False
+            cached = getattr(reader, "cached", None)
+            if cached is None or not cached(c.compressed_offset, c.compressed_size):
                 return False
         return True
 

@@ -17,7 +17,7 @@ import httpx
 
 from nydusfs.image.source import ImageSource, ImageTarget, RangeReader
 from nydusfs.registry import credentials
-from nydusfs.registry.cache import BlobCache, CachedRangeReader
+from nydusfs.registry.cache import BlobCache, CachedRangeReader, NotCached, in_cache_only
 from nydusfs.registry.client import (
     MANIFEST_LIMIT,
     MANIFEST_TYPES,
@@ -60,6 +60,8 @@ class RemoteRangeReader:
 
     def pread(self, size: int, offset: int) -> bytes:
         size = max(0, min(size, self.size - offset))
+        if in_cache_only():
+            raise NotCached(f"blob {self.digest}: read without a cache")
         return self.client.read_range(self.digest, offset, size)
 
     def close(self) -> None:
@@ -177,6 +179,8 @@ class RegistrySource(ImageSource):
             reader = self.readers.get(digest)
             if reader is not None and not reader.closed:
                 return reader       # one per blob: its threads share in-flight pages
+            if in_cache_only():     # opening the cache files may wait (flock, fsync)
+                raise NotCached(f"blob {digest}: not opened yet")
 
             def fetch(n: int, offset: int) -> bytes:
                 with self.traffic.request(n):
