@@ -390,3 +390,29 @@ def test_cache_only_never_fetches(proxy: FaultProxy, images: tuple[PushedImage, 
             with pytest.raises(NotCached):
                 r.pread(20, (1 << 20) - 10)
         assert len(_gets(proxy, digest)) == fetched
+
+
+def test_read_ahead_follows_two_runs_through_one_blob(
+        proxy: FaultProxy, images: tuple[PushedImage, PushedImage], tmp_path: pathlib.Path) -> None:
+    """Reads going forward from two places of one blob, taking turns (two files stored apart
+    read side by side): each run gets its own read-ahead, so after the first read of each, every
+    read finds its pages cached, and no byte is fetched twice."""
+    img = images[0]
+    layer, digest = img.layers[0], img.layer_digests[0]
+    start = len(_gets(proxy, digest))
+    step, middle = 64 << 10, 24 * PAGE
+    with _open(proxy, img, tmp_path) as src:
+        r = src.range_reader(digest)
+        assert isinstance(r, CachedRangeReader)
+        a, b = 0, middle
+        while a < middle or b < len(layer):
+            for off, stop in ((a, middle), (b, len(layer))):
+                if off < stop:
+                    n = min(step, stop - off)
+                    assert r.pread(n, off) == layer[off:off + n]
+                    r.wait_idle()
+            a, b = a + step, b + step
+        assert r.misses == 2 and r.hits > 40
+        spans = sorted(tuple(int(x) for x in g[len("bytes="):].split("-"))
+                       for g in _gets(proxy, digest)[start:])
+        assert all(b[0] > a[1] for a, b in zip(spans, spans[1:], strict=False))
