@@ -268,9 +268,14 @@ class RegistryClient:
         try:
             resp = self.http.send(req, stream=True)
         except httpx.ConnectError as e:
-            if self.allow_http_fallback and self.scheme == "https" and _plain_http_answer(e):
-                self.scheme = "http"   # a loopback registry speaking plain HTTP
-                raise Retry("plain HTTP registry on loopback", after=0) from None
+            tls_base = f"https://{self.ref.endpoint}/"
+            if (self.allow_http_fallback and self.scheme == "https" and url.startswith(tls_base)
+                    and _plain_http_answer(e)):
+                # a loopback registry speaking plain HTTP: the same request again at once (no
+                # backoff: the answer was not a transient failure)
+                self.scheme = "http"
+                self.stats.add(digest, retries=1)
+                return self._raw(method, "http://" + url[len("https://"):], headers, content, digest)
             raise
         if resp.status_code in RETRY_STATUS:
             after = _retry_after(resp)
