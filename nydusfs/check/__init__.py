@@ -20,13 +20,15 @@ from ..util.signals import main_thread_only
 from . import oracle
 from .compare import FIELDS, PRECISIONS, Difference, Entry, Options, compare, counts, flatten, show_bytes
 from .manifest import blob_differences
-from .sides import Hashing, chunk_differences, walk_image, walk_tree
+from .sides import Hashing, chunk_differences, walk_tree
+from .walkcompare import audit_image, compare_image
 
 __all__ = ["CheckOptions", "CheckResult", "Difference", "run_check", "parse_ignore", "HOST_XATTRS"]
 
 # xattrs a host adds on its own (labels): ignored whenever a side is read from a host filesystem
 HOST_XATTRS = frozenset({b"security.selinux"})
 HASH = "blake3"
+INODE_CACHE = 4096   # inodes (about 0.6 KB each) the reader keeps decoded during a check
 
 
 class Progress(Protocol):
@@ -145,6 +147,10 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
     # per entry far more than the bytes it counts
     image: Image | None = opts.reader if opts.reader is not None else (
         open_image(opts.bootstrap, opts.blob_dirs, cache_bytes=0) if opts.bootstrap else None)
+    if image is not None and opts.reader is None:
+        # each inode is walked once (twice: audit, then comparison), and read by the pool
+        # within IN_FLIGHT files of the walk: a mount's cache would only hold the past
+        image.bound_inode_cache(INODE_CACHE)
     layer_pool = cf.ThreadPoolExecutor(max_workers=min(len(opts.layers), _workers(opts.workers)),
                                        thread_name_prefix="check-layer", initializer=main_thread_only)
     hash_pool = cf.ThreadPoolExecutor(max_workers=_workers(opts.workers), thread_name_prefix="check-hash",
@@ -161,24 +167,35 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
         jobs = [layer_pool.submit(oracle.read_layer, p, algo, tick, i == 0)
                 for i, p in enumerate(opts.layers)]
 
-        def expected_side() -> dict[bytes, Entry]:
+        def expected_tree() -> oracle.Node:
             changesets = [j.result() for j in jobs]
             jobs.clear()  # the futures hold the changesets too
-            root = oracle.build(changesets)
-            del changesets  # entries and their paths: only the tree is needed from here
-            return flatten(root)
+            return oracle.build(changesets)  # entries and their paths: only the tree is kept
+
+        def expected_side() -> dict[bytes, Entry]:
+            return flatten(expected_tree())
 
         hashing = Hashing(hash_pool, lambda n: progress.tick("content", n)) if algo else None
         extra: list[Difference] = []
         if target == "image":
             assert image is not None
-            # the chunk audit first, on its own: its records (one per distinct chunk) are let
-            # go before the image's entries are made, so the two are never held together
-            audit = chunk_differences(image)
-            found, problems = walk_image(image, hashing, HASH)
-            problems.extend(audit)
+            # the chunk audit first, while the layers are read: its records (one per distinct
+            # chunk) are let go before the image's entries are made
+            audit, names, files = audit_image(image)
+            if hashing is not None:
+                progress.total("content", files)
+            root = expected_tree()
+            diffs, problems, expected_paths, found_paths = compare_image(root, image, hashing, cmp,
+                                                                         HASH, names)
+            del root
+            extra = problems + audit
             del audit
-        elif target == "mount":
+            if opts.manifest:
+                extra.extend(blob_differences(image, opts.manifest))
+            diffs.extend(d for d in extra if d.field not in fields)
+            return _result(opts, diffs, target, expected_paths, found_paths, hashing, fields,
+                           xattrs, started)
+        if target == "mount":
             assert image is not None and opts.bootstrap is not None
             from .mount import mounted
 
@@ -213,17 +230,24 @@ def run_check(opts: CheckOptions, progress: Progress | None = None) -> CheckResu
             assert image is not None
             extra.extend(blob_differences(image, opts.manifest))
         diffs = compare(expected, found, cmp, extra)
-        ignored = sorted(fields) + [f"xattr:{show_bytes(x)}" for x in sorted(xattrs)]
-        return CheckResult(
-            differences=diffs, target=target, expected_paths=len(expected), found_paths=len(found),
-            files_hashed=hashing.files if hashing else 0, bytes_hashed=hashing.bytes if hashing else 0,
-            ignored=ignored, mtime_precision=opts.mtime_precision or "finest kept",
-            seconds=time.perf_counter() - started)
+        return _result(opts, diffs, target, len(expected), len(found), hashing, fields, xattrs,
+                       started)
     finally:
         layer_pool.shutdown(wait=True, cancel_futures=True)
         hash_pool.shutdown(wait=True, cancel_futures=True)
         if image is not None:
             image.close()
+
+
+def _result(opts: CheckOptions, diffs: list[Difference], target: str, expected_paths: int,
+            found_paths: int, hashing: Hashing | None, fields: frozenset[str],
+            xattrs: frozenset[bytes], started: float) -> CheckResult:
+    ignored = sorted(fields) + [f"xattr:{show_bytes(x)}" for x in sorted(xattrs)]
+    return CheckResult(
+        differences=diffs, target=target, expected_paths=expected_paths, found_paths=found_paths,
+        files_hashed=hashing.files if hashing else 0, bytes_hashed=hashing.bytes if hashing else 0,
+        ignored=ignored, mtime_precision=opts.mtime_precision or "finest kept",
+        seconds=time.perf_counter() - started)
 
 
 def _coarse_mtime_paths(image: Image) -> list[bytes]:

@@ -94,30 +94,46 @@ def flatten(root: Node) -> dict[bytes, Entry]:
     The nodes become the entries (a hard link's names share one), and each directory's
     children are let go once listed: the tree and a second set of entries are never both
     held."""
-    stack = [root]
-    while stack:  # names per non-directory node, before the tree is taken apart
-        node = stack.pop()
-        for child in (node.children or {}).values():
-            if child.kind == "dir":
-                stack.append(child)
-            else:
-                child.nlink = (child.nlink or 0) + 1
+    count_names(root)
     out: dict[bytes, Entry] = {}
     todo = [(b"/", root)]
     while todo:
         path, n = todo.pop()
+        as_entry(n)
         if n.kind == "dir":
-            kids = n.children or {}
-            n.nlink = 2 + sum(1 for c in kids.values() if c.kind == "dir")
             base = b"" if path == b"/" else path
-            todo.extend((base + b"/" + name, child) for name, child in kids.items())
+            todo.extend((base + b"/" + name, child) for name, child in (n.children or {}).items())
             n.children = None
-        else:
-            n.link = id(n)
-            if n.kind == "symlink":
-                n.size = len(n.target or b"")
         out[path] = n
     return out
+
+
+def count_names(root: Node) -> int:
+    """Set each non-directory node's nlink to its number of names in the tree (call once,
+    before `as_entry`); the number of paths, the root included."""
+    paths = 1
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        for child in (node.children or {}).values():
+            paths += 1
+            if child.kind == "dir":
+                stack.append(child)
+            else:
+                child.nlink = (child.nlink or 0) + 1
+    return paths
+
+
+def as_entry(n: Node) -> Node:
+    """A node of the counted tree as the Entry of its names (a directory before any of its
+    children is let go): a directory's nlink from its subdirectories, a link identity."""
+    if n.kind == "dir":
+        n.nlink = 2 + sum(1 for c in (n.children or {}).values() if c.kind == "dir")
+    else:
+        n.link = id(n)
+        if n.kind == "symlink":
+            n.size = len(n.target or b"")
+    return n
 
 
 # --- comparison ---------------------------------------------------------------------------------
@@ -175,7 +191,7 @@ def compare(expected: dict[bytes, Entry], found: dict[bytes, Entry], opts: Optio
             if "extra" not in ignore:
                 out.append(Difference(path, "extra", None, f.kind))
             continue
-        _entry(out, path, e, f, opts)
+        entry_differences(out, path, e, f, opts)
         if "hardlink" not in ignore and e.kind != "dir" and e.kind == f.kind:
             a, b = exp_links.get(path, frozenset()), found_links.get(path, frozenset())
             if a != b:
@@ -185,7 +201,8 @@ def compare(expected: dict[bytes, Entry], found: dict[bytes, Entry], opts: Optio
     return out
 
 
-def _entry(out: list[Difference], path: bytes, e: Entry, f: Entry, opts: Options) -> None:
+def entry_differences(out: list[Difference], path: bytes, e: Entry, f: Entry, opts: Options) -> None:
+    """The differences of one path both sides hold (all but 'hardlink'), added to `out`."""
     ignore = opts.ignore
 
     def diff(field: str, a: Any, b: Any, show: Any = None) -> None:

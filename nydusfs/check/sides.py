@@ -78,6 +78,23 @@ class Hashing:
         while self.pending:
             self._collect(next(iter(self.pending)))
 
+    def take(self, key: object, confirmed: bool, keep: bool) -> bytes | str | None:
+        """The digest of one inode, for a comparison that goes entry by entry: waited for if
+        still in flight, and let go unless `keep` (more names of the inode are to come). A
+        deferred file is hashed only when `confirmed` (the expected side has a file of its
+        size there); unconfirmed, it stays deferred for its other names if `keep`."""
+        job = self.deferred.get(key)
+        if job is not None:
+            if not confirmed:
+                if not keep:
+                    del self.deferred[key]
+                return None
+            del self.deferred[key]
+            self.submit(key, *job)
+        if key in self.pending:
+            self._collect(key)
+        return self.results.get(key) if keep else self.results.pop(key, None)
+
     def run_deferred(self, found: dict[bytes, Entry], expected: dict[bytes, Entry]) -> None:
         """Hash the deferred files whose size the expected side confirms (once per inode)."""
         jobs = []
@@ -170,31 +187,38 @@ def walk_image(image: Image, hashing: Hashing | None,
     entries: dict[bytes, Entry] = {}
     problems: list[Difference] = []
     for path, ino in image.walk():
-        node = image.inode(ino)
-        kind = file_kind(node.mode)
-        e = Entry(kind=kind, mode=shared_int(stat.S_IMODE(node.mode)), uid=shared_int(node.uid),
-                  gid=shared_int(node.gid), mtime_ns=shared_int(node.mtime * 1_000_000_000 + node.mtime_nsec),
-                  nlink=node.nlink,
-                  xattrs=dict(image.xattrs(ino)) or NO_XATTRS,
-                  # compact v6 inodes keep no mtime of their own
-                  precision="ns" if image.keeps_mtime(ino) else None)
-        if kind == "dir":
-            problems.extend(_dir_problems(image, path, ino))
-        else:
-            e.link = image.link_key(ino)
-        if kind == "file":
-            e.size = node.size
-            if hashing is not None:
-                size = node.size
-                hashing.submit(e.link, functools.partial(image_digest, image, ino, size, algo), size,
-                               defer=size > image.backed_bound(ino))
-        elif kind == "symlink":
-            e.target = image.readlink(ino)
-            e.size = node.size
-        elif kind in ("char", "block"):
-            e.rdev = (os.major(node.rdev), os.minor(node.rdev))
-        entries[path] = e
+        entries[path] = image_entry(image, path, ino, hashing, algo, problems)
     return entries, problems
+
+
+def image_entry(image: Image, path: bytes, ino: int, hashing: Hashing | None, algo: str,
+                problems: list[Difference]) -> Entry:
+    """The Entry of one path of the image; its content is submitted to `hashing`, and an
+    out-of-order directory is added to `problems`."""
+    node = image.inode(ino)
+    kind = file_kind(node.mode)
+    e = Entry(kind=kind, mode=shared_int(stat.S_IMODE(node.mode)), uid=shared_int(node.uid),
+              gid=shared_int(node.gid), mtime_ns=shared_int(node.mtime * 1_000_000_000 + node.mtime_nsec),
+              nlink=node.nlink,
+              xattrs=dict(image.xattrs(ino)) or NO_XATTRS,
+              # compact v6 inodes keep no mtime of their own
+              precision="ns" if image.keeps_mtime(ino) else None)
+    if kind == "dir":
+        problems.extend(_dir_problems(image, path, ino))
+    else:
+        e.link = image.link_key(ino)
+    if kind == "file":
+        e.size = node.size
+        if hashing is not None:
+            size = node.size
+            hashing.submit(e.link, functools.partial(image_digest, image, ino, size, algo), size,
+                           defer=size > image.backed_bound(ino))
+    elif kind == "symlink":
+        e.target = image.readlink(ino)
+        e.size = node.size
+    elif kind in ("char", "block"):
+        e.rdev = (os.major(node.rdev), os.minor(node.rdev))
+    return e
 
 
 def _dir_problems(image: Image, path: bytes, ino: int) -> list[Difference]:

@@ -103,6 +103,10 @@ class Image(abc.ABC):
     @abc.abstractmethod
     def _load_chunks(self, ino: int) -> tuple[ChunkInfo, ...]: ...
 
+    def bound_inode_cache(self, inodes: int) -> None:
+        """Keep at most `inodes` decoded inodes (65,536 by default); call before any use."""
+        self.inode = functools.lru_cache(maxsize=inodes)(self._load_inode)
+
     def list_dir(self, ino: int) -> tuple[tuple[bytes, int], ...]:
         """`readdir` without its cache, for whole-image walks that read each directory once."""
         return self._load_children(ino)
