@@ -14,6 +14,7 @@ nydus never writes the EROFS null address, so a v6 file has no holes.
 
 from __future__ import annotations
 
+import array
 import itertools
 import struct
 from collections.abc import Iterator
@@ -191,26 +192,50 @@ class ImageChunks:
 
     Memory: one fixed-size record per distinct chunk, all in one bytearray (one allocation,
     given back whole when the audit ends, where a million small objects would leave their
-    memory scattered), found through a dict from one int per chunk name to the record's
-    number, and one list slot per file that has chunks (its path is shared with the caller's)."""
+    memory scattered), found by chunk name through a 4-byte slot per chunk the blob table
+    declares (a dict from one int per name for names outside it, or when the bootstrap is too
+    small to hold that many chunks), and one list slot per file that has chunks (its path is
+    shared with the caller's)."""
 
     def __init__(self, image: Image) -> None:
         self.image = image
         self._first: dict[int, int] = {}
+        # slot of chunk i of blob b: _base[b] + i, holding its record's number + 1 (0: none)
+        self._base: list[int] = []
+        declared = 0
+        for b in image.blobs:
+            self._base.append(declared)
+            declared += b.chunk_count
+        if declared > image.size // 8:  # a count no bootstrap of this size could back
+            self._base = []
+            declared = 0
+        self._slots = array.array("I", bytes(4 * declared))
         self._records = bytearray()
         self._paths: list[bytes] = []
         self._problems: list[tuple[bytes, ChunkInfo | None, str]] = []
 
     def add(self, path: bytes, c: ChunkInfo) -> None:
-        key = _key(self.image, c)
+        b = c.blob_index
+        slot = -1
+        if 0 <= b < len(self._base) and c.index < self.image.blobs[b].chunk_count:
+            slot = self._base[b] + c.index
+            first: int | None = self._slots[slot] - 1
+            if first == -1:
+                first = None
+        else:
+            key = _key(self.image, c)
+            first = self._first.get(key)
         sig = _signature(c)
-        first = self._first.get(key)
         if first is None:
             paths = self._paths
             if not paths or paths[-1] is not path:
                 paths.append(path)
             _, kind, name = _name(self.image, c)
-            self._first[key] = len(self._records) // _RECORD.size
+            number = len(self._records) // _RECORD.size
+            if slot >= 0:
+                self._slots[slot] = number + 1
+            else:
+                self._first[key] = number
             self._records += _RECORD.pack(c.block_id, c.flags, c.compressed_offset, c.compressed_size,
                                           c.uncompressed_offset, c.uncompressed_size, c.blob_index,
                                           name, len(paths) - 1)
@@ -227,6 +252,7 @@ class ImageChunks:
         """The problems found; consumes the records (call once, after every `add`)."""
         yield from self._problems
         self._first = {}
+        self._slots = array.array("I")
         blobs = self.image.blobs
         records, size = self._records, _RECORD.size
         count = len(records) // size
