@@ -4,9 +4,12 @@ background. Run with the project's Python (it drives the Textual app headless wi
 tools/bench runs it in its explore section.
 
   bench_explore.py first-screen IMAGE|LAYER... [--runs N]
-      a fresh process per run: from its start (interpreter and imports included) to the
-      first screen that shows the layer list and the tree, and to the figures filled in;
-      wall time and the process's CPU time (which a loaded machine disturbs much less)
+      a fresh process per run, the browser opened as `nydusfs explore` opens it: from the
+      process's start (interpreter and imports included) to the first screen (the layer list
+      from the manifest and config, and the tree as docs/explore.md defines it), to the tree
+      complete (every layer read and applied, the merged tree final), and to the figures
+      filled in; wall time and the process's CPU time (which a loaded machine disturbs much
+      less)
   bench_explore.py keys IMAGE|LAYER... [--presses N]
       one process: after the figures are in and everything below the root is expanded (the
       browser's `e`: up to 5000 entries), N key presses of each kind (cursor down and up,
@@ -57,32 +60,45 @@ def _hook_refresh(app: Any, stamps: list[float]) -> None:
 
 
 def child_first_screen(start: float, args: list[str]) -> None:
-    """Runs in a fresh process: `start` is the parent's clock (time.time()) at spawn."""
+    """Runs in a fresh process: `start` is the parent's clock (time.time()) at spawn. Opens
+    the browser as `nydusfs explore` does (the layers read in its background) and stamps the
+    first screen (layer list and tree as docs/explore.md defines them), the tree complete
+    (every layer in, the merged tree final) and the figures in."""
+    from contextlib import ExitStack
+
     from nydusfs.cli.explore_ui import ExploreApp
+    from nydusfs.explore.inputs import is_reference, plan_image, plan_layers
 
-    analysis, layers = _load(args)
-    app = ExploreApp(analysis, layers)
     out: dict[str, float] = {}
+    with ExitStack() as stack:
+        plan = (stack.enter_context(plan_image(args[0], chunks=False)) if len(args) == 1 and is_reference(args[0])
+                else plan_layers(args, chunks=False))
+        app = ExploreApp(plan=plan)
 
-    async def main() -> None:
-        async with app.run_test(size=(140, 40)) as pilot:
-            tree = app.query_one("#tree")
-            while not tree.root.children:
-                await asyncio.sleep(0.002)
-            app.screen._on_timer_update()        # draw what is pending: the first screen
-            out["first_screen"] = time.time() - start
-            out["first_screen_cpu"] = time.process_time()
-            await app.workers.wait_for_complete()
-            await pilot.pause()
-            out["figures"] = time.time() - start
-            out["figures_cpu"] = time.process_time()
-    asyncio.run(main())
+        def stamp(name: str) -> None:
+            app.screen._on_timer_update()        # draw what is pending
+            out[name] = time.time() - start
+            out[name + "_cpu"] = time.process_time()
+
+        async def main() -> None:
+            async with app.run_test(size=(140, 40)) as pilot:
+                while not app.started:
+                    await asyncio.sleep(0.002)
+                stamp("first_screen")
+                while not app.tree_complete:
+                    await asyncio.sleep(0.002)
+                stamp("tree_complete")
+                while not app.ready:
+                    await asyncio.sleep(0.005)
+                await pilot.pause()
+                stamp("figures")
+        asyncio.run(main())
     print(json.dumps(out))
 
 
 def first_screen(args: list[str], runs: int) -> dict[str, Any]:
-    samples: dict[str, list[float]] = {"first_screen": [], "first_screen_cpu": [], "figures": [],
-                                       "figures_cpu": []}
+    samples: dict[str, list[float]] = {k: [] for k in ("first_screen", "first_screen_cpu", "tree_complete",
+                                                       "tree_complete_cpu", "figures", "figures_cpu")}
     for _ in range(runs):
         start = time.time()
         p = subprocess.run([sys.executable, __file__, "_child", repr(start), *args], capture_output=True,

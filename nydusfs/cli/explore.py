@@ -62,8 +62,8 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
-    from ..explore.analysis import analyze, walk
-    from ..explore.inputs import is_reference, load_image, load_layers
+    from ..explore.analysis import analyze
+    from ..explore.inputs import is_reference, load_image, load_layers, plan_image, plan_layers
     from ..explore.report import analysis_doc, ci_rules
 
     if args.top < 0:
@@ -73,17 +73,23 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and not 0.0 <= value <= 1.0:
             raise UsageError(f"--{name.replace('_', '-')}: expected a ratio from 0 to 1, found {value}")
     ui = not (args.report or args.json or args.ci) and sys.stdout.isatty()
-    if len(args.layers) == 1 and is_reference(args.layers[0]):
-        layers = load_image(args.layers[0], args.platform, chunks=not ui, **registry_options(args))
-    else:
-        if args.platform:
-            raise UsageError("--platform goes with an image reference")
-        layers = load_layers(args.layers, tuple(args.blob_dir), chunks=not ui)
+    reference = len(args.layers) == 1 and is_reference(args.layers[0])
+    if not reference and args.platform:
+        raise UsageError("--platform goes with an image reference")
     if ui:
         from .explore_ui import run_ui
 
-        run_ui(walk(layers), layers)      # the figures follow in the browser's background
+        # the browser opens with what the manifest says; layers and figures follow
+        if reference:
+            with plan_image(args.layers[0], args.platform, chunks=False, **registry_options(args)) as plan:
+                run_ui(plan=plan)
+        else:
+            run_ui(plan=plan_layers(args.layers, tuple(args.blob_dir), chunks=False))
         return 0
+    if reference:
+        layers = load_image(args.layers[0], args.platform, **registry_options(args))
+    else:
+        layers = load_layers(args.layers, tuple(args.blob_dir))
     analysis = analyze(layers)
     if args.json:
         json.dump(analysis_doc(analysis, args.top), sys.stdout, indent=1)

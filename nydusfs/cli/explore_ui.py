@@ -6,7 +6,8 @@ from the image go into widgets as rich Text made safe by `shown`, never as marku
 from __future__ import annotations
 
 import gc
-from typing import Callable
+import threading
+from typing import Any, Callable
 
 from rich.text import Text
 from textual import events
@@ -18,9 +19,11 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Input, Label, ListItem, ListView, Static
 
-from ..explore.analysis import Analysis, figures
+from ..explore.analysis import Analysis, Walk, figures
 from ..explore.browse import MERGED, Browser, Item
+from ..explore.inputs import Plan, read_in_order
 from ..explore.layers import LayerInput
+from ..explore.preview import Loading, Preview
 from .explore import size_text
 from .explore_details import DetailsView
 from .explore_tree import EntryTree, Node
@@ -105,6 +108,8 @@ class ExploreApp(App[None]):
     #help { dock: bottom; height: auto; display: none; background: $panel; padding: 0 1; }
     #help.visible { display: block; }
     #keys { dock: bottom; height: 1; background: $panel; color: $text-muted; padding: 0 1; }
+    #progress { height: 1; display: none; padding: 0 1; color: $warning; }
+    #progress.visible { display: block; }
     """
     BINDINGS = [
         Binding("q", "quit", "quit"),
@@ -115,16 +120,31 @@ class ExploreApp(App[None]):
         Binding("question_mark", "help", "help"),
     ]
 
-    def __init__(self, analysis: Analysis, layers: list[LayerInput] | None = None) -> None:
+    def __init__(self, analysis: Analysis | None = None, layers: list[LayerInput] | None = None,
+                 plan: Plan | None = None) -> None:
         """`analysis` may be a bare walk (`complete` false): the figures are then computed from
-        `layers` in a worker thread, with the browser's index, and filled in when ready."""
+        `layers` in a worker thread, with the browser's index, and filled in when ready. With
+        `plan` instead (layers not read yet), the browser opens with the layer list the plan
+        knows (and a Nydus image's merged tree) and reads the layers in the background."""
         super().__init__()
-        self.browser = Browser(analysis)
+        self._plan = plan
+        self._error: BaseException | None = None
+        self.browser: Browser | Loading
+        if plan is not None:
+            self._walk = Walk()
+            analysis, layers = self._walk.analysis, []
+            preview = Preview(plan.merged()) if plan.merged is not None else None
+            self.browser = Loading(Browser(analysis), preview)
+        else:
+            assert analysis is not None
+            self.browser = Browser(analysis)
         self.analysis = analysis
         self._layers = layers
         self.view = MERGED
         self.changes_only = False
         self.by_size = False
+        self.started = False                    # the first screen is composed
+        self.tree_complete = plan is None       # every layer in: the merged tree is final
         self.ready = False                      # figures and index in
 
     def get_default_screen(self) -> Screen[None]:
@@ -137,18 +157,41 @@ class ExploreApp(App[None]):
             yield EntryTree(self._entries, label, self._cursor_on, id="tree")
             with Vertical(id="details"):
                 yield DetailsView(id="info")
+        yield Static(id="progress")                 # below the panes while layers are read
         yield Static(Text(HELP), id="help")
         # a fixed key bar: Textual's Footer is rebuilt on every change of focus
         yield Static(Text(KEY_BAR), id="keys")
 
     def _layer_items(self) -> list[ListItem]:
-        s = self.analysis
-        items = [ListItem(Label(Text(f"merged image\n  {len(s.final)} entries", style="bold")))]
-        self._layer_labels = [Label(self._layer_text(i)) for i in range(len(s.layers))]
+        self._merged_label = Label(self._merged_text())
+        items = [ListItem(self._merged_label)]
+        count = len(self._plan.layers) if self._plan is not None else len(self.analysis.layers)
+        self._layer_labels = [Label(self._layer_text(i)) for i in range(count)]
         items.extend(ListItem(label) for label in self._layer_labels)
         return items
 
+    def _merged_text(self) -> Text:
+        if not self.tree_complete:
+            return Text("merged image\n  reading the layers…", style="bold")
+        return Text(f"merged image\n  {len(self.analysis.final)} entries", style="bold")
+
+    def _layer_name(self, i: int) -> str:
+        if i < len(self.analysis.layers):
+            return self.analysis.layers[i].name
+        assert self._plan is not None
+        return self._plan.layers[i].name
+
     def _layer_text(self, i: int) -> Text:
+        if i >= len(self.analysis.layers):          # not read yet: what the manifest says
+            assert self._plan is not None
+            p = self._plan.layers[i]
+            text = Text(f"L{i} ", style="bold")
+            text.append(shown(p.name[:20]))
+            text.append(f"\n  not read yet  {size_text(p.source_size if p.source_size is not None else p.nydus_size)}",
+                        style="dim")
+            if p.created_by:
+                text.append("\n  " + shown(p.created_by[:60]), style="italic dim")
+            return text
         r = self.analysis.layers[i]
         c = r.counts()
         text = Text(f"L{r.index} ", style="bold")
@@ -168,7 +211,72 @@ class ExploreApp(App[None]):
         self.query_one("#details").border_title = "details"
         self._reload()
         self.query_one("#tree").focus()
+        if self._plan is None:
+            self.run_worker(self._prepare, thread=True, exit_on_error=True, group="figures")
+        else:
+            self.query_one("#layers").border_subtitle = ""
+            self._progress()
+            # after the first screen is drawn: the readers would delay it (the GIL)
+            self.call_after_refresh(self._start_reading)
+        self.started = True
+
+    # --- the layers, read in the background --------------------------------------------------------
+    def _start_reading(self) -> None:
+        threading.Thread(target=self._read_layers, name="explore-layers", daemon=True).start()
+
+    def _read_layers(self) -> None:
+        """A daemon thread (quitting does not wait for a layer): the layers in order, each
+        applied on the app's thread (the tree it changes is the one the screen reads)."""
+        assert self._plan is not None
+        try:
+            for layer in read_in_order(self._plan.layers):
+                self._from_thread(self._layer_in, layer)
+        except BaseException as e:  # noqa: BLE001 - bad input: the app quits and says why
+            self._from_thread(self._failed, e)
+            return
+        self._from_thread(self._all_in)
+
+    def _from_thread(self, callback: Any, *args: Any) -> None:
+        try:
+            self.call_from_thread(callback, *args)
+        except RuntimeError:                        # the app has quit meanwhile
+            pass
+
+    def _progress(self) -> None:
+        line = self.query_one("#progress", Static)
+        if self.tree_complete or self._plan is None:
+            line.remove_class("visible")
+            return
+        n, total = len(self.analysis.layers), len(self._plan.layers)
+        line.update(Text(f"reading layer {n + 1} of {total}…"))
+        line.add_class("visible")
+
+    def _layer_in(self, layer: LayerInput) -> None:
+        i = len(self.analysis.layers)
+        self._walk.add(layer)
+        assert self._layers is not None
+        self._layers.append(layer)
+        self._layer_labels[i].update(self._layer_text(i))
+        self._progress()
+        loading = self.browser
+        if self.view == i or (self.view == MERGED and isinstance(loading, Loading) and loading.preview is None):
+            self._refresh_tree()
+
+    def _all_in(self) -> None:
+        loading = self.browser
+        assert isinstance(loading, Loading)
+        self.browser = loading.browser
+        self.tree_complete = True
+        self._merged_label.update(self._merged_text())
+        self._progress()
+        if self.view == MERGED and loading.preview is not None:
+            self._refresh_tree()                    # the preview's tree, now with marks
+        self.query_one("#layers").border_subtitle = "computing waste and dedup…"
         self.run_worker(self._prepare, thread=True, exit_on_error=True, group="figures")
+
+    def _failed(self, error: BaseException) -> None:
+        self._error = error
+        self.exit(return_code=2)
 
     # --- the figures, in a worker thread ------------------------------------------------------------
     def _prepare(self) -> None:
@@ -176,6 +284,7 @@ class ExploreApp(App[None]):
         and off every key press."""
         if not self.analysis.complete:
             figures(self.analysis, self._layers or [])
+        assert isinstance(self.browser, Browser)
         self.browser.prepare()
         self.call_from_thread(self._figures_ready)
 
@@ -196,7 +305,9 @@ class ExploreApp(App[None]):
 
     # --- the tree ---------------------------------------------------------------------------------
     def _title(self) -> Text:
-        title = "merged image" if self.view == MERGED else f"layer {self.view}: {self.analysis.layers[self.view].name}"
+        title = "merged image" if self.view == MERGED else f"layer {self.view}: {self._layer_name(self.view)}"
+        if self.view >= len(self.analysis.layers):
+            title += " (not read yet)"
         return Text(shown(title))
 
     def _reload(self) -> None:
@@ -274,5 +385,10 @@ class ExploreApp(App[None]):
             tree.focus()
 
 
-def run_ui(analysis: Analysis, layers: list[LayerInput] | None = None) -> None:
-    ExploreApp(analysis, layers).run()
+def run_ui(analysis: Analysis | None = None, layers: list[LayerInput] | None = None,
+           plan: Plan | None = None) -> None:
+    """The browser; with `plan`, a layer that cannot be read closes it and its error is raised."""
+    app = ExploreApp(analysis, layers, plan)
+    app.run()
+    if app._error is not None:
+        raise app._error

@@ -201,15 +201,26 @@ def analyze(layers: list[LayerInput]) -> Analysis:
 
 def walk(layers: list[LayerInput]) -> Analysis:
     """Apply the layers lowest first: per-layer changes, provenance, the final tree. What the
-    browser needs for its first screen; `figures` does the rest."""
-    root = new_root()
-    before = snapshot(root)
-    reports: list[LayerReport] = []
-    provenance: dict[bytes, list[Version]] = collections.defaultdict(list)
-    shipped: list[tuple[int, bytes, Node]] = []          # (layer, path, node) of file entries
-    left: dict[int, str] = {}                            # id(node) -> why it left the view
+    browser needs before its tree is final; `figures` does the rest."""
+    w = Walk()
+    for layer in layers:
+        w.add(layer)
+    return w.analysis
 
-    for i, layer in enumerate(layers):
+
+class Walk:
+    """The walk one layer at a time: `analysis` is, after each `add`, what the layers added so
+    far make (the browser shows it while the next layers are read). Changes the analysis in
+    place: whoever reads it does so from the thread that adds."""
+
+    def __init__(self) -> None:
+        root = new_root()
+        self.analysis = Analysis([], {}, snapshot(root), root)
+
+    def add(self, layer: LayerInput) -> LayerReport:
+        a = self.analysis
+        i = len(a.layers)
+        root, before = a.root, a.final
         cs = layer.changeset
         report = LayerReport(i, layer.name, layer.created_by, layer.source_size, layer.nydus_size,
                              entries=len(cs.members) + len(cs.whiteouts))
@@ -232,7 +243,7 @@ def walk(layers: list[LayerInput]) -> Analysis:
         for m in cs.members:
             if m.node is not None and m.node.kind == "file":
                 report.file_bytes += m.node.size
-                shipped.append((i, _join(m.path), m.node))
+                a.shipped.append((i, _join(m.path), m.node))
 
         changes = report.changes
         for path, now in after.items():
@@ -265,14 +276,18 @@ def walk(layers: list[LayerInput]) -> Analysis:
         if leaving:
             shown = {now.node for now in after.values()}
             for node, mark in leaving:
-                if node not in shown and node not in left:
-                    left[node] = f"{mark} in layer {i}"
+                if node not in shown and node not in a.left:
+                    a.left[node] = f"{mark} in layer {i}"
+        provenance = a.provenance
         for c in changes:
-            provenance[c.path].append(Version(i, c.mark, c.kind, c.size))
-        reports.append(report)
-        before = after
-
-    return Analysis(reports, dict(provenance), before, root, shipped=shipped, left=left)
+            got = provenance.get(c.path)
+            if got is None:
+                provenance[c.path] = [Version(i, c.mark, c.kind, c.size)]
+            else:
+                got.append(Version(i, c.mark, c.kind, c.size))
+        a.layers.append(report)
+        a.final = after
+        return report
 
 
 def figures(a: Analysis, layers: list[LayerInput]) -> None:

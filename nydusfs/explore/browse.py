@@ -244,21 +244,7 @@ class Browser:
             out.append((f"layer {v.layer}", f"{v.mark} ({v.kind}{', %d bytes' % v.size if v.kind == 'file' else ''})"))
         if node is None:
             return out
-        if node.mode is not None:
-            out.append(("mode", f"{stat.filemode(_type_bits(node.kind) | node.mode)} {node.mode:04o}"))
-        if node.uid is not None:
-            out.append(("owner", f"{node.uid}:{node.gid}"))
-        if node.kind == "file":
-            out.append(("size", str(node.size)))
-        if node.mtime_ns is not None:
-            secs, ns = divmod(node.mtime_ns, 1_000_000_000)
-            out.append(("mtime", time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(secs)) + f".{ns:09d} UTC"))
-        if node.target is not None:
-            out.append(("target", os.fsdecode(node.target)))
-        if node.rdev is not None:
-            out.append(("device", f"{node.rdev[0]}:{node.rdev[1]}"))
-        for name, value in sorted((node.xattrs or {}).items()):
-            out.append((f"xattr {os.fsdecode(name)}", os.fsdecode(value)))
+        out.extend(attribute_lines(node))
         index = self.index
         if node.kind != "dir" and index is not None:
             others = [p for p in index.links.get(id(node), ()) if p != path]
@@ -296,6 +282,27 @@ class Browser:
         elif len(others) > SHOWN:
             more = f" and {len(others) - SHOWN} more"
         return [("shares chunks with", ", ".join(os.fsdecode(p) for p in first) + more)]
+
+
+def attribute_lines(node: Node) -> list[tuple[str, str]]:
+    """(label, value) lines of a node's attributes, for the details pane."""
+    out = []
+    if node.mode is not None:
+        out.append(("mode", f"{stat.filemode(_type_bits(node.kind) | node.mode)} {node.mode:04o}"))
+    if node.uid is not None:
+        out.append(("owner", f"{node.uid}:{node.gid}"))
+    if node.kind == "file":
+        out.append(("size", str(node.size)))
+    if node.mtime_ns is not None:
+        secs, ns = divmod(node.mtime_ns, 1_000_000_000)
+        out.append(("mtime", time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(secs)) + f".{ns:09d} UTC"))
+    if node.target is not None:
+        out.append(("target", os.fsdecode(node.target)))
+    if node.rdev is not None:
+        out.append(("device", f"{node.rdev[0]}:{node.rdev[1]}"))
+    for name, value in sorted((node.xattrs or {}).items()):
+        out.append((f"xattr {os.fsdecode(name)}", os.fsdecode(value)))
+    return out
 
 
 _TYPE_BITS = {kind: bits for bits, kind in FS_KINDS.items()}

@@ -7,15 +7,19 @@ OCI layer: a tar (plain, gzip, zstd) or an untarred directory.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import os
 import shutil
 import tarfile
 import tempfile
-from typing import Any
+import threading
+from typing import Any, Callable, Iterator
 
 from ..errors import FormatError, UsageError
 from ..format.layer import detect
-from ..reader import open_image
+from ..reader import Image, open_image
 from ..util.streams import open_decompressed
 from .diff import Side, nydus_side, oci_side
 from .layers import LayerInput, from_nydus_layer, from_oci_tar
@@ -47,11 +51,84 @@ def is_nydus(path: str) -> bool:
         os.close(fd)
 
 
-def load_layers(paths: list[str], blob_dirs: tuple[str, ...] = (), chunks: bool = True) -> list[LayerInput]:
+@dataclasses.dataclass(slots=True)
+class Pending:
+    """A layer as known before it is read (from the manifest and config, or its file): what
+    the browser's layer list shows at once, and how to read it."""
+
+    name: str
+    created_by: str | None
+    source_size: int | None          # an OCI layer's blob
+    nydus_size: int | None           # a Nydus layer's blob
+    read: Callable[[], LayerInput]
+
+
+@dataclasses.dataclass(slots=True)
+class Plan:
+    """An image's layers, lowest first, not read yet; for a Nydus image reference also its
+    merged bootstrap (`merged()` opens it: the final tree without reading a layer)."""
+
+    layers: list[Pending]
+    merged: Callable[[], Image] | None = None
+
+
+def plan_layers(paths: list[str], blob_dirs: tuple[str, ...] = (), chunks: bool = True) -> Plan:
     """Layer files, lowest first: Nydus layer files and OCI layers, in any mix. Without
     `chunks`, Nydus layers are read without their chunk lists (`figures` reads them later)."""
-    return [from_nydus_layer(p, blob_dirs=blob_dirs, chunks=chunks) if is_nydus(p) else from_oci_tar(p)
-            for p in paths]
+    out = []
+    for p in paths:
+        nydus = is_nydus(p)              # (also: one clear line for a path that is not there)
+        size = os.path.getsize(p)
+        if nydus:
+            out.append(Pending(os.path.basename(p), None, None, size,
+                               functools.partial(from_nydus_layer, p, blob_dirs=blob_dirs, chunks=chunks)))
+        else:
+            out.append(Pending(os.path.basename(p), None, size, None, functools.partial(from_oci_tar, p)))
+    return Plan(out)
+
+
+def load_layers(paths: list[str], blob_dirs: tuple[str, ...] = (), chunks: bool = True) -> list[LayerInput]:
+    """The layers of `plan_layers`, read."""
+    return list(read_in_order(plan_layers(paths, blob_dirs, chunks).layers))
+
+
+def read_in_order(layers: list[Pending], threads: int = 2) -> Iterator[LayerInput]:
+    """Read the layers on `threads` threads (inflating a layer releases the GIL, so two layers
+    read on two cores overlap) and yield them lowest first; the first error, in layer order,
+    is raised. The threads are daemons: a browser that quits does not wait for a layer."""
+    results: dict[int, LayerInput | BaseException] = {}
+    done = threading.Condition()
+    todo = iter(range(len(layers)))
+    stop = False
+
+    def reader() -> None:
+        while True:
+            with done:
+                i = None if stop else next(todo, None)
+            if i is None:
+                return
+            try:
+                got: LayerInput | BaseException = layers[i].read()
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer, in order
+                got = e
+            with done:
+                results[i] = got
+                done.notify_all()
+
+    for _ in range(min(threads, len(layers))):
+        threading.Thread(target=reader, name="explore-read", daemon=True).start()
+    try:
+        for i in range(len(layers)):
+            with done:
+                while i not in results:
+                    done.wait()
+                got = results.pop(i)
+            if isinstance(got, BaseException):
+                raise got
+            yield got
+    finally:
+        with done:
+            stop = True
 
 
 def is_reference(arg: str) -> bool:
@@ -93,14 +170,23 @@ def load_side(arg: str, blob_dirs: list[str], content: str, **options: Any) -> S
 
 
 def load_image(text: str, platform: Any = None, chunks: bool = True, **options: Any) -> list[LayerInput]:
+    """The layers of `plan_image`, read."""
+    with plan_image(text, platform, chunks, **options) as plan:
+        return list(read_in_order(plan.layers))
+
+
+@contextlib.contextmanager
+def plan_image(text: str, platform: Any = None, chunks: bool = True, **options: Any) -> Iterator[Plan]:
     """The layers of an image reference (OCI, or Nydus: its blob layers, each holding its own
-    layer bootstrap), with `created_by` from the config history and sizes from the manifest.
-    Blobs are read where they lie in a layout; others are spooled to a temporary directory.
-    Without `chunks`, Nydus blobs read in place are read without their chunk lists."""
+    layer bootstrap), with `created_by` from the config history and sizes from the manifest;
+    read while the plan is open. Blobs are read where they lie in a layout; others are spooled
+    to a temporary directory when read. Without `chunks`, Nydus blobs read in place are read
+    without their chunk lists."""
     from ..image import open_source, resolve
     from ..image.nydus import bootstrap_layer
 
     with open_source(text, **options) as source, tempfile.TemporaryDirectory(prefix="nydusfs-explore-") as spool:
+        blobs = _Blobs(source, spool)
         resolved = resolve(source, platform)[0]
         history = [h.get("created_by") for h in resolved.config.get("history") or []
                    if isinstance(h, dict) and not h.get("empty_layer")]
@@ -108,17 +194,58 @@ def load_image(text: str, platform: Any = None, chunks: bool = True, **options: 
         layers = [d for d in resolved.manifest.layers if d is not boot]
         out = []
         for i, d in enumerate(layers):
-            path = _blob_file(source, d.digest, spool)
             created = history[i] if i < len(history) and isinstance(history[i], str) else None
-            if boot is not None:
-                later = not chunks and not path.startswith(spool)    # the spool goes away
-                layer = from_nydus_layer(path, name=d.digest, created_by=created, chunks=not later)
-                layer.nydus_size = d.size
-            else:
-                layer = from_oci_tar(path, name=d.digest, created_by=created)
-                layer.source_size = d.size
-            out.append(layer)
-        return out
+            out.append(Pending(d.digest, created, None if boot else d.size, d.size if boot else None,
+                               functools.partial(_read_blob, blobs, d, created, boot is not None, chunks)))
+        opened: list[Image] = []
+
+        def merged() -> Image:
+            assert boot is not None
+            opened.append(open_image(blobs.file(boot.digest)))
+            return opened[-1]
+
+        try:
+            yield Plan(out, merged if boot is not None else None)
+        finally:
+            blobs.close()
+            for image in opened:
+                image.close()
+
+
+def _read_blob(blobs: "_Blobs", d: Any, created: str | None, nydus: bool, chunks: bool) -> LayerInput:
+    path = blobs.file(d.digest)
+    if nydus:
+        later = not chunks and not path.startswith(blobs.spool)    # the spool goes away
+        layer = from_nydus_layer(path, name=d.digest, created_by=created, chunks=not later)
+        layer.nydus_size = d.size
+    else:
+        layer = from_oci_tar(path, name=d.digest, created_by=created)
+        layer.source_size = d.size
+    return layer
+
+
+class _Blobs:
+    """Blob files of an image source: in place (a layout), or copied into the spool one at a
+    time (layers are read on several threads; the source is not shared between them), never
+    once the spool is closed."""
+
+    def __init__(self, source: Any, spool: str) -> None:
+        self.source, self.spool = source, spool
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def file(self, digest: str) -> str:
+        direct = getattr(self.source, "blob_path", lambda d: None)(digest)
+        if direct is not None:
+            return str(direct)
+        with self.lock:
+            if self.closed:
+                raise UsageError("explore: the image was closed while its layers were read")
+            return _blob_file(self.source, digest, self.spool)
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
 
 
 def _blob_file(source: Any, digest: str, spool: str) -> str:

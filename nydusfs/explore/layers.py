@@ -112,6 +112,17 @@ def image_changes(image: Image, name: str, created_by: str | None = None,
 
 
 def _node(image: Image, ino: int, layer: LayerInput, chunks: bool) -> Node:
+    node = node_of(image, ino)
+    if node.kind == "file":
+        if chunks:
+            _chunks(image, ino, node, layer)
+        else:
+            layer.unread.append((node, ino))
+    return node
+
+
+def node_of(image: Image, ino: int) -> Node:
+    """The oracle node of one inode of a bootstrap: kind and attributes (no chunks)."""
     n = image.inode(ino)
     kind = FS_KINDS.get(stat.S_IFMT(n.mode), "unknown")
     node = Node(kind, mode=stat.S_IMODE(n.mode), uid=n.uid, gid=n.gid,
@@ -125,10 +136,6 @@ def _node(image: Image, ino: int, layer: LayerInput, chunks: bool) -> Node:
         node.rdev = (os.major(n.rdev), os.minor(n.rdev))
     elif kind == "file":
         node.size = n.size
-        if chunks:
-            _chunks(image, ino, node, layer)
-        else:
-            layer.unread.append((node, ino))
     return node
 
 
