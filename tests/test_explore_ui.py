@@ -8,6 +8,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -15,8 +16,11 @@ from conftest import require_tool
 from corpus import Layer, pattern
 from stacks import STACKS, build_layers
 
+from nydusfs import sample
 from nydusfs.cli.explore_ui import ExploreApp
+from nydusfs.errors import LayerError
 from nydusfs.explore.analysis import analyze, walk
+from nydusfs.explore.inputs import load_image, plan_image, plan_layers
 from nydusfs.explore.layers import from_nydus_layer, from_oci_tar
 
 SNAPSHOTS = pathlib.Path(__file__).parent / "snapshots"
@@ -382,3 +386,133 @@ def test_real_command_in_tmux(tmp_path: pathlib.Path) -> None:
             time.sleep(0.2)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+# --- the progressive start: the browser opens before the layers are read ------------------------
+
+def gate(plan: Any) -> list[threading.Event]:
+    """Hold each layer's (real) read until the test lets it through."""
+    gates = [threading.Event() for _ in plan.layers]
+    for pending, event in zip(plan.layers, gates):
+        read = pending.read
+        pending.read = lambda read=read, event=event: (event.wait(60), read())[1]
+    return gates
+
+
+async def until(pilot: Any, done: Any) -> None:
+    deadline = time.monotonic() + 60
+    while not done():
+        assert time.monotonic() < deadline, "the browser did not get there"
+        await pilot.pause(0.01)
+
+
+def progress(app: ExploreApp) -> str | None:
+    line = app.query_one("#progress")
+    return str(line.render()) if line.has_class("visible") else None
+
+
+def layer_list(app: ExploreApp) -> list[str]:
+    return [str(item.query_one("Label").render()) for item in app.query_one("#layers").children]
+
+
+def test_progressive_start_fills_layer_by_layer_and_keeps_the_cursor(tmp_path: pathlib.Path) -> None:
+    _, tars = three_layers(tmp_path)
+    plan = plan_layers(tars, chunks=False)
+    gates = gate(plan)
+
+    async def main() -> None:
+        app = ExploreApp(plan=plan)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            # the layer list is there before a layer is read; the tree is empty
+            rows = layer_list(app)
+            assert len(rows) == 4 and rows[0].startswith("merged image")
+            assert all("not read yet" in r for r in rows[1:])
+            assert rows[1].startswith("L0 l0.tar") and rows[3].startswith("L2 l2.tar")
+            assert labels(app) == []
+            assert progress(app) == "reading layer 1 of 3…"
+            gates[0].set()
+            await until(pilot, lambda: len(app.analysis.layers) == 1)
+            await pilot.pause()
+            assert labels(app) == ["+ a/  L0", "+ d/  L0", "+ o/  L0"]
+            assert progress(app) == "reading layer 2 of 3…"
+            assert "not read yet" not in layer_list(app)[1] and "not read yet" in layer_list(app)[2]
+            # a path chosen while the next layers are read stays chosen
+            await pilot.press("down", "enter", "down", "down")
+            await pilot.pause()
+            assert app.query_one("#tree").cursor_node.data == b"/a/y"
+            gates[1].set()
+            await until(pilot, lambda: len(app.analysis.layers) == 2)
+            await pilot.pause()
+            assert labels(app) == ["+ a/  L0", "~ d/  L1", "+ o/  L0"]
+            assert app.query_one("#tree").cursor_node.data == b"/a/y"
+            assert "pending" in details(app)
+            gates[2].set()
+            await until(pilot, lambda: app.tree_complete)
+            await pilot.pause()
+            assert progress(app) is None
+            assert app.query_one("#tree").cursor_node.data == b"/a/y"
+            await until(pilot, lambda: app.ready)
+            await pilot.pause()
+            assert labels(app) == ["+ a/  6 B  L0", "~ d/  2 B  L1", "+ o/  1 B  L0"]
+            assert app.query_one("#tree").cursor_node.data == b"/a/y"
+            assert "written by: layer 0 (l0.tar)" in details(app) and "pending" not in details(app)
+    asyncio.run(main())
+
+
+def test_progressive_nydus_image_shows_the_merged_tree_first(tmp_path: pathlib.Path) -> None:
+    oci = sample.write_layout(str(tmp_path / "src"), "v1")
+    ref = f"oci:{tmp_path / 'nydus'}:v1"
+    r = subprocess.run([sys.executable, "-m", "nydusfs", "convert", oci, ref, "--no-progress"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    expected = analyze(load_image(oci))               # the OCI layers: a reader of their own
+    top = sorted(p for p in expected.final if p.count(b"/") == 1 and p != b"/")
+    deep = sorted(p for p, seen in expected.final.items() if p.count(b"/") == 2 and seen.kind == "file")[0]
+
+    async def main() -> None:
+        with plan_image(ref, chunks=False) as plan:
+            gates = gate(plan)
+            app = ExploreApp(plan=plan)
+            async with app.run_test(size=SIZE) as pilot:
+                await pilot.pause()
+                # before any layer: the final tree from the merged bootstrap, without marks
+                tree = app.query_one("#tree")
+                assert [n.data for n in tree.root.children] == top
+                assert all(not str(n.label).startswith(("+", "~")) for n in tree.root.children)
+                rows = layer_list(app)
+                assert len(rows) == 4 and all("not read yet" in r for r in rows[1:])
+                assert "sample layer update" in rows[2]          # created_by from the config
+                assert progress(app) == "reading layer 1 of 3…"
+                app.select(deep)
+                await pilot.pause()
+                assert tree.cursor_node.data == deep
+                assert "mode:" in details(app) and "pending" in details(app)
+                for g in gates:
+                    g.set()
+                await until(pilot, lambda: app.tree_complete)
+                await pilot.pause()
+                assert progress(app) is None
+                assert tree.cursor_node.data == deep
+                assert [n.data for n in tree.root.children] == top
+                writer = expected.writer(deep)
+                assert f"written by: layer {writer}" in details(app)
+                assert str(tree.cursor_node.label).split()[-1] == f"L{writer}"
+                await until(pilot, lambda: app.ready)
+    asyncio.run(main())
+
+
+def test_progressive_start_with_a_bad_layer_quits_with_its_error(tmp_path: pathlib.Path) -> None:
+    _, tars = three_layers(tmp_path)
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(pathlib.Path(tars[1]).read_bytes()[:700])      # cut inside a member's data
+    plan = plan_layers([tars[0], str(bad)], chunks=False)
+
+    async def main() -> ExploreApp:
+        app = ExploreApp(plan=plan)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app._error is not None)
+        return app
+    app = asyncio.run(main())
+    assert isinstance(app._error, LayerError) and "bad.tar" in str(app._error)
+    assert app.return_code == 2

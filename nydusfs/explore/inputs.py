@@ -15,14 +15,16 @@ import shutil
 import tarfile
 import tempfile
 import threading
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..errors import FormatError, UsageError
 from ..format.layer import detect
 from ..reader import Image, open_image
 from ..util.streams import open_decompressed
-from .diff import Side, nydus_side, oci_side
 from .layers import LayerInput, from_nydus_layer, from_oci_tar
+
+if TYPE_CHECKING:
+    from .diff import Side
 
 
 def is_nydus(path: str) -> bool:
@@ -152,6 +154,8 @@ def is_nydus_arg(arg: str, **options: Any) -> bool:
 def load_side(arg: str, blob_dirs: list[str], content: str, **options: Any) -> Side:
     """One side of a diff: an image reference (OCI or Nydus), a Nydus bootstrap or layer file,
     or an OCI layer (a one-layer image)."""
+    from .diff import nydus_side, oci_side     # (not on the browser's way to its first screen)
+
     if is_reference(arg):
         from ..image.nydus import open_any
 

@@ -88,8 +88,9 @@ class Loading:
     def details(self, path: bytes) -> list[tuple[str, str]]:
         if self.preview is not None:
             return self.preview.details(path)
+        # the layers so far: what a later layer may still change is left out
         out = self.browser.details(path)
-        return [line for line in out if line[0] != "pending"] + [PENDING]
+        return [line for line in out if line[0] not in ("pending", "written by", "in the image")] + [PENDING]
 
     def search(self, view: int, pattern: str, limit: int = 1000) -> list[bytes]:
         if view == MERGED and self.preview is not None:
