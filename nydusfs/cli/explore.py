@@ -27,7 +27,10 @@ untarred layer directories, or Nydus layer files / layer bootstraps (chunk figur
 too), lowest first, in any mix.
 
 Without --report, --json or --ci, and on a terminal, an interactive browser opens (layers,
-tree, details; press ? there for its keys); the waste and dedup figures fill in once computed.
+tree, details; press ? there for its keys) at once, with the layer list the manifest gives (a
+Nydus image: also its merged tree, from its bootstrap); the layers are read in the background
+and the tree fills in as they come (a progress line says how far), then the waste and dedup
+figures.
 See docs/explore.md for every figure's definition.
 """
 EPILOG = """\
