@@ -393,7 +393,7 @@ def test_real_command_in_tmux(tmp_path: pathlib.Path) -> None:
 def gate(plan: Any) -> list[threading.Event]:
     """Hold each layer's (real) read until the test lets it through."""
     gates = [threading.Event() for _ in plan.layers]
-    for pending, event in zip(plan.layers, gates):
+    for pending, event in zip(plan.layers, gates, strict=True):
         read = pending.read
         pending.read = lambda read=read, event=event: (event.wait(60), read())[1]
     return gates
