@@ -516,3 +516,26 @@ def test_progressive_start_with_a_bad_layer_quits_with_its_error(tmp_path: pathl
     app = asyncio.run(main())
     assert isinstance(app._error, LayerError) and "bad.tar" in str(app._error)
     assert app.return_code == 2
+
+
+def test_a_layer_chosen_before_it_is_read_fills_when_it_arrives(tmp_path: pathlib.Path) -> None:
+    _, tars = three_layers(tmp_path)
+    plan = plan_layers(tars, chunks=False)
+    gates = gate(plan)
+
+    async def main() -> None:
+        app = ExploreApp(plan=plan)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("shift+tab", "down", "down", "down")
+            await pilot.pause()
+            assert app.view == 2
+            tree = app.query_one("#tree")
+            assert str(tree.root.label) == "layer 2: l2.tar (not read yet)" and labels(app) == []
+            for g in gates:
+                g.set()
+            await until(pilot, lambda: app.tree_complete)
+            await pilot.pause()
+            assert str(tree.root.label) == "layer 2: l2.tar"
+            assert labels(app) == ["  a/  2 B", "  d/  2 B", "  o/"]
+            await until(pilot, lambda: app.ready)
+    asyncio.run(main())
