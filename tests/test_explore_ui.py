@@ -358,9 +358,14 @@ def test_main_screens_match_snapshots(tmp_path: pathlib.Path) -> None:
     run(ExploreApp(analysis), steps)
 
 
+def _tmux(session: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """tmux on a server of the test's own (-L): a shared server carries its starter's
+    environment (COLUMNS, LINES) into every session, and another user may stop it."""
+    return subprocess.run(["tmux", "-L", session, *args], capture_output=True, text=True, check=check)
+
+
 def _screen(session: str) -> str:
-    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
-                          text=True, check=True).stdout
+    return _tmux(session, "capture-pane", "-p", "-t", session).stdout
 
 
 def test_real_command_in_tmux(tmp_path: pathlib.Path) -> None:
@@ -368,24 +373,24 @@ def test_real_command_in_tmux(tmp_path: pathlib.Path) -> None:
     _, tars = three_layers(tmp_path)
     session = f"nydusfs-explore-{os.getpid()}"
     cmd = " ".join([sys.executable, "-m", "nydusfs", "explore", *tars])
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "140", "-y", "36",
-                    "env", "TERM=xterm-256color", "sh", "-c", cmd], check=True)
+    _tmux(session, "-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "140", "-y", "36",
+          "env", "-u", "COLUMNS", "-u", "LINES", "TERM=xterm-256color", "sh", "-c", cmd)
     try:
         deadline = time.monotonic() + 60
-        # the layer list may be drawn after the tree: wait for both
-        while not all(s in (screen := _screen(session)) for s in ("merged image", "L2 l2.tar")):
+        # the layer list comes first, the tree once the layers are read ("9 entries")
+        while not all(s in (screen := _screen(session)) for s in ("9 entries", "L2 l2.tar", "d/")):
             assert time.monotonic() < deadline, screen
             time.sleep(0.2)
-        subprocess.run(["tmux", "send-keys", "-t", session, "Down", "Down"], check=True)
+        _tmux(session, "send-keys", "-t", session, "Down", "Down")
         while "written by: layer 1 (l1.tar)" not in (screen := _screen(session)):
             assert time.monotonic() < deadline, screen
             time.sleep(0.2)
-        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
-        while subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode == 0:
+        _tmux(session, "send-keys", "-t", session, "q")
+        while _tmux(session, "has-session", "-t", session, check=False).returncode == 0:
             assert time.monotonic() < deadline, "explore did not quit on q"
             time.sleep(0.2)
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        _tmux(session, "kill-server", check=False)
 
 
 # --- the progressive start: the browser opens before the layers are read ------------------------
