@@ -14,7 +14,7 @@ from typing import Any
 
 from conftest import require_tool
 from corpus import Layer, pattern
-from stacks import STACKS, build_layers
+from stacks import REFUSED, STACKS, build_layers
 
 from nydusfs import sample
 from nydusfs.cli.explore_ui import ExploreApp
@@ -511,16 +511,19 @@ def test_progressive_start_with_a_bad_layer_quits_with_its_error(tmp_path: pathl
     _, tars = three_layers(tmp_path)
     bad = tmp_path / "bad.tar"
     bad.write_bytes(pathlib.Path(tars[1]).read_bytes()[:700])      # cut inside a member's data
-    plan = plan_layers([tars[0], str(bad)], chunks=False)
+    # a layer that reads but cannot be applied: a hard link to a file its own layer removed
+    refused = [str(layer.write(tmp_path / f"r{i}.tar"))
+               for i, layer in enumerate(REFUSED["marker-link-then-dir-replaced"]())]
 
-    async def main() -> ExploreApp:
+    async def main(plan: Any) -> ExploreApp:
         app = ExploreApp(plan=plan)
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: app._error is not None)
         return app
-    app = asyncio.run(main())
-    assert isinstance(app._error, LayerError) and "bad.tar" in str(app._error)
-    assert app.return_code == 2
+    for paths, name in (([tars[0], str(bad)], "bad.tar"), (refused, "r1.tar")):
+        app = asyncio.run(main(plan_layers(paths, chunks=False)))
+        assert isinstance(app._error, LayerError) and name in str(app._error)
+        assert app.return_code == 2
 
 
 def test_a_layer_chosen_before_it_is_read_fills_when_it_arrives(tmp_path: pathlib.Path) -> None:
