@@ -72,7 +72,6 @@ class Loading:
     def __init__(self, browser: Browser, preview: Preview | None) -> None:
         self.browser = browser
         self.preview = preview
-        self.index = None
 
     def _read(self, view: int) -> bool:
         return view < len(self.browser.a.layers)
