@@ -101,12 +101,12 @@ def read_in_order(layers: list[Pending], threads: int = 2) -> Iterator[LayerInpu
     results: dict[int, LayerInput | BaseException] = {}
     done = threading.Condition()
     todo = iter(range(len(layers)))
-    stop = False
+    stop = threading.Event()                 # no layer starts after an error or the end
 
     def reader() -> None:
         while True:
             with done:
-                i = None if stop else next(todo, None)
+                i = None if stop.is_set() else next(todo, None)
             if i is None:
                 return
             try:
@@ -115,6 +115,8 @@ def read_in_order(layers: list[Pending], threads: int = 2) -> Iterator[LayerInpu
                 got = e
             with done:
                 results[i] = got
+                if isinstance(got, BaseException):
+                    stop.set()
                 done.notify_all()
 
     for _ in range(min(threads, len(layers))):
@@ -129,8 +131,7 @@ def read_in_order(layers: list[Pending], threads: int = 2) -> Iterator[LayerInpu
                 raise got
             yield got
     finally:
-        with done:
-            stop = True
+        stop.set()
 
 
 def is_reference(arg: str) -> bool:
@@ -189,7 +190,9 @@ def plan_image(text: str, platform: Any = None, chunks: bool = True, **options: 
     from ..image import open_source, resolve
     from ..image.nydus import bootstrap_layer
 
-    with open_source(text, **options) as source, tempfile.TemporaryDirectory(prefix="nydusfs-explore-") as spool:
+    # a reader thread may still be copying a blob when the browser quits: the spool goes anyway
+    with open_source(text, **options) as source, \
+            tempfile.TemporaryDirectory(prefix="nydusfs-explore-", ignore_cleanup_errors=True) as spool:
         blobs = _Blobs(source, spool)
         resolved = resolve(source, platform)[0]
         history = [h.get("created_by") for h in resolved.config.get("history") or []
@@ -231,7 +234,8 @@ def _read_blob(blobs: "_Blobs", d: Any, created: str | None, nydus: bool, chunks
 class _Blobs:
     """Blob files of an image source: in place (a layout), or copied into the spool one at a
     time (layers are read on several threads; the source is not shared between them), never
-    once the spool is closed."""
+    once the spool is closed. Closing does not wait for a copy under way (quitting must not
+    wait for a download)."""
 
     def __init__(self, source: Any, spool: str) -> None:
         self.source, self.spool = source, spool
@@ -248,8 +252,7 @@ class _Blobs:
             return _blob_file(self.source, digest, self.spool)
 
     def close(self) -> None:
-        with self.lock:
-            self.closed = True
+        self.closed = True
 
 
 def _blob_file(source: Any, digest: str, spool: str) -> str:
