@@ -24,10 +24,10 @@ from ..image import media
 from ..image.manifest import Descriptor, digest_of
 from ..image.nydus import cache_dir
 from ..image.reference import looks_like_reference, parse
-from ..image.resolve import Resolved, open_source, open_target, resolve
+from ..image.resolve import Resolved, check_diff_ids, open_source, open_target, resolve, tar_layers
 from ..image.source import ImageError, ImageSource, ImageTarget
 from . import bootstrap as bootlayer
-from .layer import LayerResult, check_layer_type, convert_layer
+from .layer import LayerResult, convert_layer
 from .options import ConvertOptions
 
 __all__ = ["ConvertOptions", "ConvertResult", "Progress", "convert"]
@@ -183,11 +183,8 @@ def convert(src: str, dst: str, opts: ConvertOptions, progress: Any = None) -> C
         images = resolve(source, opts.platform, opts.all_platforms or opts.merge_platform and
                          opts.platform is None)
         for img in images:
-            for i, layer in enumerate(img.manifest.layers):
-                check_layer_type(layer, f"{src}: manifest {img.manifest.digest}", i)
-            if len(img.manifest.layers) != len(img.config["rootfs"]["diff_ids"]):
-                raise ImageError(f"{src}: manifest {img.manifest.digest} lists {len(img.manifest.layers)} "
-                                 f"layers, its config {len(img.config['rootfs']['diff_ids'])} diff_ids")
+            tar_layers(img, f"{src}: manifest {img.manifest.digest}")
+            check_diff_ids(img, src)
             if not img.manifest.layers:
                 raise ImageError(f"{src}: manifest {img.manifest.digest} has no layers")
         chunk_dict = _ChunkDict(opts.chunk_dict, opts.source_options)

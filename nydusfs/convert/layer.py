@@ -146,11 +146,3 @@ def _run_worker(source: ImageSource, layer: Descriptor, options: dict, tick: Cal
             raise KeyboardInterrupt
         raise ImageError(line if line.startswith(what) else f"{what}: {line}")
     return int(json.loads(out)["inodes"])
-
-
-def check_layer_type(layer: Descriptor, reference: str, index: int) -> None:
-    from ..image import media
-
-    if layer.media_type not in media.TAR_LAYERS:
-        raise ImageError(f"{reference}: layer {index} ({layer.digest}): media type {layer.media_type!r} "
-                         "is not an OCI/Docker tar layer (already a Nydus image?)")

@@ -164,10 +164,13 @@ def load_side(arg: str, blob_dirs: list[str], content: str, **options: Any) -> S
             with open_any(arg, **options) as image:
                 return nydus_side(arg, image, content)
         from ..image import open_source, resolve
+        from ..image.resolve import check_diff_ids, tar_layers
 
         with open_source(arg, **options) as source, tempfile.TemporaryDirectory(prefix="nydusfs-diff-") as spool:
-            manifest = resolve(source)[0].manifest
-            return oci_side(arg, [_blob_file(source, d.digest, spool) for d in manifest.layers])
+            resolved = resolve(source)[0]
+            check_diff_ids(resolved, arg)
+            layers = tar_layers(resolved, f"{arg}: manifest {resolved.manifest.digest}")
+            return oci_side(arg, [_blob_file(source, d.digest, spool) for d in layers])
     if is_nydus(arg):
         with open_image(arg, blob_dirs) as image:
             return nydus_side(arg, image, content)
@@ -189,6 +192,7 @@ def plan_image(text: str, platform: Any = None, chunks: bool = True, **options: 
     without their chunk lists."""
     from ..image import open_source, resolve
     from ..image.nydus import bootstrap_layer
+    from ..image.resolve import check_diff_ids, tar_layers
 
     # a reader thread may still be copying a blob when the browser quits: the spool goes anyway
     with open_source(text, **options) as source, \
@@ -198,7 +202,9 @@ def plan_image(text: str, platform: Any = None, chunks: bool = True, **options: 
         history = [h.get("created_by") for h in resolved.config.get("history") or []
                    if isinstance(h, dict) and not h.get("empty_layer")]
         boot = bootstrap_layer(resolved.manifest)
-        layers = [d for d in resolved.manifest.layers if d is not boot]
+        check_diff_ids(resolved, text)
+        layers = ([d for d in resolved.manifest.layers if d is not boot] if boot is not None
+                  else tar_layers(resolved, f"{text}: manifest {resolved.manifest.digest}"))
         out = []
         for i, d in enumerate(layers):
             created = history[i] if i < len(history) and isinstance(history[i], str) else None

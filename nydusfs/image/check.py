@@ -11,10 +11,9 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from ..convert.layer import check_layer_type
 from .manifest import Platform
 from .nydus import Bootstrap, NydusImage, extract_bootstrap, find, open_reader
-from .resolve import Resolved, open_source, resolve
+from .resolve import Resolved, open_source, resolve, tar_layers
 from .rules import (
     Finding,
     bootstrap_rule,
@@ -43,8 +42,7 @@ def _layer_files(source: ImageSource, resolved: Resolved, spool: str) -> list[st
     """Paths of the source layers for the reference side: the blob files of a layout as they
     are, else (archives, registries) copies in `spool`, verified while copied."""
     paths = []
-    for i, layer in enumerate(resolved.manifest.layers):
-        check_layer_type(layer, f"{source.reference}: manifest {resolved.manifest.digest}", i)
+    for layer in tar_layers(resolved, f"{source.reference}: manifest {resolved.manifest.digest}"):
         direct = getattr(source, "blob_path", lambda d: None)(layer.digest)
         if direct is not None:
             paths.append(direct)

@@ -73,6 +73,23 @@ class Resolved:
     entry: Descriptor | None = None     # the index entry pointing at the manifest
 
 
+def tar_layers(resolved: Resolved, where: str) -> list[Descriptor]:
+    """The layers of an OCI or Docker image, each checked to be a tar layer."""
+    for i, layer in enumerate(resolved.manifest.layers):
+        if layer.media_type not in media.TAR_LAYERS:
+            raise ImageError(f"{where}: layer {i} ({layer.digest}): media type {layer.media_type!r} "
+                             "is not an OCI/Docker tar layer (already a Nydus image?)")
+    return list(resolved.manifest.layers)
+
+
+def check_diff_ids(resolved: Resolved, where: str) -> None:
+    """One diff_id in the config per layer of the manifest."""
+    n, ids = len(resolved.manifest.layers), len(resolved.config["rootfs"]["diff_ids"])
+    if n != ids:
+        raise ImageError(f"{where}: manifest {resolved.manifest.digest} lists {n} layers, its config "
+                         f"{ids} diff_ids")
+
+
 def top(source: ImageSource) -> Manifest | Index:
     data, mt = source.index_or_manifest()
     what = f"{source.reference}: manifest"
