@@ -20,6 +20,7 @@ from ..format.choices import (FS_VERSIONS, WRITABLE_COMPRESSORS, Compressor, Dig
                               PrefetchPolicy, WhiteoutSpec)
 from ..format.flags import BlobFeatures, SuperFlags
 from ..format.layer import LAYOUT_A_BLOB_OFFSET, LAYOUT_A_MAX_BLOB
+from ..format.v5 import ChunkInfo
 from ..format.record import align
 from ..tree.node import BlobDesc, Node, Tree, non_directories
 from ..util.limits import NotRegularFileError, open_regular
@@ -288,8 +289,9 @@ def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, outp
                 digester=opts.digester, chunk_size=opts.chunk_size, explicit_uid_gid=True)
     own = chunker.own_chunks
     own_index = len(table) if own else None
+    chunker.seen.clear()   # the dedup map is done with: a million digests
     if own_index is not None:
-        _remap_own(tree.root, own_index)
+        _remap_own(tree.root, own_index, own)
 
     features = int(BlobFeatures.CAP_TAR_TOC)
     if v6 or opts.aligned_chunk:
@@ -335,7 +337,7 @@ def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, outp
         boot, missing = (write_v6 if v6 else write_v5)(tree)
         boot_offset = blob.size
         if v6:
-            stored, compressed = compress(boot, Compressor.ZSTD)
+            stored, compressed = compress(bytes(boot), Compressor.ZSTD)
             blob.write(stored)
             toc.append(toc_entry(b"image.boot",
                                  TOC_FLAGS[Compressor.ZSTD if compressed else Compressor.NONE], sha256(boot),
@@ -386,14 +388,18 @@ def _build(source: str, opts: CreateOptions, chunk_dict: DictChunks | None, outp
                  "write": round(t_end - t_boot, 4), "total": round(t_end - t0, 4)})
 
 
-def _remap_own(root: Node, index: int) -> None:
-    """Give the chunks of the blob just built their index in the blob table."""
+def _remap_own(root: Node, index: int, own: list[ChunkInfo]) -> None:
+    """Give the chunks of the blob just built their index in the blob table. `own` (the blob's
+    chunks in index order) then holds remapped copies too, so the originals are freed."""
     seen: set[int] = set()
     for child in non_directories(root):
         if child.is_reg and id(child) not in seen:
             seen.add(id(child))
-            child.chunks[:] = [c.replace(blob_index=index) if c.blob_index == OWN_BLOB else c
-                               for c in child.chunks]
+            chunks = child.chunks
+            for i, c in enumerate(chunks):
+                if c.blob_index == OWN_BLOB:
+                    chunks[i] = c = c.replace(blob_index=index)
+                    own[c.index] = c
 
 
 def _blob_readahead(tree: Tree, desc: BlobDesc, patterns: list[bytes], blob_offset: int) -> None:
@@ -459,7 +465,7 @@ def _tar_header(name: str, size: int, kind: bytes) -> bytes:
     return raw
 
 
-def _pack_layout_a(fd: int, blob_size: int | None, boot: bytes, out: str | None = None) -> None:
+def _pack_layout_a(fd: int, blob_size: int | None, boot: bytes | bytearray, out: str | None = None) -> None:
     """Standard tar: `image/`, `image/image.blob` (data already at 1024), `image/image.boot`."""
     if blob_size is not None and blob_size > LAYOUT_A_MAX_BLOB:
         raise UsageError(f"{out}: layout A holds a blob of at most {LAYOUT_A_MAX_BLOB} bytes (the "
@@ -475,5 +481,14 @@ def _pack_layout_a(fd: int, blob_size: int | None, boot: bytes, out: str | None 
             os.pwrite(fd, bytes(align(blob_size, TAR_BLOCK) - blob_size), LAYOUT_A_BLOB_OFFSET + blob_size)
     os.pwrite(fd, _tar_header("image/image.boot", len(boot), tarfile.REGTYPE), pos)
     pos += TAR_BLOCK
-    os.pwrite(fd, boot + bytes(align(len(boot), TAR_BLOCK) - len(boot)) + bytes(2 * TAR_BLOCK), pos)
+    _pwrite_all(fd, boot, pos)   # not joined with its padding: that would copy the bootstrap
+    pos += len(boot)
+    os.pwrite(fd, bytes(align(pos, TAR_BLOCK) - pos) + bytes(2 * TAR_BLOCK), pos)
+
+
+def _pwrite_all(fd: int, data: bytes | bytearray, pos: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, pos)
+        view, pos = view[n:], pos + n
 

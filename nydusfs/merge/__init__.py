@@ -43,7 +43,7 @@ class MergeResult:
         data, missing = (write_v5 if self.tree.version == 5 else write_v6)(self.tree)
         self.timings["write"] = time.perf_counter() - start
         assert not missing, "prefetch paths were checked against the tree"
-        return data
+        return bytes(data)
 
     def summary(self, bootstrap_path: str) -> dict[str, Any]:
         """What `--output-json` writes: upstream's fields plus the blob table and counts."""

@@ -31,7 +31,7 @@ class BlobFile:
         self.size = 0             # bytes of blob written so far
         self.hash = hashlib.sha256()
 
-    def write(self, data: bytes, hashed: bool = True) -> int:
+    def write(self, data: bytes | bytearray, hashed: bool = True) -> int:
         """Append `data`; returns its offset inside the blob."""
         off = self.size
         view = memoryview(data)
@@ -90,5 +90,5 @@ def toc_entry(name: bytes, flags: int, digest: bytes, offset: int, csize: int, u
         reserved2=bytes(48)), f"ToC entry {name.decode()}")
 
 
-def sha256(data: bytes) -> bytes:
+def sha256(data: bytes | bytearray) -> bytes:
     return hashlib.sha256(data).digest()

@@ -7,8 +7,10 @@ root keeps its own mtime; the extended blob table is always written.
 
 from __future__ import annotations
 
+import array
 import functools
 import stat
+import sys
 
 from ..format import v5
 from ..format.blob import digest
@@ -30,8 +32,8 @@ def superblock_flags(tree: Tree, has_xattr: bool) -> int:
     return int(flags)
 
 
-def write_v5(tree: Tree) -> tuple[bytes, list[bytes]]:
-    """Bootstrap bytes, and the prefetch paths that matched no entry."""
+def write_v5(tree: Tree) -> tuple[bytearray, list[bytes]]:
+    """Bootstrap bytes (a bytearray, as write_v6), and the prefetch paths that matched no entry."""
     entries = number_entries(tree.root)
     prefetch, missing = resolve_paths(entries, tree.prefetch)
     digests = _digests(entries, tree.digester)
@@ -56,15 +58,19 @@ def write_v5(tree: Tree) -> tuple[bytes, list[bytes]]:
     ext_off = blob_off + len(blob_table)
     pos = ext_off + len(ext_table)
 
-    records = []
-    slots = []
+    # the records are appended to the output as they are made (a million entries must not be
+    # a million bytes objects first); the tables before them are filled in at the end
+    out = bytearray(pos)
+    slots = array.array("I")
     has_xattr = False
     for e in entries:
         rec = _record(e, digests[e.owner.index])
         has_xattr |= bool(e.node.xattrs)
+        limits.check("bootstrap", "RAFS v5 inode table", "offset", pos >> 3, limits.U32_MAX)
         slots.append(pos >> 3)
-        records.append(rec)
+        out += rec
         pos += len(rec)
+    del digests
 
     sb = V5SuperBlock(
         s_magic=v5.RAFS_V5_MAGIC, s_fs_version=v5.RAFS_V5_VERSION, s_sb_size=v5.SUPERBLOCK_SIZE,
@@ -76,14 +82,19 @@ def write_v5(tree: Tree) -> tuple[bytes, list[bytes]]:
         s_extended_blob_table_entries=len(tree.blobs), s_extended_blob_table_offset=ext_off,
         s_reserved=bytes(8112))
     limits.check("bootstrap", "RAFS v5 inode table", "offset", pos >> 3, limits.U32_MAX)
-    out = b"".join([limits.encode(sb, "bootstrap"), encode_u32_array(slots, 8), encode_u32_array(prefetch_inos, 8),
-                    blob_table, ext_table, *records])
+    if slots.itemsize != 4 or sys.byteorder != "little":
+        raise AssertionError("the inode table is written as little-endian u32")
+    head = b"".join([limits.encode(sb, "bootstrap"), slots.tobytes(), bytes(inode_table_size - 4 * n),
+                     encode_u32_array(prefetch_inos, 8), blob_table, ext_table])
+    assert len(head) == ext_off + len(ext_table)
+    out[:len(head)] = head
     return out, missing
 
 
-def _digests(entries: list[Entry], algo: str) -> dict[int, bytes]:
-    """Inode digests, bottom-up (children always have higher indexes than their parent)."""
-    out: dict[int, bytes] = {}
+def _digests(entries: list[Entry], algo: str) -> list[bytes]:
+    """Inode digests by entry index, bottom-up (children always have higher indexes than their
+    parent)."""
+    out: list[bytes] = [b""] * (len(entries) + 1)
     # non-directories first: a later hard-link name can sit in a directory numbered before
     # the name that owns the inode; then directories bottom-up (children number higher)
     owners = [e for e in reversed(entries) if e.first is None]

@@ -10,6 +10,7 @@ root nid is 128 as in upstream images.
 
 from __future__ import annotations
 
+import array
 import functools
 import stat
 
@@ -30,20 +31,19 @@ BS = v6.BLOCK_SIZE
 BLKSZBITS = 12
 
 
-class _Slot:
-    """Placement of one inode (the owner entry of a node)."""
+class _Placement:
+    """Where each inode goes, kept per entry index in arrays: a million entries must not cost
+    a Python object each (docs/limits.md). Only inodes that need more than an offset (xattrs,
+    directory and symlink data) have dict entries."""
 
-    __slots__ = ("entry", "xattr", "data", "inline", "offset", "nid", "data_block", "chunk_addrs")
+    def __init__(self, count: int, meta_start: int) -> None:
+        self.meta_start = meta_start
+        self.offset = array.array("Q", bytes(8 * (count + 1)))   # by entry index
+        self.xattr: dict[int, bytes] = {}                        # non-empty xattr areas
+        self.data: dict[int, tuple[int, bool, int]] = {}         # dirs, symlinks: size, inline, block
 
-    def __init__(self, entry: Entry) -> None:
-        self.entry = entry
-        self.xattr = _xattr_area(entry)
-        self.data = b""              # directory blocks or symlink target (dirents need nids: later)
-        self.inline = False
-        self.offset = 0
-        self.nid = 0
-        self.data_block = 0
-        self.chunk_addrs: list[ChunkAddr] = []
+    def nid(self, index: int) -> int:
+        return (self.offset[index] - self.meta_start) // v6.INODE_SLOT
 
 
 def _xattr_area(e: Entry) -> bytes:
@@ -62,12 +62,12 @@ def _xattr_area(e: Entry) -> bytes:
     return v6.encode_xattrs(pairs)
 
 
-def _dir_entries(slot_of: dict[int, _Slot], e: Entry, entries: list[Entry]) -> list[tuple[bytes, int, int]]:
-    self_nid = slot_of[e.index].nid
-    parent_nid = slot_of[e.parent.index].nid if e.parent else self_nid
+def _dir_entries(place: _Placement, e: Entry, entries: list[Entry]) -> list[tuple[bytes, int, int]]:
+    self_nid = place.nid(e.index)
+    parent_nid = place.nid(e.parent.index) if e.parent else self_nid
     out = [(b".", self_nid, v6.FT_DIR), (b"..", parent_nid, v6.FT_DIR)]
     for k in entries[e.child_index - 1:e.child_index - 1 + e.child_count]:
-        out.append((k.name, slot_of[k.owner.index].nid, v6.file_type_of(k.node.mode)))
+        out.append((k.name, place.nid(k.owner.index), v6.file_type_of(k.node.mode)))
     out.sort(key=lambda t: t[0])
     return out
 
@@ -109,8 +109,9 @@ def _chunk_size_of(node: Node, chunk_size: int) -> int:
     return 1 << (node.size - 1).bit_length()
 
 
-def write_v6(tree: Tree) -> tuple[bytes, list[bytes]]:
-    """Bootstrap bytes, and the prefetch paths that matched no entry."""
+def write_v6(tree: Tree) -> tuple[bytearray, list[bytes]]:
+    """Bootstrap bytes (a bytearray: copying them to bytes would double them), and the prefetch
+    paths that matched no entry."""
     entries = number_entries(tree.root)
     prefetch, missing = resolve_paths(entries, tree.prefetch)
     nblobs = len(tree.blobs)
@@ -122,18 +123,22 @@ def write_v6(tree: Tree) -> tuple[bytes, list[bytes]]:
     prefetch_off = blob_table_off + v6.BLOB_ENTRY_SIZE * nblobs
     meta_start = align(prefetch_off + 4 * len(prefetch), BS)
 
-    # pass 1: sizes and placement
-    slots: dict[int, _Slot] = {}
+    # pass 1: sizes and placement of the inodes, then of the directory and symlink blocks
+    order = _allocation_order(entries)
+    place = _Placement(len(entries), meta_start)
     cursor = meta_start + BS
-    for e in _allocation_order(entries):
-        s = slots[e.index] = _Slot(e)
+    for e in order:
         node = e.node
-        base = v6.EXTENDED_SIZE + len(s.xattr)
+        xattr = _xattr_area(e)
+        if xattr:
+            place.xattr[e.index] = xattr
+        base = v6.EXTENDED_SIZE + len(xattr)
         if node.is_dir or node.is_symlink:
             size = _dir_size(e, entries) if node.is_dir else len(node.symlink or b"")
             tail = size % BS
-            s.inline = tail != 0 and base + tail <= BS
-            unit = base + (tail if s.inline else 0)
+            inline = tail != 0 and base + tail <= BS
+            place.data[e.index] = (size, inline, 0)
+            unit = base + (tail if inline else 0)
         elif node.is_reg:
             unit = align(base, 8) + v6.CHUNK_ADDR_SIZE * len(node.chunks)
         else:
@@ -141,51 +146,47 @@ def write_v6(tree: Tree) -> tuple[bytes, list[bytes]]:
         head = min(unit, BS) if not node.is_reg else min(base, BS)
         if cursor % BS + head > BS:   # keep the inode, its xattrs and inline tail in one block
             cursor = align(cursor, BS)
-        s.offset = cursor
-        s.nid = (cursor - meta_start) // v6.INODE_SLOT
+        place.offset[e.index] = cursor
         cursor = align(cursor + unit, v6.INODE_SLOT)
-
-    # pass 2: contents (dirents now that nids are known) and the data area
     data_cursor = align(cursor, BS)
-    data_parts: list[tuple[int, bytes]] = []
-    for s in slots.values():
-        node = s.entry.node
-        if node.is_dir:
-            blocks = v6.encode_dir_blocks(_dir_entries(slots, s.entry, entries), BS)
-            s.data = b"".join(blocks)
-        elif node.is_symlink:
-            s.data = node.symlink or b""
-        else:
-            continue
-        full = len(s.data) // BS if s.inline else (len(s.data) + BS - 1) // BS
-        s.data_block = data_cursor // BS
-        if full:
-            chunk = s.data[:full * BS]
-            data_parts.append((data_cursor, chunk + bytes(full * BS - len(chunk))))
-            data_cursor += full * BS
+    for index, (size, inline, _block) in place.data.items():   # allocation order
+        full = size // BS if inline else (size + BS - 1) // BS
+        place.data[index] = (size, inline, data_cursor // BS)
+        data_cursor += full * BS
     meta_end = data_cursor
 
-    chunk_table = _chunk_table(slots)
+    chunk_table = _chunk_table(order)
     chunk_table_off = align(meta_end, BS) if chunk_table else 0
     total = align(chunk_table_off + len(chunk_table), BS) if chunk_table else align(meta_end, BS)
 
+    # pass 2: every inode, and its blocks (dirents now that nids are known), written in place
     out = bytearray(total)
-    has_xattr = False
-    for s in slots.values():
-        rec, inline_tail = _inode(s, tree, entries)
-        has_xattr |= bool(s.xattr)
-        where = functools.partial(limits.entry_path, s.entry)
-        raw = limits.encode(rec, where) + s.xattr
-        if s.entry.node.is_reg:
+    for e in order:
+        node = e.node
+        data = b""
+        if node.is_dir:
+            data = b"".join(v6.encode_dir_blocks(_dir_entries(place, e, entries), BS))
+        elif node.is_symlink:
+            data = node.symlink or b""
+        rec, inline_tail = _inode(place, e, tree, data)
+        where = functools.partial(limits.entry_path, e)
+        raw = limits.encode(rec, where) + place.xattr.get(e.index, b"")
+        if node.is_reg:
             raw = raw + bytes(align(len(raw), 8) - len(raw)) + \
-                b"".join(limits.encode(a, where) for a in s.chunk_addrs)
+                b"".join(limits.encode(_chunk_addr(c, e), where) for c in node.chunks)
         else:
             raw += inline_tail
-        out[s.offset:s.offset + len(raw)] = raw
-    for off, raw in data_parts:
+        off = place.offset[e.index]
         out[off:off + len(raw)] = raw
+        if e.index in place.data:
+            size, inline, block = place.data[e.index]
+            blocks = data[:(size // BS if inline else (size + BS - 1) // BS) * BS]
+            out[block * BS:block * BS + len(blocks)] = blocks    # a short last block stays zero-padded
+    chunk_table_size = len(chunk_table)
     if chunk_table:
-        out[chunk_table_off:chunk_table_off + len(chunk_table)] = chunk_table
+        out[chunk_table_off:chunk_table_off + chunk_table_size] = chunk_table
+    del chunk_table
+    has_xattr = bool(place.xattr)
 
     flags = superblock_flags(tree, has_xattr)
     devices, mapped = [], align(total, v6.V6_BLOCK_SEG_ALIGNMENT) // BS
@@ -193,10 +194,9 @@ def write_v6(tree: Tree) -> tuple[bytes, list[bytes]]:
         nblocks = b.uncompressed_size // BS
         devices.append(DeviceSlot(_blob_id_field(b.blob_id), nblocks, mapped, bytes(56)))
         mapped = align((mapped + nblocks) * BS, v6.V6_BLOCK_SEG_ALIGNMENT) // BS
-    root = slots[1]
     sb = ErofsSuperBlock(
         magic=v6.EROFS_MAGIC, checksum=0, feature_compat=v6.FEATURE_COMPAT_RAFS_V6,
-        blkszbits=BLKSZBITS, sb_extslots=0, root_nid=root.nid, inos=len(entries), build_time=0,
+        blkszbits=BLKSZBITS, sb_extslots=0, root_nid=place.nid(1), inos=len(entries), build_time=0,
         build_time_nsec=0, blocks=sum(b.uncompressed_size // BS for b in tree.blobs),
         meta_blkaddr=meta_start // BS, xattr_blkaddr=0, uuid=bytes(16), volume_name=bytes(16),
         feature_incompat=v6.FEATURE_INCOMPAT_RAFS_V6, u=0, extra_devices=nblobs,
@@ -204,7 +204,7 @@ def write_v6(tree: Tree) -> tuple[bytes, list[bytes]]:
     ext = V6SuperBlockExt(
         s_flags=flags, s_blob_table_offset=blob_table_off,
         s_blob_table_size=v6.BLOB_ENTRY_SIZE * nblobs, s_chunk_size=tree.chunk_size,
-        s_chunk_table_offset=chunk_table_off, s_chunk_table_size=len(chunk_table),
+        s_chunk_table_offset=chunk_table_off, s_chunk_table_size=chunk_table_size,
         s_prefetch_table_offset=prefetch_off if prefetch else 0,
         s_prefetch_table_size=4 * len(prefetch), s_padding=0, s_reserved=bytes(200))
     out[v6.SUPERBLOCK_OFFSET:v6.SUPERBLOCK_OFFSET + 128] = limits.encode(sb, "bootstrap")
@@ -216,33 +216,33 @@ def write_v6(tree: Tree) -> tuple[bytes, list[bytes]]:
         off = blob_table_off + 256 * i
         out[off:off + 256] = limits.encode(_blob_entry(i, b), f"blob {b.blob_id}")
     if prefetch:
-        raw = encode_u32_array([slots[e.owner.index].nid for e in prefetch])
+        raw = encode_u32_array([place.nid(e.owner.index) for e in prefetch])
         out[prefetch_off:prefetch_off + len(raw)] = raw
-    return bytes(out), missing
+    return out, missing
 
 
-def _inode(s: _Slot, tree: Tree, entries: list[Entry]) -> tuple[InodeExtended, bytes]:
-    e, node = s.entry, s.entry.node
+def _inode(place: _Placement, e: Entry, tree: Tree, data: bytes) -> tuple[InodeExtended, bytes]:
+    """The inode record of entry `e` and, for an inline directory or symlink, its tail."""
+    node = e.node
     mode = node.mode
     tail = b""
     if node.is_dir or node.is_symlink:
-        size = len(s.data)
-        layout = v6.LAYOUT_FLAT_INLINE if s.inline else v6.LAYOUT_FLAT_PLAIN
-        i_u = s.data_block
-        if s.inline:
-            tail = s.data[(size // BS) * BS:]
+        size, inline, i_u = place.data[e.index]
+        assert size == len(data)
+        layout = v6.LAYOUT_FLAT_INLINE if inline else v6.LAYOUT_FLAT_PLAIN
+        if inline:
+            tail = data[(size // BS) * BS:]
     elif node.is_reg:
         size = node.size
         layout = v6.LAYOUT_CHUNK_BASED
         i_u = v6.chunk_format(_chunk_size_of(node, tree.chunk_size), BLKSZBITS)
-        s.chunk_addrs = [_chunk_addr(c, e) for c in node.chunks]
     else:
         size = 0
         layout = v6.LAYOUT_FLAT_PLAIN
         i_u = limits.disk_rdev(node.rdev, lambda: limits.entry_path(e), "EROFS extended inode") \
             if (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else 0
     rec = InodeExtended(
-        i_format=1 | (layout << 1), i_xattr_icount=v6.xattr_icount(s.xattr), i_mode=mode,
+        i_format=1 | (layout << 1), i_xattr_icount=v6.xattr_icount(place.xattr.get(e.index, b"")), i_mode=mode,
         i_reserved=0, i_size=size, i_u=i_u, i_ino=e.ino, i_uid=node.uid, i_gid=node.gid,
         i_mtime=node.mtime, i_mtime_nsec=node.mtime_nsec, i_nlink=e.nlink,
         i_reserved2=encode_mark(MARK_IMPLICIT_DIR if node.implicit else 0, 16))
@@ -260,12 +260,12 @@ def _chunk_addr(c: ChunkInfo, e: Entry) -> ChunkAddr:
     return ChunkAddr.make(c.blob_index, c.index, c.uncompressed_offset // BS)
 
 
-def _chunk_table(slots: dict[int, _Slot]) -> bytes:
+def _chunk_table(order: list[Entry]) -> bytes:
     """Distinct chunks sorted by (digest, blob_index + 1), upstream's key; keyed by
     (blob, index) so that no chunk an index points at is ever left out."""
     seen: dict[tuple[int, int], ChunkInfo] = {}
-    for s in slots.values():
-        for c in s.entry.node.chunks:
+    for e in order:
+        for c in e.node.chunks:
             seen.setdefault((c.blob_index, c.index), c)
     ordered = sorted(seen.values(), key=lambda c: (c.block_id, c.blob_index + 1, c.index))
     return b"".join(limits.encode(c, f"chunk {c.index} of blob {c.blob_index}") for c in ordered)
