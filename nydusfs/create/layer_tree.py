@@ -88,6 +88,7 @@ class LayerTree:
         self.lower_links: dict[bytes, Node] = {}
         self.hidden_markers: list[bytes] = []     # see HIDDEN_MARKERS_XATTR
         self.before_1970 = 0        # entries whose negative mtime was stored as 0
+        self._ints: dict[int, int] = {}
 
     # --- paths ----------------------------------------------------------------------------
     def _parent(self, parts: list[bytes], entry: Entry) -> Node:
@@ -257,10 +258,21 @@ class LayerTree:
                       "not in this layer: kept for merge to resolve against the lower layers")
         return node
 
+    def _shared(self, value: int) -> int:
+        """One int object per distinct value (modes, ids and times repeat across a layer; each
+        int past 256 is a 32-byte object per entry otherwise); at most 65536 values kept."""
+        found = self._ints.get(value)
+        if found is not None:
+            return found
+        if len(self._ints) < 65536:
+            self._ints[value] = value
+        return value
+
     def _set_attrs(self, node: Node, entry: Entry, xattrs: dict[bytes, bytes]) -> None:
-        node.mode = stat.S_IFMT(node.mode) | (entry.mode & 0o7777)
-        node.uid, node.gid = entry.uid, entry.gid
-        node.mtime, node.mtime_nsec = entry.mtime, entry.mtime_nsec
+        shared = self._shared
+        node.mode = shared(stat.S_IFMT(node.mode) | (entry.mode & 0o7777))
+        node.uid, node.gid = shared(entry.uid), shared(entry.gid)
+        node.mtime, node.mtime_nsec = shared(entry.mtime), shared(entry.mtime_nsec)
         if entry.mtime < 0:
             # RAFS times are unsigned: a date before 1970 is stored as 0 (the epoch), the rule
             # check's reference applies too; one warning per layer

@@ -59,7 +59,7 @@ def load_tree(image: Image, layer: int = 0) -> Tree:
     while stack:
         ino, node, length = stack.pop()
         assert node.children is not None
-        for name, child_ino in image.readdir(ino):
+        for name, child_ino in image.list_dir(ino):   # uncached: each directory is read once
             child_attr = image.inode(child_ino)
             names += 1
             if length + 1 + len(name) > MAX_PATH or names > most:
