@@ -20,6 +20,7 @@ from typing import Callable
 
 from ..errors import LayerError, ParentNotADirError
 from ..format import v6, whiteout
+from ..format.v5 import ChunkInfo
 from ..tree.node import HIDDEN_MARKERS_XATTR, LOWER_LINK_XATTR, Node, new_dir, split_path
 from ..tree.paths import LOOP, MAX_SYMLINK_HOPS, TOO_LONG, walk
 from ..util.limits import MAX_PATH
@@ -65,6 +66,30 @@ def storable_xattrs(xattrs: dict[bytes, bytes]) -> tuple[dict[bytes, bytes], lis
             continue
         kept[name] = value
     return kept, dropped
+
+
+class _EmptyXattrs(dict[bytes, bytes]):
+    pass
+
+
+class _EmptyChunks(list[ChunkInfo]):
+    pass
+
+
+def _refuse(self: object, *args: object, **kwargs: object) -> None:
+    raise TypeError("a shared empty value of the layer tree: assign a new one instead")
+
+
+for _kind, _mutators in ((_EmptyXattrs, "__setitem__ __delitem__ update setdefault pop popitem clear __ior__"),
+                         (_EmptyChunks, "__setitem__ __delitem__ append extend insert remove pop clear sort "
+                                        "reverse __iadd__ __imul__")):
+    for _name in _mutators.split():
+        setattr(_kind, _name, _refuse)
+
+# Most entries of a layer have no xattrs and many files no data: they share one empty dict and
+# one empty list instead of 120 bytes of their own each (a million entries, docs/limits.md).
+NO_XATTRS: dict[bytes, bytes] = _EmptyXattrs()
+NO_CHUNKS: list[ChunkInfo] = _EmptyChunks()
 
 
 def _holds(d: Node, node: Node) -> bool:
@@ -178,7 +203,8 @@ class LayerTree:
             node.rdev = os.makedev(entry.devmajor, entry.devminor)
         elif entry.is_regular:
             node.size = entry.size
-            node.chunks = chunks if chunks is not None else []
+            # the chunker fills `chunks` later: only a file without data shares the empty list
+            node.chunks = chunks if chunks is not None and entry.size else NO_CHUNKS
         self._hide_markers(parts, existing)
         parent.children[name] = node
         return node
@@ -242,7 +268,7 @@ class LayerTree:
     def finish(self) -> None:
         """After the last entry: markers that left the tree go into the root's private xattr."""
         if self.hidden_markers:
-            self.root.xattrs[HIDDEN_MARKERS_XATTR] = b"\0".join(self.hidden_markers)
+            self.root.xattrs = {**self.root.xattrs, HIDDEN_MARKERS_XATTR: b"\0".join(self.hidden_markers)}
 
     def _lower_link(self, entry: Entry, target_parts: list[bytes], xattrs: dict[bytes, bytes]) -> Node:
         """A hard link to a file this layer does not hold: a placeholder that `merge` resolves
@@ -251,8 +277,8 @@ class LayerTree:
         node = self.lower_links.get(key)
         if node is None:
             node = Node(mode=stat.S_IFREG)
-            self._set_attrs(node, entry, dict(xattrs))
-            node.xattrs[LOWER_LINK_XATTR] = key
+            self._set_attrs(node, entry, xattrs)
+            node.xattrs = {**node.xattrs, LOWER_LINK_XATTR: key}
             self.lower_links[key] = node
             self.warn(f"hard link {os.fsdecode(entry.name)!r} points at {os.fsdecode(key)!r}, which is "
                       "not in this layer: kept for merge to resolve against the lower layers")
@@ -281,7 +307,7 @@ class LayerTree:
                 self.warn(f"member {quoted(entry.name)} is dated before 1970 (mtime "
                           f"{entry.mtime}); stored as 0, as for every such entry of this layer")
             self.before_1970 += 1
-        node.xattrs = xattrs
+        node.xattrs = xattrs if xattrs else NO_XATTRS
 
 
 def overlayfs_to_oci(root: Node) -> int:

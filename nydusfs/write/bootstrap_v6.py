@@ -260,15 +260,22 @@ def _chunk_addr(c: ChunkInfo, e: Entry) -> ChunkAddr:
     return ChunkAddr.make(c.blob_index, c.index, c.uncompressed_offset // BS)
 
 
-def _chunk_table(order: list[Entry]) -> bytes:
+def _chunk_table(order: list[Entry]) -> bytearray:
     """Distinct chunks sorted by (digest, blob_index + 1), upstream's key; keyed by
-    (blob, index) so that no chunk an index points at is ever left out."""
-    seen: dict[tuple[int, int], ChunkInfo] = {}
+    (blob, index) so that no chunk an index points at is ever left out. Encoded into one
+    buffer: a bytes object per chunk would cost more than the table."""
+    seen: dict[int, ChunkInfo] = {}
     for e in order:
         for c in e.node.chunks:
-            seen.setdefault((c.blob_index, c.index), c)
+            # (blob, index) as one int (a tuple per chunk costs 64 bytes): chunk indexes are
+            # u32 fields, so a shift of 40 keeps every pair apart
+            seen.setdefault((c.blob_index << 40) | c.index, c)
     ordered = sorted(seen.values(), key=lambda c: (c.block_id, c.blob_index + 1, c.index))
-    return b"".join(limits.encode(c, f"chunk {c.index} of blob {c.blob_index}") for c in ordered)
+    del seen
+    out = bytearray()
+    for c in ordered:
+        out += limits.encode(c, f"chunk {c.index} of blob {c.blob_index}")
+    return out
 
 
 def _blob_id_field(blob_id: str) -> bytes:
