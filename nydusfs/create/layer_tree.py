@@ -20,8 +20,7 @@ from typing import Callable
 
 from ..errors import LayerError, ParentNotADirError
 from ..format import v6, whiteout
-from ..format.v5 import ChunkInfo
-from ..tree.node import HIDDEN_MARKERS_XATTR, LOWER_LINK_XATTR, Node, new_dir, split_path
+from ..tree.node import HIDDEN_MARKERS_XATTR, LOWER_LINK_XATTR, NO_CHUNKS, NO_XATTRS, Node, new_dir, split_path
 from ..tree.paths import LOOP, MAX_SYMLINK_HOPS, TOO_LONG, walk
 from ..util.limits import MAX_PATH
 from ..util.show import quoted
@@ -66,30 +65,6 @@ def storable_xattrs(xattrs: dict[bytes, bytes]) -> tuple[dict[bytes, bytes], lis
             continue
         kept[name] = value
     return kept, dropped
-
-
-class _EmptyXattrs(dict[bytes, bytes]):
-    pass
-
-
-class _EmptyChunks(list[ChunkInfo]):
-    pass
-
-
-def _refuse(self: object, *args: object, **kwargs: object) -> None:
-    raise TypeError("a shared empty value of the layer tree: assign a new one instead")
-
-
-for _kind, _mutators in ((_EmptyXattrs, "__setitem__ __delitem__ update setdefault pop popitem clear __ior__"),
-                         (_EmptyChunks, "__setitem__ __delitem__ append extend insert remove pop clear sort "
-                                        "reverse __iadd__ __imul__")):
-    for _name in _mutators.split():
-        setattr(_kind, _name, _refuse)
-
-# Most entries of a layer have no xattrs and many files no data: they share one empty dict and
-# one empty list instead of 120 bytes of their own each (a million entries, docs/limits.md).
-NO_XATTRS: dict[bytes, bytes] = _EmptyXattrs()
-NO_CHUNKS: list[ChunkInfo] = _EmptyChunks()
 
 
 def _holds(d: Node, node: Node) -> bool:

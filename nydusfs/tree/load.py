@@ -9,7 +9,7 @@ from ..format.flags import BlobFeatures, SuperFlags
 from ..reader import Image
 from ..reader.model import BlobInfo
 from ..util.limits import MAX_PATH
-from .node import BlobDesc, Node, Tree
+from .node import NO_CHUNKS, NO_XATTRS, BlobDesc, Node, Tree
 
 
 def blob_desc(b: BlobInfo) -> BlobDesc:
@@ -43,13 +43,13 @@ def load_tree(image: Image, layer: int = 0) -> Tree:
         n = image.inode(ino)
         node = Node(mode=n.mode, uid=n.uid, gid=n.gid, mtime=n.mtime, mtime_nsec=n.mtime_nsec,
                     rdev=n.rdev, size=n.size if n.is_reg else 0,
-                    xattrs=dict(image.xattrs(ino)), layer=layer, implicit=n.implicit)
+                    xattrs=dict(image.xattrs(ino)) or NO_XATTRS, layer=layer, implicit=n.implicit)
         if n.is_dir:
             node.children = {}
         elif n.is_symlink:
             node.symlink = image.readlink(ino)
         elif n.is_reg:
-            node.chunks = list(image.chunks(ino))
+            node.chunks = list(image.chunks(ino)) or NO_CHUNKS
         return node
 
     root = make(image.root_ino)

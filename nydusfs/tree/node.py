@@ -28,6 +28,31 @@ LOWER_LINK_XATTR = b"trusted.nydusfs.lowerlink"
 HIDDEN_MARKERS_XATTR = b"trusted.nydusfs.whiteouts"
 
 
+class _EmptyXattrs(dict[bytes, bytes]):
+    pass
+
+
+class _EmptyChunks(list[ChunkInfo]):
+    pass
+
+
+def _refuse(self: object, *args: object, **kwargs: object) -> None:
+    raise TypeError("a shared empty value of a tree: assign a new one instead")
+
+
+for _kind, _mutators in ((_EmptyXattrs, "__setitem__ __delitem__ update setdefault pop popitem clear __ior__"),
+                         (_EmptyChunks, "__setitem__ __delitem__ append extend insert remove pop clear sort "
+                                        "reverse __iadd__ __imul__")):
+    for _name in _mutators.split():
+        setattr(_kind, _name, _refuse)
+
+# Most entries have no xattrs and many files no data: they share one empty dict and one empty
+# list instead of 120 bytes of their own each (a million entries, docs/limits.md). Mutating
+# them raises; code that changes a node's xattrs or chunks assigns new ones.
+NO_XATTRS: dict[bytes, bytes] = _EmptyXattrs()
+NO_CHUNKS: list[ChunkInfo] = _EmptyChunks()
+
+
 @dataclasses.dataclass(slots=True, eq=False)
 class Node(FileKind):
     mode: int
