@@ -22,7 +22,7 @@ import functools
 import os
 import stat
 import time
-from typing import Any, Awaitable, Callable, Sequence, TypeVar, cast
+from typing import Any, Awaitable, Callable, Iterator, Sequence, TypeVar, cast
 
 import pyfuse3
 import trio
@@ -46,6 +46,15 @@ FIRST_READS_MAX = 100_000      # files whose first READ is recorded (docs/stats.
 
 def _file_offset(chunk: Any) -> int:
     return chunk.file_offset
+
+
+def _chunks_under(chunks: Sequence[Any], off: int, size: int) -> Iterator[Any]:
+    """The chunks (sorted by file offset) holding bytes of [off, off + size)."""
+    end = off + size
+    for c in chunks[max(0, bisect.bisect_right(chunks, off, key=_file_offset) - 1):]:
+        if c.file_offset >= end:
+            break
+        yield c
 
 
 def _erofs() -> pyfuse3.FUSEError:
@@ -297,11 +306,8 @@ class Operations(pyfuse3.Operations):
         chunk = self.image.chunk_size
         if size <= chunk and 2 * chunk <= INLINE_BYTES:
             return True
-        i = max(0, bisect.bisect_right(chunks, off, key=_file_offset) - 1)
-        work, end = 0, off + size
-        for c in chunks[i:]:
-            if c.file_offset >= end:
-                break
+        work = 0
+        for c in _chunks_under(chunks, off, size):
             work += c.uncompressed_size
             if work > INLINE_BYTES:
                 return False
@@ -319,11 +325,8 @@ class Operations(pyfuse3.Operations):
         if not chunks:
             return image.inode(ino).size <= INLINE_BYTES
         blobs, ranges = image.blobs, image.blob_ranges
-        i = max(0, bisect.bisect_right(chunks, off, key=_file_offset) - 1)
-        work, end = 0, off + size
-        for c in chunks[i:]:
-            if c.file_offset >= end:
-                break
+        work = 0
+        for c in _chunks_under(chunks, off, size):
             work += c.uncompressed_size
             if work > INLINE_BYTES or not 0 <= c.blob_index < len(blobs):
                 return False
