@@ -32,10 +32,11 @@ import pathlib
 import struct
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from nydusfs.registry.errors import RegistryError
+from nydusfs.registry.traffic import ThreadFlag
 
 log = logging.getLogger("nydusfs.registry")
 PAGE_SIZE = 64 << 10
@@ -61,24 +62,18 @@ class NotCached(Exception):
     NydusfsError, so no layer in between takes it for a failed read."""
 
 
-_local = threading.local()
+_cache_only = ThreadFlag()
 
 
-@contextlib.contextmanager
-def cache_only() -> Iterator[None]:
+def cache_only() -> contextlib.AbstractContextManager[None]:
     """Reads made by this thread inside the block are answered from pages this process has
     already verified, or raise NotCached: for the FUSE loop, which must never wait on the
     network."""
-    before = getattr(_local, "cache_only", False)
-    _local.cache_only = True
-    try:
-        yield
-    finally:
-        _local.cache_only = before
+    return _cache_only.raised()
 
 
 def in_cache_only() -> bool:
-    return bool(getattr(_local, "cache_only", False))
+    return _cache_only.is_set()
 
 
 def default_cache_dir() -> pathlib.Path:

@@ -14,22 +14,36 @@ import threading
 import time
 from collections.abc import Iterator
 
-_local = threading.local()
+
+class ThreadFlag:
+    """A mark a thread carries for the length of a with-block (a nested block restores it)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def raised(self) -> Iterator[None]:
+        before = self.is_set()
+        self._local.on = True
+        try:
+            yield
+        finally:
+            self._local.on = before
+
+    def is_set(self) -> bool:
+        return bool(getattr(self._local, "on", False))
 
 
-@contextlib.contextmanager
-def background() -> Iterator[None]:
+_background = ThreadFlag()
+
+
+def background() -> contextlib.AbstractContextManager[None]:
     """Requests made by this thread inside the block are prefetch (throttled, yielding)."""
-    before = getattr(_local, "background", False)
-    _local.background = True
-    try:
-        yield
-    finally:
-        _local.background = before
+    return _background.raised()
 
 
 def is_background() -> bool:
-    return bool(getattr(_local, "background", False))
+    return _background.is_set()
 
 
 class TokenBucket:
