@@ -381,7 +381,7 @@ class RegistryClient:
                 self.redirects[digest] = url
         return resp
 
-    def read_range(self, digest: str, offset: int, length: int) -> bytes:
+    def read_range(self, digest: str, offset: int, length: int) -> bytes | bytearray:
         """Exactly `length` bytes of a blob at `offset` (the caller keeps within the blob).
         A 206 must carry the Content-Range asked for; a 200 (Range ignored) is read only up
         to the end of the range; a short body is retried."""
@@ -389,7 +389,7 @@ class RegistryClient:
             return b""
         end = offset + length - 1
 
-        def attempt() -> bytes:
+        def attempt() -> bytearray:
             resp = self.get_blob(digest, {"Range": f"bytes={offset}-{end}"})
             with closing(resp):
                 if resp.status_code == 206:
@@ -411,11 +411,16 @@ class RegistryClient:
             return data
         return self.retrying(f"blob {digest} bytes {offset}-{end}", attempt, digest=digest)
 
-    def _read_span(self, resp: httpx.Response, skip: int, length: int, digest: str) -> bytes:
-        """`length` bytes after `skip` bytes of the body. A 206 body is read to its end, so
-        the connection goes back to the pool; a 200 (the whole blob) is cut off."""
+    def _read_span(self, resp: httpx.Response, skip: int, length: int,
+                   digest: str) -> bytearray:
+        """`length` bytes after `skip` bytes of the body, copied once into one buffer (a
+        blob range is MiBs: growing a buffer and copying it out cost more than the socket).
+        A 206 body is read to its end, so the connection goes back to the pool; a 200 (the
+        whole blob) is cut off."""
         skip_rest = resp.status_code == 200
-        out = bytearray()
+        out = bytearray(length)
+        view = memoryview(out)
+        got = 0
         try:
             for part in resp.iter_raw():
                 if skip:
@@ -423,19 +428,21 @@ class RegistryClient:
                         skip -= len(part)
                         continue
                     part, skip = part[skip:], 0
-                out += part
-                if skip_rest and len(out) >= length:
+                n = len(part)
+                if got + n > length:
+                    if not skip_rest:
+                        raise RegistryError(f"{self.where}: blob {digest}: the 206 answer "
+                                            f"carried more than the {length} bytes of its range")
+                    n = length - got
+                view[got:got + n] = part[:n] if n < len(part) else part
+                got += n
+                if skip_rest and got >= length:
                     break       # a whole blob: closing the response drops the rest unread
         except httpx.TransportError as e:
-            raise Retry(f"body cut short after {len(out)} of {length} bytes: {e}") from None
-        if len(out) < length:
-            raise Retry(f"body cut short: {len(out)} of {length} bytes")
-        if skip_rest:
-            del out[length:]
-        elif len(out) > length:
-            raise RegistryError(f"{self.where}: blob {digest}: the 206 answer carried "
-                                f"{len(out)} bytes for a range of {length}")
-        return bytes(out)
+            raise Retry(f"body cut short after {got} of {length} bytes: {e}") from None
+        if got < length:
+            raise Retry(f"body cut short: {got} of {length} bytes")
+        return out
 
     def head_blob(self, digest: str) -> int | None:
         """The blob's size if the repository has it, else None."""

@@ -58,11 +58,15 @@ class RemoteRangeReader:
     def __init__(self, client: RegistryClient, digest: str, size: int) -> None:
         self.client, self.digest, self.size = client, digest, size
 
-    def pread(self, size: int, offset: int) -> bytes:
+    def fetch(self, size: int, offset: int) -> bytes | bytearray:
+        """Like pread, without copying the received buffer (for the cache, which keeps it)."""
         size = max(0, min(size, self.size - offset))
         if in_cache_only():
             raise NotCached(f"blob {self.digest}: read without a cache")
         return self.client.read_range(self.digest, offset, size)
+
+    def pread(self, size: int, offset: int) -> bytes:
+        return bytes(self.fetch(size, offset))
 
     def close(self) -> None:
         pass
@@ -182,9 +186,9 @@ class RegistrySource(ImageSource):
             if in_cache_only():     # opening the cache files may wait (flock, fsync)
                 raise NotCached(f"blob {digest}: not opened yet")
 
-            def fetch(n: int, offset: int) -> bytes:
+            def fetch(n: int, offset: int) -> bytes | bytearray:
                 with self.traffic.request(n):
-                    return remote.pread(n, offset)
+                    return remote.fetch(n, offset)
             reader = CachedRangeReader(self.cache, digest, size, fetch)
             self.readers[digest] = reader
             return reader
