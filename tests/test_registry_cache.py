@@ -24,6 +24,7 @@ from nydusfs.registry import open_source
 from nydusfs.registry.cache import (
     ENTRY,
     HEADER,
+    PIECE_PAGES,
     READAHEAD_REQUEST,
     READY,
     BlobCache,
@@ -416,3 +417,51 @@ def test_read_ahead_follows_two_runs_through_one_blob(
         spans = sorted(tuple(int(x) for x in g[len("bytes="):].split("-"))
                        for g in _gets(proxy, digest)[start:])
         assert all(b[0] > a[1] for a, b in zip(spans, spans[1:], strict=False))
+
+
+def test_waiting_reader_gets_its_piece_before_the_request_ends(
+        proxy: FaultProxy, images: tuple[PushedImage, PushedImage], tmp_path: pathlib.Path) -> None:
+    """A 4 MiB request held after its first MiB: a read of that MiB is answered from the cache
+    at once, a read further on waits; no page is marked on disk before the whole run is
+    durable."""
+    img = images[0]
+    layer, digest = img.layers[0], img.layer_digests[0]
+    piece = PIECE_PAGES * PAGE
+    gate, first_in = threading.Event(), threading.Event()
+    cache = BlobCache(tmp_path)
+    with open_source(f"docker://{proxy.host}/{img.repo}:{img.tag}", plain_http=True) as src:
+        remote = src.range_reader(digest)
+
+        def held(n: int, offset: int, progress: object) -> bytes | bytearray:
+            def report(view: memoryview, got: int) -> None:
+                progress(view, got)     # type: ignore[operator]
+                if got >= piece and not gate.is_set():
+                    first_in.set()
+                    gate.wait(60)
+            return remote.fetch(n, offset, report)   # type: ignore[attr-defined]
+
+        r = CachedRangeReader(cache, digest, len(layer), remote.pread, max_request=4 << 20,
+                              readahead=False, fetch_into=held)
+        results: dict[str, bytes] = {}
+
+        def read(name: str, n: int, off: int) -> threading.Thread:
+            t = threading.Thread(target=lambda: results.__setitem__(name, r.pread(n, off)))
+            t.start()
+            return t
+        try:
+            whole = read("whole", len(layer), 0)
+            assert first_in.wait(30)
+            early = read("early", 1000, piece - 5000)
+            late = read("late", 1000, 2 * piece + 7)
+            early.join(10)
+            assert not early.is_alive() and results["early"] == layer[piece - 5000:piece - 4000]
+            late.join(0.5)
+            assert late.is_alive() and whole.is_alive()     # its piece is not in yet
+            assert _ready_pages(tmp_path, digest) == []     # nothing durable, nothing marked
+        finally:
+            gate.set()
+        whole.join(30)
+        late.join(30)
+        assert results["whole"] == layer and results["late"] == layer[2 * piece + 7:2 * piece + 1007]
+        assert _ready_pages(tmp_path, digest) == list(range((len(layer) + PAGE - 1) // PAGE))
+        r.close()

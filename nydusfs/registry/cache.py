@@ -53,6 +53,7 @@ READAHEAD_AHEAD = 8 << 20
 READAHEAD_REQUEST = 4 << 20
 READAHEAD_THREADS = 2       # background read-ahead requests in flight per blob
 READAHEAD_STREAMS = 8       # forward runs through one blob followed at once
+PIECE_PAGES = 16            # a request's pages are handed to waiting readers 1 MiB at a time
 assert HEADER.size == 128
 
 
@@ -291,12 +292,23 @@ class CacheFile:
 
     def store(self, first: int, data: bytes | bytearray) -> None:
         """Pages first.. with their bytes (whole pages; the blob's last page may be short):
-        data made durable, then the pages marked."""
+        written, made durable, then the pages marked."""
+        self.write(first, memoryview(data))
+        self.commit(first, data)
+
+    def write(self, first: int, view: memoryview) -> None:
+        """Write pages first.. to the data file; from then on this process reads them (its
+        page cache has them), other processes only once `commit` has marked them."""
         off = first * self.page
-        view = memoryview(data)
         done = 0
-        while done < len(data):
+        while done < len(view):
             done += os.pwrite(self.data_fd, view[done:], off + done)
+        self.good[first:first + (len(view) + self.page - 1) // self.page] = \
+            b"\1" * ((len(view) + self.page - 1) // self.page)
+
+    def commit(self, first: int, data: bytes | bytearray) -> None:
+        """Pages first.., already written: made durable, then marked in the map."""
+        view = memoryview(data)
         if self.cache.durable:
             os.fdatasync(self.data_fd)
         entries = bytearray()
@@ -304,8 +316,6 @@ class CacheFile:
         for k in range(count):
             entries += ENTRY.pack(zlib.crc32(view[k * self.page:(k + 1) * self.page]), READY)
         os.pwrite(self.map_fd, bytes(entries), HEADER.size + first * ENTRY.size)
-        for k in range(count):
-            self.good[first + k] = 1
         self.cache.note_written(len(data))
 
     def read(self, size: int, offset: int) -> bytes:
@@ -316,7 +326,12 @@ class CacheFile:
 
 
 class _Ahead(threading.Event):
-    """Set when a background read-ahead window is in the cache (or failed)."""
+    """Set when a piece of a background read-ahead window is in the cache (or failed)."""
+
+
+# a claimed piece of a request: first and last page, the pages this fetch claimed, its event
+_Piece = tuple[int, int, list[int], threading.Event]
+Progress = Callable[[memoryview, int], None]     # (buffer, bytes of it received so far)
 
 
 class CachedRangeReader:
@@ -330,10 +345,12 @@ class CachedRangeReader:
 
     def __init__(self, cache: BlobCache, digest: str, size: int,
                  fetch: Callable[[int, int], bytes | bytearray], *, max_request: int = 1 << 20,
-                 gap: int = 128 << 10, readahead: bool = True,
-                 background: bool = True) -> None:
+                 gap: int = 128 << 10, readahead: bool = True, background: bool = True,
+                 fetch_into: Callable[[int, int, Progress], bytes | bytearray] | None = None
+                 ) -> None:
         self.file = cache.open(digest, size)
         self.size, self.digest, self.fetch = size, digest, fetch
+        self.fetch_into = fetch_into        # fetch, reporting progress as the bytes come
         self.page = self.file.page
         self.max_pages = max(1, max_request // self.page)
         self.gap_pages = gap // self.page
@@ -434,30 +451,71 @@ class CachedRangeReader:
                 waits = {self.inflight[i] for i in missing if i in self.inflight}
                 runs = self._plan(mine, extend, max_pages) if mine else []
                 demand = demand or bool(runs) or any(not isinstance(w, _Ahead) for w in waits)
-                event = threading.Event()
-                claimed = [i for a, b in runs for i in range(a, b + 1) if i not in self.inflight]
-                for i in claimed:
-                    self.inflight[i] = event
+                claims = [self._claim(a, b, threading.Event) for a, b in runs]
             try:
-                for a, b in runs:
-                    self._fetch_run(a, b)
+                for (a, b), pieces in zip(runs, claims, strict=True):
+                    self._fetch_run(a, b, pieces)
             finally:
-                with self.lock:
-                    for i in claimed:
-                        self.inflight.pop(i, None)
-                event.set()
+                for pieces in claims:
+                    self._give_up(pieces)
             for w in waits:
                 w.wait()
 
-    def _fetch_run(self, a: int, b: int) -> None:
-        """Pages a..b (claimed by the caller) with one request, into the cache."""
+    def _claim(self, a: int, b: int, kind: type[threading.Event]) -> list[_Piece]:
+        """Claim the pages of a..b no other fetch has (the caller holds the lock), an event
+        per PIECE_PAGES of them: a reader waits only for its own piece of a long request."""
+        pieces: list[_Piece] = []
+        for p in range(a, b + 1, PIECE_PAGES):
+            q = min(b, p + PIECE_PAGES - 1)
+            event = kind()
+            pages = [i for i in range(p, q + 1) if i not in self.inflight]
+            for i in pages:
+                self.inflight[i] = event
+            pieces.append((p, q, pages, event))
+        return pieces
+
+    def _give_up(self, pieces: list[_Piece]) -> None:
+        """Release claimed pieces (delivered or abandoned): their waiters look again."""
+        with self.lock:
+            for _p, _q, pages, event in pieces:
+                for i in pages:
+                    if self.inflight.get(i) is event:
+                        del self.inflight[i]
+        for piece in pieces:
+            piece[3].set()
+        pieces.clear()
+
+    def _fetch_run(self, a: int, b: int, pieces: list[_Piece]) -> None:
+        """Pages a..b with one request, into the cache. Each claimed piece is written and
+        handed to its waiters as soon as its bytes are in (when the fetch reports progress),
+        then the whole run is made durable and marked."""
         off = a * self.page
         n = min((b + 1) * self.page, self.size) - off
-        data = self.fetch(n, off)
+
+        def arrived(view: memoryview, got: int) -> None:
+            # the pieces wholly within the first `got` bytes (a retried request starts again
+            # from 0: pieces already delivered are not written twice)
+            if not pieces or min((pieces[0][1] + 1) * self.page, self.size) - off > got:
+                return
+            ready = [p for p in pieces if min((p[1] + 1) * self.page, self.size) - off <= got]
+            start = (ready[0][0] - a) * self.page
+            stop = min((ready[-1][1] + 1) * self.page, self.size) - off
+            self.file.write(ready[0][0], view[start:stop])
+            del pieces[:len(ready)]
+            self._give_up(ready)
+
+        if self.fetch_into is not None:
+            data = self.fetch_into(n, off, arrived)
+        else:
+            data = self.fetch(n, off)
         if len(data) != n:
             raise RegistryError(f"blob {self.digest}: fetched {len(data)} of {n} bytes at "
                                 f"offset {off}")
-        self.file.store(a, data)
+        if pieces:      # not reported as they came
+            arrived(memoryview(data), n)
+        if self.file.good.find(0, a, b + 1) >= 0:   # pages of the run no piece covered
+            self.file.write(a, memoryview(data))
+        self.file.commit(a, data)
         self.requests += 1
         self.fetched += n
 
@@ -486,32 +544,28 @@ class CachedRangeReader:
             while (stop + 1 < self.file.npages and stop + 1 - nxt < request
                    and not self.file.good[stop + 1] and stop + 1 not in self.inflight):
                 stop += 1
-            event = _Ahead()
-            for i in range(nxt, stop + 1):      # claimed now: the next trigger looks further
-                self.inflight[i] = event
+            # claimed now: the next trigger looks further
+            pieces = self._claim(nxt, stop, _Ahead)
         assert self.pool is not None
         try:
-            self.pool.submit(self._prefetch, nxt, stop, event)
+            self.pool.submit(self._prefetch, nxt, stop, pieces)
         except RuntimeError:        # closing: nothing more is fetched
-            self._release(nxt, stop, event)
+            self._release(pieces)
 
-    def _release(self, first: int, last: int, event: _Ahead) -> None:
-        """Give up read-ahead pages first..last: waiting readers look for them again."""
+    def _release(self, pieces: list[_Piece]) -> None:
+        """A read-ahead is over: what it did not deliver, waiting readers look for again."""
+        self._give_up(pieces)
         with self.lock:
-            for i in range(first, last + 1):
-                if self.inflight.get(i) is event:
-                    del self.inflight[i]
             self.prefetching -= 1
             self.idle.notify_all()
-        event.set()
 
-    def _prefetch(self, first: int, last: int, event: _Ahead) -> None:
+    def _prefetch(self, first: int, last: int, pieces: list[_Piece]) -> None:
         try:
-            self._fetch_run(first, last)
+            self._fetch_run(first, last, pieces)
         except Exception as e:  # noqa: BLE001 - the on-demand read will fetch and report it
             log.debug("blob %s: read-ahead of pages %d-%d failed: %s", self.digest, first, last, e)
         finally:
-            self._release(first, last, event)
+            self._release(pieces)
 
     def wait_idle(self) -> None:
         """Wait for the background read-ahead (tests, benchmarks)."""

@@ -381,10 +381,13 @@ class RegistryClient:
                 self.redirects[digest] = url
         return resp
 
-    def read_range(self, digest: str, offset: int, length: int) -> bytes | bytearray:
+    def read_range(self, digest: str, offset: int, length: int,
+                   progress: Callable[[memoryview, int], None] | None = None
+                   ) -> bytes | bytearray:
         """Exactly `length` bytes of a blob at `offset` (the caller keeps within the blob).
         A 206 must carry the Content-Range asked for; a 200 (Range ignored) is read only up
-        to the end of the range; a short body is retried."""
+        to the end of the range; a short body is retried. `progress(buffer, n)` is called as
+        the first n bytes come in (from 0 again if the request is retried)."""
         if length <= 0:
             return b""
         end = offset + length - 1
@@ -406,13 +409,13 @@ class RegistryClient:
                                         "is beyond the end of the blob (416)")
                 else:
                     raise self._fail(f"blob {digest} range {offset}-{end}", resp)
-                data = self._read_span(resp, skip, length, digest)
+                data = self._read_span(resp, skip, length, digest, progress)
             self.stats.add(digest, nbytes=len(data))
             return data
         return self.retrying(f"blob {digest} bytes {offset}-{end}", attempt, digest=digest)
 
-    def _read_span(self, resp: httpx.Response, skip: int, length: int,
-                   digest: str) -> bytearray:
+    def _read_span(self, resp: httpx.Response, skip: int, length: int, digest: str,
+                   progress: Callable[[memoryview, int], None] | None = None) -> bytearray:
         """`length` bytes after `skip` bytes of the body, copied once into one buffer (a
         blob range is MiBs: growing a buffer and copying it out cost more than the socket).
         A 206 body is read to its end, so the connection goes back to the pool; a 200 (the
@@ -436,6 +439,8 @@ class RegistryClient:
                     n = length - got
                 view[got:got + n] = part[:n] if n < len(part) else part
                 got += n
+                if progress is not None:
+                    progress(view, got)
                 if skip_rest and got >= length:
                     break       # a whole blob: closing the response drops the rest unread
         except httpx.TransportError as e:

@@ -17,7 +17,13 @@ import httpx
 
 from nydusfs.image.source import ImageSource, ImageTarget, RangeReader
 from nydusfs.registry import credentials
-from nydusfs.registry.cache import BlobCache, CachedRangeReader, NotCached, in_cache_only
+from nydusfs.registry.cache import (
+    BlobCache,
+    CachedRangeReader,
+    NotCached,
+    Progress,
+    in_cache_only,
+)
 from nydusfs.registry.client import (
     MANIFEST_LIMIT,
     MANIFEST_TYPES,
@@ -58,12 +64,14 @@ class RemoteRangeReader:
     def __init__(self, client: RegistryClient, digest: str, size: int) -> None:
         self.client, self.digest, self.size = client, digest, size
 
-    def fetch(self, size: int, offset: int) -> bytes | bytearray:
-        """Like pread, without copying the received buffer (for the cache, which keeps it)."""
+    def fetch(self, size: int, offset: int,
+              progress: Progress | None = None) -> bytes | bytearray:
+        """Like pread, without copying the received buffer, and reporting progress (for
+        the cache)."""
         size = max(0, min(size, self.size - offset))
         if in_cache_only():
             raise NotCached(f"blob {self.digest}: read without a cache")
-        return self.client.read_range(self.digest, offset, size)
+        return self.client.read_range(self.digest, offset, size, progress)
 
     def pread(self, size: int, offset: int) -> bytes:
         return bytes(self.fetch(size, offset))
@@ -186,10 +194,10 @@ class RegistrySource(ImageSource):
             if in_cache_only():     # opening the cache files may wait (flock, fsync)
                 raise NotCached(f"blob {digest}: not opened yet")
 
-            def fetch(n: int, offset: int) -> bytes | bytearray:
+            def fetch(n: int, offset: int, progress: Progress | None = None) -> bytes | bytearray:
                 with self.traffic.request(n):
-                    return remote.fetch(n, offset)
-            reader = CachedRangeReader(self.cache, digest, size, fetch)
+                    return remote.fetch(n, offset, progress)
+            reader = CachedRangeReader(self.cache, digest, size, fetch, fetch_into=fetch)
             self.readers[digest] = reader
             return reader
 
