@@ -465,3 +465,29 @@ def test_waiting_reader_gets_its_piece_before_the_request_ends(
         assert results["whole"] == layer and results["late"] == layer[2 * piece + 7:2 * piece + 1007]
         assert _ready_pages(tmp_path, digest) == list(range((len(layer) + PAGE - 1) // PAGE))
         r.close()
+
+
+def test_request_cut_after_its_first_piece(proxy: FaultProxy,
+                                           images: tuple[PushedImage, PushedImage],
+                                           tmp_path: pathlib.Path) -> None:
+    """The connection drops after a request's first MiB was handed over: the retry starts
+    from byte 0 again, the rest arrives, every byte is right and every page marked."""
+    img = images[0]
+    layer, digest = img.layers[0], img.layer_digests[0]
+    with open_source(f"docker://{proxy.host}/{img.repo}:{img.tag}", plain_http=True) as src:
+        remote = src.range_reader(digest)
+        r = CachedRangeReader(BlobCache(tmp_path), digest, len(layer), remote.pread,
+                              max_request=4 << 20, readahead=False,
+                              fetch_into=remote.fetch)   # type: ignore[attr-defined]
+        proxy.drop(1, after=3 * PIECE_PAGES * PAGE // 2)
+        assert r.pread(len(layer), 0) == layer
+        assert len([e for e in proxy.log if e.get("dropped")]) == 1
+        assert len(_gets(proxy, digest)) == 2
+        r.close()
+    assert _ready_pages(tmp_path, digest) == list(range((len(layer) + PAGE - 1) // PAGE))
+    with _open(proxy, img, tmp_path) as src:        # from the file alone
+        before = len(_gets(proxy, digest))
+        r = src.range_reader(digest)
+        assert r.pread(len(layer), 0) == layer
+        assert len(_gets(proxy, digest)) == before
+        r.close()

@@ -511,11 +511,8 @@ class CachedRangeReader:
         if len(data) != n:
             raise RegistryError(f"blob {self.digest}: fetched {len(data)} of {n} bytes at "
                                 f"offset {off}")
-        if pieces:      # not reported as they came
-            arrived(memoryview(data), n)
-        if self.file.good.find(0, a, b + 1) >= 0:   # pages of the run no piece covered
-            self.file.write(a, memoryview(data))
-        self.file.commit(a, data)
+        arrived(memoryview(data), n)    # what was not reported as it came
+        self.file.commit(a, data)       # the pieces cover a..b: all written by now
         self.requests += 1
         self.fetched += n
 
