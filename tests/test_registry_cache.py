@@ -479,10 +479,11 @@ def test_request_cut_after_its_first_piece(proxy: FaultProxy,
         r = CachedRangeReader(BlobCache(tmp_path), digest, len(layer), remote.pread,
                               max_request=4 << 20, readahead=False,
                               fetch_into=remote.fetch)   # type: ignore[attr-defined]
+        dropped, gets = len([e for e in proxy.log if e.get("dropped")]), len(_gets(proxy, digest))
         proxy.drop(1, after=3 * PIECE_PAGES * PAGE // 2)
         assert r.pread(len(layer), 0) == layer
-        assert len([e for e in proxy.log if e.get("dropped")]) == 1
-        assert len(_gets(proxy, digest)) == 2
+        assert len([e for e in proxy.log if e.get("dropped")]) == dropped + 1
+        assert len(_gets(proxy, digest)) == gets + 2
         r.close()
     assert _ready_pages(tmp_path, digest) == list(range((len(layer) + PAGE - 1) // PAGE))
     with _open(proxy, img, tmp_path) as src:        # from the file alone
