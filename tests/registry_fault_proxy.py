@@ -194,13 +194,16 @@ class FaultProxy(_Base):
 
     def answer(self, n: int, path: str, *, status: int = 200, headers: dict[str, str] | None = None,
                body: bytes = b"", length: int | None = None, endless: bool = False,
-               trickle: float = 0.0, methods: tuple[str, ...] = ("GET", "HEAD")) -> None:
+               trickle: float = 0.0, fast: int = 0,
+               methods: tuple[str, ...] = ("GET", "HEAD")) -> None:
         """`length` is the Content-Length sent (default the body's); `endless` repeats the body
-        until the client goes away; `trickle` sends it one byte per that many seconds."""
+        until the client goes away; `trickle` sends it one byte per that many seconds, after
+        its first `fast` bytes at once."""
         with self.lock:
             self.rules.append({"kind": "answer", "n": n, "path": re.compile(path), "match": "",
                                "methods": methods, "status": status, "headers": dict(headers or {}),
-                               "body": body, "length": length, "endless": endless, "trickle": trickle})
+                               "body": body, "length": length, "endless": endless, "trickle": trickle,
+                               "fast": fast})
 
     def forward_body(self, n: int, path: str, edit: Any, methods: tuple[str, ...] = ("GET",)) -> None:
         with self.lock:
@@ -361,7 +364,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         try:
             while True:
                 if rule["trickle"]:
-                    for i in range(len(body)):
+                    self.wfile.write(body[:rule["fast"]])
+                    self.wfile.flush()
+                    for i in range(rule["fast"], len(body)):
                         self.wfile.write(body[i:i + 1])
                         self.wfile.flush()
                         time.sleep(rule["trickle"])

@@ -152,6 +152,26 @@ SLOW = {
         1000, r"/token", body=b'{"token": "' + b"t" * 2000 + b'"}', trickle=0.05)),
     "config-trickled": lambda p: p.answer(1000, BLOB, body=TRICKLE, trickle=0.05),
 }
+# a layer that comes fast, then a byte each 20 ms: 80 s for the rest
+FAST_THEN_SLOW = {"body": bytes(256 << 10) + bytes(4000), "trickle": 0.02, "fast": 256 << 10}
+LAYER = """
+import json, sys
+from nydusfs.errors import NydusfsError
+from nydusfs.image import open_source
+try:
+    with open_source(sys.argv[1], timeout=1.0, retry_time=1.0, connect_retry_time=1.0,
+                     **({"cache_dir": sys.argv[3]} if sys.argv[2] == "range" else {})) as source:
+        layer = json.loads(source.index_or_manifest()[0])["layers"][0]
+        if sys.argv[2] == "range":      # 1 MiB asked for: more than the answer's fast part
+            source.range_reader(layer["digest"], 1 << 20).pread(1 << 20, 0)
+        else:
+            with source.open_blob(layer["digest"]) as f:
+                while f.read(1 << 20):
+                    pass
+except NydusfsError as e:
+    print(e)
+    sys.exit(2)
+"""
 RESOLVE = """
 import sys
 from nydusfs.errors import NydusfsError
@@ -163,6 +183,28 @@ except NydusfsError as e:
     print(e)
     sys.exit(2)
 """
+
+
+@pytest.mark.parametrize("how", ["stream", "range"])
+@pytest.mark.parametrize("trickle", ["from-the-start", "after-256-KiB"])
+def test_slow_layer_bodies_fail_within_bounds(pushed, tmp_path, how, trickle):
+    """A layer body (streamed whole, as convert and check read layers, or a range, as the
+    mount reads them) that trickles is given up on within the timeouts: one window of the
+    timeout must bring 64 KiB/s, however fast the body began."""
+    _, proxy = pushed
+    proxy.clear()
+    slow = dict(FAST_THEN_SLOW, fast=0) if trickle == "from-the-start" else FAST_THEN_SLOW
+    proxy.answer(1000, BLOB, methods=("GET",), **slow)
+    try:
+        r = subprocess.run([sys.executable, "-c", LAYER, f"docker://{proxy.host}/hostile/src:v1",
+                            how, str(tmp_path / "cache")],
+                           capture_output=True, text=True, timeout=TIME_LIMIT, check=False)
+        assert r.returncode == 2, (r.returncode, r.stdout, r.stderr[-2000:])
+        assert len(r.stdout.strip().splitlines()) == 1, r.stdout
+        assert "blob sha256:" in r.stdout, r.stdout
+    finally:
+        with proxy.lock:
+            proxy.rules.clear()
 
 
 @pytest.mark.parametrize("case", sorted(SLOW))

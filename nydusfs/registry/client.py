@@ -36,7 +36,7 @@ from typing import TypeVar
 import httpx
 
 from nydusfs.registry.auth import Authenticator, parse_challenge
-from nydusfs.registry.body import read_body
+from nydusfs.registry.body import Pace, read_body
 from nydusfs.registry.credentials import Credentials
 from nydusfs.registry.errors import RegistryError, UploadSessionLost
 from nydusfs.registry.reference import Reference
@@ -424,8 +424,10 @@ class RegistryClient:
         out = bytearray(length)
         view = memoryview(out)
         got = 0
+        pace = Pace(self.timeout, f"{self.where}: blob {digest}")
         try:
             for part in resp.iter_raw():
+                pace.add(len(part))
                 if skip:
                     if len(part) <= skip:
                         skip -= len(part)
@@ -471,8 +473,10 @@ class RegistryClient:
                 return resp
             raise self._fail(f"blob {digest}", resp)
         resp = self.retrying(f"blob {digest}", attempt, digest=digest)
+        pace = Pace(self.timeout, f"{self.where}: blob {digest}")
         with closing(resp):
             for part in resp.iter_raw():
+                pace.add(len(part))
                 self.stats.add(digest, nbytes=len(part))
                 yield part
 
