@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from rich.cells import cell_len
 
-# top-left, horizontal, joint, top-right / vertical / header rule / body: left, joint, right ...
+# rules are (left, line, joint, right); rows are cut by the vertical bar
 _UNICODE = {"head_top": "┏━┳┓", "head": "┃", "head_rule": "┡━╇┩", "top": "┌─┬┐",
             "body": "│", "bottom": "└─┴┘"}
 _ASCII = {"head_top": "+-++", "head": "|", "head_rule": "|-+|", "top": "+-++",
