@@ -178,6 +178,35 @@ def test_second_push_skips_existing_blobs(any_registry: Registry, pushed: Pushed
     assert log.count('"PUT /v2/twice/app/blobs/uploads') == 3
 
 
+def test_push_asks_once_whether_the_registry_has_a_blob(any_registry: Registry,
+                                                        pushed: PushedImage) -> None:
+    """has_blob then put_blob (what convert does) costs one HEAD per blob, not two; put_blob
+    alone still asks, and skips a blob the repository has."""
+    dst_ref = f"docker://{any_registry.host}/heads/app:v1"
+
+    def heads(digest: str) -> int:
+        return any_registry.log_file.read_text().count(f'"HEAD /v2/heads/app/blobs/{digest}')
+    with open_source(_ref(any_registry, pushed), **any_registry.options()) as src, \
+            open_target(dst_ref, **any_registry.options()) as dst:
+        manifest, media = src.index_or_manifest()
+        doc = json.loads(manifest)
+        config, layer, other = doc["config"], doc["layers"][0], doc["layers"][1]
+        for desc in (config, layer):
+            assert not dst.has_blob(desc["digest"])
+            with src.open_blob(desc["digest"]) as f:
+                dst.put_blob(desc["digest"], desc["size"], f)
+        with src.open_blob(other["digest"]) as f:      # no has_blob before: put_blob asks
+            dst.put_blob(other["digest"], other["size"], f)
+        with src.open_blob(layer["digest"]) as f:      # pushed already: asked, and skipped
+            dst.put_blob(layer["digest"], layer["size"], f)
+        dst.put_manifest(manifest, media)
+        dst.commit()
+    assert heads(config["digest"]) == 1 and heads(other["digest"]) == 1
+    assert heads(layer["digest"]) == 2
+    log = any_registry.log_file.read_text()
+    assert log.count('"PUT /v2/heads/app/blobs/uploads') == 3
+
+
 def test_push_mounts_from_same_registry(any_registry: Registry, pushed: PushedImage) -> None:
     """With mount_from on the same registry, no blob bytes are uploaded (no PATCH)."""
     dst_ref = f"docker://{any_registry.host}/mounted/app:v1"

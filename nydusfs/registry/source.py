@@ -239,9 +239,13 @@ class RegistryTarget(ImageTarget):
         self.client = _client(reference, "pull,push", extra, **options)  # type: ignore[arg-type]
         self.children: list[tuple[str, bytes, str]] = []
         self.top: tuple[bytes, str] | None = None
+        self.absent: set[str] = set()     # blobs has_blob just found missing: put_blob's next
 
     def has_blob(self, digest: str) -> bool:
-        return self.client.head_blob(digest) is not None
+        present = self.client.head_blob(digest) is not None
+        if not present:
+            self.absent.add(digest)
+        return present
 
     def put_blob(self, digest: str, size: int, stream: BinaryIO) -> None:
         if size <= MANIFEST_LIMIT:
@@ -253,7 +257,9 @@ class RegistryTarget(ImageTarget):
                 self.children.append((digest, data, media))
                 return
             stream = io.BytesIO(data)
-        if self.has_blob(digest):
+        if digest in self.absent:       # the caller has just asked: no second HEAD
+            self.absent.discard(digest)
+        elif self.client.head_blob(digest) is not None:
             return
         if self.mount_from and self.client.mount_blob(digest, self.mount_from):
             return
