@@ -294,7 +294,8 @@ def test_map_format(tmp_path: pathlib.Path) -> None:
     data = bytes(range(256)) * 1000
     digest = "sha256:" + "ab" * 32
     f = cache.open(digest, len(data))
-    f.store(1, data[PAGE:3 * PAGE])
+    f.write(1, memoryview(data[PAGE:3 * PAGE]))
+    f.commit(1, data[PAGE:3 * PAGE])
     f.close()
     raw = (tmp_path / ("ab" * 32 + ".map")).read_bytes()
     magic, version, page, size, dig = HEADER.unpack_from(raw)

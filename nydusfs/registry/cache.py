@@ -290,21 +290,21 @@ class CacheFile:
         raw = os.pread(self.map_fd, ENTRY.size, HEADER.size + i * ENTRY.size)
         return len(raw) == ENTRY.size and ENTRY.unpack(raw)[1] == READY
 
-    def store(self, first: int, data: bytes | bytearray) -> None:
-        """Pages first.. with their bytes (whole pages; the blob's last page may be short):
-        written, made durable, then the pages marked."""
-        self.write(first, memoryview(data))
-        self.commit(first, data)
+    def verified(self, first: int, last: int) -> bool:
+        """Pages first..last are all verified by this process (written by it, or read back
+        and matching their CRC)."""
+        return self.good.find(0, first, last + 1) < 0
 
     def write(self, first: int, view: memoryview) -> None:
-        """Write pages first.. to the data file; from then on this process reads them (its
-        page cache has them), other processes only once `commit` has marked them."""
+        """Write pages first.. (whole pages; the blob's last page may be short) to the data
+        file; from then on this process reads them (its page cache has them), other processes
+        only once `commit` has marked them."""
         off = first * self.page
         done = 0
         while done < len(view):
             done += os.pwrite(self.data_fd, view[done:], off + done)
-        self.good[first:first + (len(view) + self.page - 1) // self.page] = \
-            b"\1" * ((len(view) + self.page - 1) // self.page)
+        count = (len(view) + self.page - 1) // self.page
+        self.good[first:first + count] = b"\1" * count
 
     def commit(self, first: int, data: bytes | bytearray) -> None:
         """Pages first.., already written: made durable, then marked in the map."""
@@ -375,15 +375,15 @@ class CachedRangeReader:
         size = max(0, min(size, self.size - offset))
         if size == 0:
             return True
-        return self.file.good.find(0, offset // self.page, (offset + size - 1) // self.page + 1) < 0
+        return self.file.verified(offset // self.page, (offset + size - 1) // self.page)
 
     def pread(self, size: int, offset: int) -> bytes:
         size = max(0, min(size, self.size - offset))
         if size == 0:
             return b""
         first, last = offset // self.page, (offset + size - 1) // self.page
-        if self.file.good.find(0, first, last + 1) < 0:
-            missed = demand = False     # all verified by this process (most reads)
+        if self.file.verified(first, last):
+            missed = demand = False     # most reads
         else:
             if in_cache_only():
                 raise NotCached(f"blob {self.digest}: bytes {offset}+{size} not in the cache")
